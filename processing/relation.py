@@ -42,9 +42,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -385,9 +386,7 @@ class TripletDecoderLayer(nn.Module):
         need_maps: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         visual = getattr(self, f"cross_attn_{name}")
-        out, maps = visual(
-            tgt + triplet_pos, memory_pos, memory, key_padding_mask=memory_mask, need_weights=need_maps
-        )
+        out, maps = visual(tgt + triplet_pos, memory_pos, memory, key_padding_mask=memory_mask, need_weights=need_maps)
         tgt = getattr(self, f"norm1_{name}")(tgt + self.dropout(out))
         out = getattr(self, f"cross_{name}_entity")(tgt + triplet_pos, entity, entity, need_weights=False)[0]
         tgt = getattr(self, f"norm2_{name}")(tgt + self.dropout(out))
@@ -566,9 +565,7 @@ class RelTR(nn.Module):
         )
 
     @classmethod
-    def from_official_checkpoint(
-        cls, path: str | Path, config: RelTRConfig | None = None, **config_overrides
-    ) -> RelTR:
+    def from_official_checkpoint(cls, path: str | Path, config: RelTRConfig | None = None, **config_overrides) -> RelTR:
         """Load RelTR from an official-format checkpoint (``torch.save({"model": state_dict})``, e.g.
         ``checkpoint0149.pth``) or a ``.safetensors`` state dict, with ``weights_only=True`` and ``strict=True``.
 
@@ -654,7 +651,12 @@ class RelationExtractor(SceneExtractor):
     ):
         c = model.config
         super().__init__(2 * c.hidden_dim + 2 * c.num_entity_classes + c.num_predicate_classes, top_k)
-        for name, value in (("top_k", top_k), ("min_size", min_size), ("max_size", max_size), ("batch_size", batch_size)):
+        for name, value in (
+            ("top_k", top_k),
+            ("min_size", min_size),
+            ("max_size", max_size),
+            ("batch_size", batch_size),
+        ):
             if int(value) < 1:
                 raise ValueError(f"RelationExtractor.{name} must be >= 1, got {value}")
         if max_size < min_size:
