@@ -1,0 +1,467 @@
+"""Video decoding and uniform frame sampling for Scene-Enriched Modeling (paper §3.1, §4.1: 8 frames per clip).
+
+One API over two decoders, decord and PyAV (``backend="decord"`` / ``"av"``); when the requested one is not
+installed the other is used, and :data:`DEFAULT_BACKEND` is the faster of the two on the P6 benchmark
+(``bench/bench_p6_decoding.py``). Neither package is imported at module import time.
+
+* :func:`probe_video` reads fps, frame count, duration and size.
+* :func:`sample_frames` samples ``num_frames`` frames uniformly over a ``[start, end)`` window (seconds) and returns
+  them as a uint8 RGB tensor ``[T, H, W, 3]`` with each frame's time in seconds.
+* :func:`iter_clips` walks a long video window by window, decoding only the frames each window needs, so memory
+  stays flat in the video's length (hours of footage).
+
+Choices (documented here because the paper does not fix them):
+
+* **Uniform sampling** takes ``round(linspace(first, last, T))`` over the indices of the frames whose time lies in
+  the window, the same rule as Video-LLaVA's own video sampler (``np.linspace(0, n - 1, 8)``) so both see the same
+  frames; when the window holds fewer than ``T`` frames, frames repeat (a 1-frame video gives its frame ``T``
+  times).
+* **Time** of frame ``i`` is ``i / fps`` (seconds from the first frame), the constant-frame-rate reading both
+  decoders agree on; ``duration = num_frames / fps``.
+* **Downscaling** with ``max_side`` happens inside the decoder's scaler (decord ``width``/``height``, PyAV
+  ``reformat``), so a 4000x3000 video never materialises full-size RGB arrays for all sampled frames.
+* Every decoding failure (missing, empty, non-video, truncated or corrupt file, no frames) raises
+  :class:`VideoDecodeError`, a ``ValueError`` naming the file, so batch extraction can skip, report and carry on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import SCENE_INSTALL_HINT, is_av_available, is_decord_available
+
+BACKENDS = ("decord", "av")
+#: The faster backend on the P6 benchmark (bench/bench_p6_decoding.py): see the module docstring.
+DEFAULT_BACKEND = "decord"
+DEFAULT_NUM_FRAMES = 8
+DEFAULT_WINDOW = 10.0
+
+
+class VideoDecodeError(ValueError):
+    """A video file that cannot be decoded; the message names the file and what went wrong."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot decode video '{self.path}': {reason}")
+
+
+class VideoNotFoundError(VideoDecodeError, FileNotFoundError):
+    """The video file does not exist (both a :class:`VideoDecodeError` and a ``FileNotFoundError``)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe_video` reports: fps, frame count, duration (s) and frame size (pixels)."""
+
+    path: str
+    fps: float
+    num_frames: int
+    duration: float
+    width: int
+    height: int
+
+
+@dataclass
+class SampledClip:
+    """Frames sampled from the ``[start, end)`` window of a video.
+
+    Attributes:
+        frames: uint8 RGB tensor ``[T, H, W, 3]``.
+        timestamps: time of each sampled frame in seconds from the start of the video.
+        fps, duration: of the whole video.
+        start, end: the window in seconds.
+        path: the video file.
+    """
+
+    frames: torch.Tensor
+    timestamps: list[float]
+    fps: float
+    duration: float
+    start: float
+    end: float
+    path: str
+    indices: list[int] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+
+# --------------------------------------------------------------------------------------------------- backends
+def resolve_backend(backend: str | None = None) -> str:
+    """The backend to use: ``backend`` (or :data:`DEFAULT_BACKEND`) when installed, else the other one."""
+    name = DEFAULT_BACKEND if backend is None else str(backend).lower()
+    if name == "pyav":
+        name = "av"
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    available = {"decord": is_decord_available(), "av": is_av_available()}
+    if available[name]:
+        return name
+    other = BACKENDS[1 - BACKENDS.index(name)]
+    if available[other]:
+        return other
+    raise ImportError(
+        f"video decoding needs the package 'decord' or 'av' (PyAV), neither is installed. "
+        f"Install them with: {SCENE_INSTALL_HINT}"
+    )
+
+
+def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """Output size keeping the aspect ratio with ``max(w, h) <= max_side`` (even sizes are not required)."""
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    if int(max_side) < 1:
+        raise ValueError(f"max_side must be a positive integer, got {max_side!r}")
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+class _Reader:
+    """An open video file (one backend) that decodes frames by index; reused across :func:`iter_clips` windows."""
+
+    def __init__(self, path: str, max_side: int | None):
+        self.path = path
+        self.max_side = max_side
+        self.info: VideoInfo
+
+    def read(self, indices: list[int]) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def _fail(self, reason: str) -> VideoDecodeError:
+        return VideoDecodeError(self.path, reason)
+
+
+class _DecordReader(_Reader):
+    def __init__(self, path: str, max_side: int | None):
+        super().__init__(path, max_side)
+        import decord
+
+        self._decord = decord
+        try:
+            vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=0)
+            num_frames = len(vr)
+            fps = float(vr.get_avg_fps())
+        except Exception as err:  # decord raises DECORDError / RuntimeError with ffmpeg's message
+            if "cannot find video stream" in str(err):
+                raise self._fail("it has no video stream") from err
+            raise self._fail(f"decord could not open it ({_short(err)})") from err
+        if num_frames <= 0:
+            raise self._fail("the video stream has no frames")
+        try:
+            height, width = vr[0].shape[:2]
+        except Exception as err:
+            raise self._fail(f"decord could not decode its first frame ({_short(err)})") from err
+        fps = _valid_fps(fps, self.path)
+        self.info = VideoInfo(path, fps, num_frames, num_frames / fps, int(width), int(height))
+        out_w, out_h = _target_size(self.info.width, self.info.height, max_side)
+        if (out_w, out_h) != (self.info.width, self.info.height):
+            del vr  # reopen with decoder-side scaling so full-size RGB frames are never kept
+            try:
+                vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=0, width=out_w, height=out_h)
+            except Exception as err:
+                raise self._fail(f"decord could not open it at {out_w}x{out_h} ({_short(err)})") from err
+        self._vr = vr
+
+    def read(self, indices: list[int]) -> torch.Tensor:
+        try:
+            batch = self._vr.get_batch(list(indices)).asnumpy()
+        except Exception as err:
+            raise self._fail(f"decord failed to decode frames {_span(indices)} ({_short(err)})") from err
+        if batch.ndim != 4 or batch.shape[0] != len(indices) or batch.shape[-1] != 3:
+            raise self._fail(f"decord returned frames of shape {tuple(batch.shape)} for {len(indices)} indices")
+        return torch.from_numpy(np.ascontiguousarray(batch))
+
+    def close(self) -> None:
+        self._vr = None
+
+
+class _PyAVReader(_Reader):
+    """PyAV decoding: seek to the keyframe before a far target, decode forward, convert only the targets to RGB."""
+
+    #: seek instead of decoding forward when the next target is more than this many seconds ahead
+    seek_gap_seconds = 2.0
+
+    def __init__(self, path: str, max_side: int | None):
+        super().__init__(path, max_side)
+        import av
+
+        self._av = av
+        try:
+            self._container = av.open(path, mode="r", metadata_errors="ignore")
+        except Exception as err:  # av.error.InvalidDataError etc. carry ffmpeg's message
+            raise self._fail(f"PyAV could not open it ({_short(err)})") from err
+        if not self._container.streams.video:
+            self._container.close()
+            raise self._fail("it has no video stream")
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        self._stream = stream
+        ctx = stream.codec_context
+        width, height = int(ctx.width or 0), int(ctx.height or 0)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = _valid_fps(float(rate) if rate else 0.0, self.path)
+        num_frames = int(stream.frames or 0)
+        if num_frames <= 0:
+            num_frames = self._count_frames()
+        if num_frames <= 0:
+            self._container.close()
+            raise self._fail("the video stream has no frames")
+        if width <= 0 or height <= 0:
+            self._container.close()
+            raise self._fail(f"the video stream reports an invalid frame size {width}x{height}")
+        self.info = VideoInfo(path, fps, num_frames, num_frames / fps, width, height)
+        self._out_size = _target_size(width, height, max_side)
+        self._time_base = float(stream.time_base) if stream.time_base else 1.0 / fps
+        self._start_pts = int(stream.start_time or 0)
+        self._frames: Iterator | None = None
+        self._last_index = -1  # index of the last frame taken from self._frames
+
+    def _count_frames(self) -> int:
+        """Count the stream's packets when the container does not store a frame count (demux only, no decoding)."""
+        try:
+            count = sum(1 for p in self._container.demux(self._stream) if p.size > 0)
+        except Exception as err:
+            self._container.close()
+            raise self._fail(f"PyAV could not read its packets ({_short(err)})") from err
+        self._container.seek(0)
+        return count
+
+    def _index_of(self, frame) -> int:
+        if frame.pts is None:
+            return self._last_index + 1
+        return round((frame.pts - self._start_pts) * self._time_base * self.info.fps)
+
+    def _seek(self, index: int) -> None:
+        target_pts = self._start_pts + int(index / self.info.fps / self._time_base)
+        self._container.seek(target_pts, stream=self._stream, backward=True, any_frame=False)
+        self._frames = self._container.decode(self._stream)
+        self._last_index = -1
+
+    def _to_rgb(self, frame) -> np.ndarray:
+        width, height = self._out_size
+        return frame.to_ndarray(format="rgb24", width=width, height=height)
+
+    def read(self, indices: list[int]) -> torch.Tensor:
+        got: dict[int, np.ndarray] = {}
+        try:
+            for target in sorted(set(int(i) for i in indices)):
+                behind = self._frames is None or target <= self._last_index
+                far = target - self._last_index > self.seek_gap_seconds * self.info.fps
+                if behind or far:
+                    self._seek(target)
+                got[target] = self._decode_until(target)
+        except VideoDecodeError:
+            raise
+        except Exception as err:
+            raise self._fail(f"PyAV failed to decode frames {_span(indices)} ({_short(err)})") from err
+        return torch.from_numpy(np.stack([got[int(i)] for i in indices]))
+
+    def _decode_until(self, target: int) -> np.ndarray:
+        """Decode forward to frame ``target``; retry once from the first frame when a seek overshot it."""
+        for from_start in (False, True):
+            previous = None
+            for frame in self._frames:
+                index = self._index_of(frame)
+                self._last_index = index
+                if index == target:
+                    return self._to_rgb(frame)
+                if index > target:
+                    if previous is not None:  # a gap in the timestamps: the nearest frame before it
+                        return self._to_rgb(previous)
+                    if from_start:  # the stream starts after the target time: its first frame
+                        return self._to_rgb(frame)
+                    break  # the seek landed after the target: decode again from the start
+                previous = frame
+            else:
+                if previous is not None or from_start:
+                    raise self._fail(
+                        f"the stream ended at frame {self._last_index} but frame {target} of "
+                        f"{self.info.num_frames} was requested (truncated or corrupt file)"
+                    )
+            self._seek(0)
+        raise self._fail(f"no frame could be decoded at or after frame {target} (truncated or corrupt file)")
+
+    def close(self) -> None:
+        self._frames = None
+        self._container.close()
+
+
+def _valid_fps(fps: float, path: str) -> float:
+    if not math.isfinite(fps) or fps <= 0:
+        raise VideoDecodeError(path, f"the video stream reports an invalid frame rate {fps!r}")
+    return fps
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    message = text[0] if text else ""
+    return f"{type(err).__name__}: {message[:300]}"
+
+
+def _span(indices: list[int]) -> str:
+    return f"{min(indices)}..{max(indices)}" if indices else "[]"
+
+
+def _open(path: str | os.PathLike, backend: str | None, max_side: int | None) -> _Reader:
+    name = resolve_backend(backend)
+    path = _check_path(path)
+    if max_side is not None and (not isinstance(max_side, (int, np.integer)) or int(max_side) < 1):
+        raise ValueError(f"max_side must be a positive integer or None, got {max_side!r}")
+    return _DecordReader(path, max_side) if name == "decord" else _PyAVReader(path, max_side)
+
+
+def _check_path(path: str | os.PathLike) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    p = Path(path)
+    if not p.exists():
+        raise VideoNotFoundError(p, "no such file")
+    if p.is_dir():
+        raise VideoDecodeError(p, "it is a directory, not a video file")
+    if p.stat().st_size == 0:
+        raise VideoDecodeError(p, "the file is empty (0 bytes)")
+    return str(p)
+
+
+# ------------------------------------------------------------------------------------------------ public API
+def probe_video(path: str | os.PathLike, *, backend: str | None = None) -> VideoInfo:
+    """Read a video's fps, frame count, duration (s) and frame size without sampling it."""
+    reader = _open(path, backend, None)
+    try:
+        return reader.info
+    finally:
+        reader.close()
+
+
+def window_indices(info: VideoInfo, num_frames: int, start: float | None = None, end: float | None = None) -> tuple[
+    list[int], float, float
+]:
+    """Frame indices of ``num_frames`` uniformly sampled frames of the ``[start, end)`` window, and the clipped
+    window. Frame ``i`` is at ``i / fps`` seconds; a window holding no frame takes the frame nearest its start."""
+    if not isinstance(num_frames, (int, np.integer)) or isinstance(num_frames, bool) or num_frames < 1:
+        raise ValueError(f"num_frames must be a positive integer, got {num_frames!r} (video '{info.path}')")
+    start = 0.0 if start is None else float(start)
+    end = info.duration if end is None else float(end)
+    if not math.isfinite(start) or start < 0:
+        raise ValueError(f"start must be a finite time >= 0 s, got {start!r} (video '{info.path}')")
+    if not math.isfinite(end) or end <= start:
+        raise ValueError(f"end must be a finite time after start={start} s, got end={end!r} (video '{info.path}')")
+    if start >= info.duration:
+        raise ValueError(
+            f"start={start} s is at or after the end of video '{info.path}' (duration {info.duration:.3f} s)"
+        )
+    end = min(end, info.duration)
+    eps = 1e-6
+    first = min(info.num_frames - 1, math.ceil(start * info.fps - eps))
+    last = min(info.num_frames - 1, math.ceil(end * info.fps - eps) - 1)
+    last = max(first, last)
+    indices = np.rint(np.linspace(first, last, num_frames)).astype(int).tolist()
+    return indices, start, end
+
+
+def _sample(reader: _Reader, num_frames: int, start: float | None, end: float | None) -> SampledClip:
+    info = reader.info
+    indices, start, end = window_indices(info, num_frames, start, end)
+    frames = reader.read(indices)
+    return SampledClip(
+        frames=frames,
+        timestamps=[i / info.fps for i in indices],
+        fps=info.fps,
+        duration=info.duration,
+        start=start,
+        end=end,
+        path=info.path,
+        indices=indices,
+    )
+
+
+def sample_frames(
+    path: str | os.PathLike,
+    num_frames: int = DEFAULT_NUM_FRAMES,
+    start: float | None = None,
+    end: float | None = None,
+    backend: str | None = None,
+    max_side: int | None = None,
+) -> SampledClip:
+    """Uniformly sample ``num_frames`` frames of the ``[start, end)`` window (seconds; default: the whole video).
+
+    Returns a :class:`SampledClip` with ``frames`` uint8 RGB ``[T, H, W, 3]`` (downscaled so that
+    ``max(H, W) <= max_side`` when given) and the sampled frames' ``timestamps`` in seconds. Raises
+    :class:`VideoDecodeError` naming the file for missing, empty, non-video, truncated or frame-less files.
+    """
+    reader = _open(path, backend, max_side)
+    try:
+        return _sample(reader, num_frames, start, end)
+    finally:
+        reader.close()
+
+
+def clip_windows(duration: float, window: float, stride: float | None = None) -> list[tuple[float, float]]:
+    """The ``[start, end)`` windows (seconds) that :func:`iter_clips` walks: starts ``0, stride, 2*stride, ...``
+    until a window reaches the end of the video; the last window is clipped to ``duration``."""
+    stride = window if stride is None else stride
+    if not (isinstance(window, (int, float)) and math.isfinite(window) and window > 0):
+        raise ValueError(f"window must be a positive number of seconds, got {window!r}")
+    if not (isinstance(stride, (int, float)) and math.isfinite(stride) and stride > 0):
+        raise ValueError(f"stride must be a positive number of seconds, got {stride!r}")
+    windows = []
+    k = 0
+    while True:
+        start = k * stride
+        if start >= duration - 1e-9:
+            break
+        end = min(start + window, duration)
+        windows.append((start, end))
+        if end >= duration - 1e-9:
+            break
+        k += 1
+    return windows
+
+
+def iter_clips(
+    path: str | os.PathLike,
+    window: float = DEFAULT_WINDOW,
+    stride: float | None = None,
+    num_frames: int = DEFAULT_NUM_FRAMES,
+    backend: str | None = None,
+    max_side: int | None = None,
+) -> Iterator[SampledClip]:
+    """Split a long video into windows of ``window`` seconds every ``stride`` seconds (default: ``window``, no
+    overlap) and yield ``num_frames`` uniformly sampled frames of each. The file is opened once and each window
+    decodes only the frames it samples, so memory does not grow with the video's length."""
+    windows_args = (window, stride)
+    clip_windows(1.0, *windows_args)  # validate before opening the file
+    reader = _open(path, backend, max_side)
+    try:
+        for start, end in clip_windows(reader.info.duration, *windows_args):
+            yield _sample(reader, num_frames, start, end)
+    finally:
+        reader.close()
+
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "SampledClip",
+    "VideoDecodeError",
+    "VideoInfo",
+    "VideoNotFoundError",
+    "clip_windows",
+    "iter_clips",
+    "probe_video",
+    "resolve_backend",
+    "sample_frames",
+    "window_indices",
+]
