@@ -159,20 +159,30 @@ class _DecordReader(_Reader):
             raise self._fail(f"decord could not open it ({_short(err)})") from err
         if num_frames <= 0:
             raise self._fail("the video stream has no frames")
-        try:
-            height, width = vr[0].shape[:2]
-        except Exception as err:
-            raise self._fail(f"decord could not decode its first frame ({_short(err)})") from err
         fps = _valid_fps(fps, self.path)
-        self.info = VideoInfo(path, fps, num_frames, num_frames / fps, int(width), int(height))
-        out_w, out_h = _target_size(self.info.width, self.info.height, max_side)
-        if (out_w, out_h) != (self.info.width, self.info.height):
-            del vr  # reopen with decoder-side scaling so full-size RGB frames are never kept
-            try:
-                vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=0, width=out_w, height=out_h)
-            except Exception as err:
-                raise self._fail(f"decord could not open it at {out_w}x{out_h} ({_short(err)})") from err
         self._vr = vr
+        self._num_frames, self._fps = num_frames, fps
+        self._size: tuple[int, int] | None = None  # decord reports no frame size before decoding a frame
+        if max_side is not None:
+            width, height = self.info.width, self.info.height
+            out_w, out_h = _target_size(width, height, max_side)
+            if (out_w, out_h) != (width, height):
+                self._vr = vr = None  # reopen with decoder-side scaling so full-size RGB frames are never kept
+                try:
+                    self._vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=0, width=out_w, height=out_h)
+                except Exception as err:
+                    raise self._fail(f"decord could not open it at {out_w}x{out_h} ({_short(err)})") from err
+
+    @property
+    def info(self) -> VideoInfo:
+        if self._size is None:
+            try:
+                height, width = self._vr[0].shape[:2]
+            except Exception as err:
+                raise self._fail(f"decord could not decode its first frame ({_short(err)})") from err
+            self._size = (int(width), int(height))
+        width, height = self._size
+        return VideoInfo(self.path, self._fps, self._num_frames, self._num_frames / self._fps, width, height)
 
     def read(self, indices: list[int]) -> torch.Tensor:
         try:
@@ -181,6 +191,8 @@ class _DecordReader(_Reader):
             raise self._fail(f"decord failed to decode frames {_span(indices)} ({_short(err)})") from err
         if batch.ndim != 4 or batch.shape[0] != len(indices) or batch.shape[-1] != 3:
             raise self._fail(f"decord returned frames of shape {tuple(batch.shape)} for {len(indices)} indices")
+        if self._size is None and self.max_side is None:  # unscaled: the decoded frames give the size
+            self._size = (int(batch.shape[2]), int(batch.shape[1]))
         return torch.from_numpy(np.ascontiguousarray(batch))
 
     def close(self) -> None:
