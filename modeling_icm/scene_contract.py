@@ -21,7 +21,7 @@ Default dimensions (what the default extractors in ``processing/`` produce):
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -66,7 +66,9 @@ def validate_scene_inputs(
             raise ValueError(f"scene_features[{scene!r}] must be a [batch, frames, items, dim] tensor, got {shape}")
         b, t, n, d = feats.shape
         if d != dim:
-            raise ValueError(f"scene_features[{scene!r}] has dim {d} but the config expects scene_dims[{scene!r}]={dim}")
+            raise ValueError(
+                f"scene_features[{scene!r}] has dim {d} but the config expects scene_dims[{scene!r}]={dim}"
+            )
         if num_frames is not None and t != num_frames:
             raise ValueError(
                 f"scene_features[{scene!r}] has {t} frames but the video has {num_frames} frames (frame count mismatch)"
@@ -81,3 +83,53 @@ def validate_scene_inputs(
             raise ValueError(f"scene_masks[{scene!r}] must have shape {(b, t, n)} to match its features, got {shape}")
         masks[scene] = mask.bool()
     return masks
+
+
+def collate_scene_features(
+    examples: list[tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor] | None]],
+    scenes: tuple[str, ...] | list[str] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Batch per-clip scene features ``{scene: [T, items_i, dim]}`` (+ masks ``[T, items_i]``) into the contract's
+    ``[B, T, max_items, dim]`` features and ``[B, T, max_items]`` masks; padded items are zeros and masked out.
+
+    ``examples`` is a list of ``(features, masks)`` pairs (masks may be None: all items real)."""
+    if not examples:
+        raise ValueError("collate_scene_features needs at least one example")
+    scenes = list(scenes) if scenes is not None else [s for s in SCENE_NAMES if s in examples[0][0]]
+    features: dict[str, torch.Tensor] = {}
+    masks: dict[str, torch.Tensor] = {}
+    for scene in scenes:
+        rows, row_masks = [], []
+        for index, (feats, mks) in enumerate(examples):
+            if scene not in feats:
+                raise ValueError(f"example {index} has no scene_features[{scene!r}]")
+            x = torch.as_tensor(feats[scene])
+            if x.dim() != 3:
+                raise ValueError(
+                    f"example {index}: scene_features[{scene!r}] must be [frames, items, dim] per clip, got {tuple(x.shape)}"
+                )
+            m = torch.as_tensor(mks[scene]).bool() if mks is not None and scene in mks else None
+            if m is None:
+                m = torch.ones(x.shape[:2], dtype=torch.bool)
+            if tuple(m.shape) != tuple(x.shape[:2]):
+                raise ValueError(
+                    f"example {index}: scene_masks[{scene!r}] has shape {tuple(m.shape)}, expected {tuple(x.shape[:2])}"
+                )
+            rows.append(x.float())
+            row_masks.append(m)
+        frames = {r.shape[0] for r in rows}
+        dims = {r.shape[2] for r in rows}
+        if len(frames) != 1:
+            raise ValueError(f"scene_features[{scene!r}] frame counts differ across the batch: {sorted(frames)}")
+        if len(dims) != 1:
+            raise ValueError(f"scene_features[{scene!r}] dims differ across the batch: {sorted(dims)}")
+        n_max = max(1, max(r.shape[1] for r in rows))
+        t, d = rows[0].shape[0], rows[0].shape[2]
+        out = torch.zeros(len(rows), t, n_max, d)
+        out_mask = torch.zeros(len(rows), t, n_max, dtype=torch.bool)
+        for i, (r, m) in enumerate(zip(rows, row_masks)):
+            out[i, :, : r.shape[1]] = r * m.unsqueeze(-1)
+            out_mask[i, :, : r.shape[1]] = m
+        features[scene] = out
+        masks[scene] = out_mask
+    return features, masks

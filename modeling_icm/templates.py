@@ -27,7 +27,7 @@ Choices where the paper is silent (documented here, used everywhere):
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 # --------------------------------------------------------------------------------------------------------------
 # Labels and scenes
@@ -173,9 +173,7 @@ def attribute_answer(cause: str) -> str:
 
 
 def combined_answer(config_name: str, label: str, segments: Iterable[Sequence[float]], cause: str) -> str:
-    return " ".join(
-        (identify_answer(config_name, label), locate_answer(label, segments), attribute_answer(cause))
-    )
+    return " ".join((identify_answer(config_name, label), locate_answer(label, segments), attribute_answer(cause)))
 
 
 # --------------------------------------------------------------------------------------------------------------

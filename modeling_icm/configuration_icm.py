@@ -1,0 +1,241 @@
+"""ICM model configuration (paper §3.2-3.4)."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from .scene_contract import DEFAULT_SCENE_DIMS
+from .templates import SCENE_NAMES
+
+#: The released Video-LLaVA-7B checkpoint (``LanguageBind/Video-LLaVA-7B-hf``): LLaMA-7B (Vicuna) text model with a
+#: padded 32064-row vocabulary, CLIP ViT-L/14 224px towers, features from layer -2.
+VIDEO_LLAVA_7B_BACKBONE: dict = {
+    "model_type": "video_llava",
+    "image_token_index": 32000,
+    "video_token_index": 32001,
+    "vision_feature_layer": -2,
+    "vision_feature_select_strategy": "default",
+    "projector_hidden_act": "gelu",
+    "image_seq_length": 256,
+    "video_seq_length": 2056,
+    "text_config": {
+        "model_type": "llama",
+        "vocab_size": 32064,
+        "hidden_size": 4096,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5,
+        "pad_token_id": 32002,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    },
+    "vision_config": {
+        "model_type": "clip_vision_model",
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "image_size": 224,
+        "patch_size": 14,
+        "projection_dim": 768,
+        "vocab_size": 32000,
+    },
+}
+
+
+class IcmConfig(PretrainedConfig):
+    r"""Configuration of [`IcmForVideoSentiment`]: a Video-LLaVA backbone plus the Scene-Balanced MoE (SBM) and the
+    Implicit-Enhanced Causal (IEC) blocks. ``IcmConfig()`` with no arguments reproduces the paper's model on
+    ``LanguageBind/Video-LLaVA-7B-hf`` (§4.3: 4 experts of 8 layers, α = 1e-4, β = 1e-2).
+
+    Args:
+        backbone_config (`VideoLlavaConfig` or `dict`, *optional*):
+            The Video-LLaVA backbone. Defaults to the Video-LLaVA-7B configuration (image token 32000, video token
+            32001, pad 32002, vocabulary 32064, LLaMA-7B text model, CLIP ViT-L/14 vision model, feature layer -2).
+        scene_dims (`dict[str, int]`, *optional*):
+            Input dimension of each scene's features (x_f, x_a, x_o, x_b of §3.1), keyed by scene name. Defaults to
+            what the default extractors produce (`modeling_icm.scene_contract.DEFAULT_SCENE_DIMS`).
+        enabled_scenes (`list[str]`, *optional*):
+            The scenes the model uses (Table 3's per-scene ablations); a subset of
+            ``("face", "action", "object", "background")``, kept in that order. Defaults to all four.
+        use_sbm (`bool`, *optional*, defaults to `True`):
+            Ablation "w/o SBM" (Tables 1-2) when `False`: no scene experts and no router; each scene's features are
+            projected linearly to `expert_hidden_size`, pooled per frame and averaged with equal weights, and
+            ``L_rb = 0``. (The paper does not say what replaces SBM; this is the plainest fusion.)
+        use_iec (`bool`, *optional*, defaults to `True`):
+            Ablation "w/o IEC" when `False`: ``y_iec = 0`` so the scene tokens are ``Norm(y_moe)``.
+        expert_hidden_size (`int`, *optional*, defaults to 1024):
+            Width d of every scene expert, of the router's input h and of the IEC block.
+        expert_num_layers (`int`, *optional*, defaults to 8):
+            Transformer layers per scene expert (§4.3: "the layers of each expert are set to be 8").
+        expert_num_heads (`int`, *optional*, defaults to 16):
+            Attention heads in each expert layer.
+        expert_intermediate_size (`int`, *optional*, defaults to 4096):
+            MLP width in each expert layer.
+        expert_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout inside the expert and IEC layers.
+        num_frames (`int`, *optional*, defaults to 8):
+            Frames sampled per clip (§4.1: "we sample 8 frames for each video clip"); the scene features and the
+            video must have exactly this many frames. Experts add a learned embedding of the frame index so that the
+            scene tokens carry time (the LLM answers in seconds).
+        num_scene_tokens (`int`, *optional*, defaults to 8):
+            Scene tokens given to the LLM. SBM and IEC work per frame; when this differs from `num_frames` the
+            per-frame outputs are average-pooled over time to this many tokens.
+        iec_num_heads (`int`, *optional*, defaults to 16):
+            Heads of the self-sampling (Eq. 3) and cross-sampling (Eq. 4) attentions.
+        iec_dictionary_size (`int`, *optional*, defaults to 512):
+            K, the number of K-means centres in the global confounder dictionary of Eq. 4 (the paper does not give
+            K).
+        iec_intermediate_size (`int`, *optional*, defaults to 4096):
+            Width of the FFN in ``y_iec = FFN(y_m + y_x)``.
+        router_alpha (`float`, *optional*, defaults to 1e-4):
+            α of Eq. 2, weight of the router entropy term.
+        router_beta (`float`, *optional*, defaults to 1e-2):
+            β of Eq. 2, weight of the dimension-balancing term.
+        scene_token_id (`int`, *optional*, defaults to 32003):
+            Token id of the ``<scene>`` placeholder (the first free id after Video-LLaVA's ``<pad>``; inside the
+            padded 32064-row vocabulary, so no resizing is needed).
+        scene_projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the two-layer projector from d to the LLM width (as Video-LLaVA's projector).
+        layer_norm_eps (`float`, *optional*, defaults to 1e-5):
+            Epsilon of the LayerNorms of SBM (Eq. 1), IEC and the final ``Norm``.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialiser of the ICM modules (and of the initial IEC dictionary,
+            which K-means centres replace before Omni-SILA tuning).
+    """
+
+    model_type = "icm"
+    sub_configs_defaults = {
+        "backbone_config": SubConfigSpec(
+            config_class=AutoConfig, model_type="video_llava", init_kwargs=VIDEO_LLAVA_7B_BACKBONE
+        )
+    }
+
+    backbone_config: dict | PretrainedConfig | None = None
+    scene_dims: dict | None = None
+    enabled_scenes: list | None = None
+    use_sbm: bool = True
+    use_iec: bool = True
+    expert_hidden_size: int = 1024
+    expert_num_layers: int = 8
+    expert_num_heads: int = 16
+    expert_intermediate_size: int = 4096
+    expert_dropout: float = 0.0
+    num_frames: int = 8
+    num_scene_tokens: int = 8
+    iec_num_heads: int = 16
+    iec_dictionary_size: int = 512
+    iec_intermediate_size: int = 4096
+    router_alpha: float = 1e-4
+    router_beta: float = 1e-2
+    scene_token_id: int = 32003
+    scene_projector_hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if self.scene_dims is None:
+            self.scene_dims = dict(DEFAULT_SCENE_DIMS)
+        if self.enabled_scenes is None:
+            self.enabled_scenes = list(SCENE_NAMES)
+        # The backbone's own kwargs given flat (rare) are not ours; everything else goes to PretrainedConfig.
+        super().__post_init__(**kwargs)
+        self.validate_icm()
+
+    # The scenes, in the paper's order, that the model builds experts for.
+    @property
+    def active_scenes(self) -> list[str]:
+        return [s for s in SCENE_NAMES if s in self.enabled_scenes]
+
+    @property
+    def text_config(self):
+        return self.backbone_config.text_config
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone_config.text_config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backbone_config.text_config.vocab_size
+
+    def validate_icm(self) -> None:
+        """Raise ``ValueError`` naming the field that is wrong."""
+        dims = self.scene_dims
+        if not isinstance(dims, dict):
+            raise ValueError(f"scene_dims must be a dict scene -> int, got {type(dims).__name__}")
+        unknown = [s for s in dims if s not in SCENE_NAMES]
+        if unknown:
+            raise ValueError(f"scene_dims has unknown scene(s) {unknown}; known scenes are {list(SCENE_NAMES)}")
+        for scene, dim in dims.items():
+            if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
+                raise ValueError(f"scene_dims[{scene!r}] must be a positive int, got {dim!r}")
+        enabled = list(self.enabled_scenes)
+        if not enabled:
+            raise ValueError("enabled_scenes must name at least one scene")
+        for scene in enabled:
+            if scene not in SCENE_NAMES:
+                raise ValueError(f"enabled_scenes has unknown scene {scene!r}; known scenes are {list(SCENE_NAMES)}")
+            if scene not in dims:
+                raise ValueError(f"enabled_scenes has {scene!r} but scene_dims gives no dimension for it")
+        if len(set(enabled)) != len(enabled):
+            raise ValueError(f"enabled_scenes has duplicates: {enabled}")
+        self.enabled_scenes = [s for s in SCENE_NAMES if s in enabled]
+        positive = (
+            "expert_hidden_size",
+            "expert_num_layers",
+            "expert_num_heads",
+            "expert_intermediate_size",
+            "num_frames",
+            "num_scene_tokens",
+            "iec_num_heads",
+            "iec_dictionary_size",
+            "iec_intermediate_size",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.expert_hidden_size % self.expert_num_heads:
+            raise ValueError(
+                f"expert_hidden_size ({self.expert_hidden_size}) must be divisible by expert_num_heads "
+                f"({self.expert_num_heads})"
+            )
+        if self.expert_hidden_size % self.iec_num_heads:
+            raise ValueError(
+                f"expert_hidden_size ({self.expert_hidden_size}) must be divisible by iec_num_heads "
+                f"({self.iec_num_heads})"
+            )
+        if self.num_scene_tokens > self.num_frames:
+            raise ValueError(
+                f"num_scene_tokens ({self.num_scene_tokens}) cannot exceed num_frames ({self.num_frames}): scene "
+                "tokens are pooled from the per-frame SBM/IEC outputs"
+            )
+        for name in ("router_alpha", "router_beta", "expert_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        if self.expert_dropout >= 1:
+            raise ValueError(f"expert_dropout must be < 1, got {self.expert_dropout!r}")
+        backbone = self.backbone_config
+        vocab = backbone.text_config.vocab_size
+        special = {
+            "scene_token_id": self.scene_token_id,
+            "backbone_config.video_token_index": backbone.video_token_index,
+            "backbone_config.image_token_index": backbone.image_token_index,
+        }
+        for name, token_id in special.items():
+            if not isinstance(token_id, int) or not 0 <= token_id < vocab:
+                raise ValueError(f"{name} must be a token id in [0, {vocab}), got {token_id!r}")
+        if self.scene_token_id in (backbone.video_token_index, backbone.image_token_index):
+            raise ValueError(
+                f"scene_token_id ({self.scene_token_id}) must differ from the image and video token ids "
+                f"({backbone.image_token_index}, {backbone.video_token_index})"
+            )
+
+
+__all__ = ["IcmConfig", "VIDEO_LLAVA_7B_BACKBONE"]
