@@ -1,0 +1,176 @@
+"""Parquet + dataset-card export, so that a built set loads with ``datasets.load_dataset`` once pushed.
+
+:func:`export_parquet` writes, for each config and split, ``<out_dir>/<config>/<split>-00000-of-00001.parquet``
+and a ``README.md`` whose YAML header declares the ``configs:`` (their ``data_files`` per split), the
+``dataset_info`` (typed features, ClassLabel names, split sizes), the license and the task categories. Then
+``datasets.load_dataset(out_dir, "implicit")`` (or ``load_dataset("<org>/omni-sila", "implicit")`` after
+``huggingface_hub.upload_folder``) gives back exactly the rows and features the builder produced.
+
+Media columns (``video``, ``image``) hold paths. By default they are written as they are (absolute paths on this
+machine); pass ``relative_to=<folder>`` to write them relative to a folder that is pushed alongside.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import datasets
+from datasets.info import DatasetInfosDict
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCardData
+
+MEDIA_COLUMNS = ("video", "image")
+PARQUET_NAME = "{split}-00000-of-00001.parquet"
+
+
+def _relative_media(dataset: datasets.Dataset, root: str) -> datasets.Dataset:
+    columns = [
+        c for c in MEDIA_COLUMNS if c in dataset.column_names and dataset.features[c] == datasets.Value("string")
+    ]
+    if not columns:
+        return dataset
+
+    def rewrite(batch):
+        return {c: [os.path.relpath(p, root) if p else p for p in batch[c]] for c in columns}
+
+    return dataset.map(rewrite, batched=True, desc="relative media paths")
+
+
+def dataset_card(
+    infos: Mapping[str, datasets.DatasetInfo],
+    data_files: Mapping[str, Mapping[str, str]],
+    *,
+    pretty_name: str,
+    license: str,
+    task_categories: tuple[str, ...],
+    tags: tuple[str, ...],
+    body: str,
+) -> str:
+    """The README.md text: a YAML header (configs with data_files, dataset_info, license, task categories) and a
+    markdown body."""
+    card_data = DatasetCardData(
+        pretty_name=pretty_name,
+        license=license,
+        language=["en"],
+        task_categories=list(task_categories),
+        tags=list(tags),
+    )
+    MetadataConfigs(
+        {
+            name: {"data_files": [{"split": split, "path": path} for split, path in files.items()]}
+            for name, files in data_files.items()
+        }
+    ).to_dataset_card_data(card_data)
+    DatasetInfosDict(dict(infos)).to_dataset_card_data(card_data)
+    return f"---\n{card_data.to_yaml()}\n---\n\n{body.strip()}\n"
+
+
+def _default_body(pretty_name: str, counts: Mapping[str, Mapping[str, int]], license: str) -> str:
+    lines = [
+        f"# {pretty_name}",
+        "",
+        "Instruction data for Omni-SILA — identify, locate and attribute visual sentiments in videos (Omni-SILA, "
+        "WWW 2025, §4.1) — exported by `omnisila-icm` (`datasets_scripts.export_parquet`).",
+        "",
+        "| config | split | rows |",
+        "|---|---|---|",
+    ]
+    for name, splits in counts.items():
+        lines += [f"| {name} | {split} | {n} |" for split, n in splits.items()]
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        f'ds = load_dataset("<org>/<this-dataset>", "{next(iter(counts))}")',
+        "```",
+        "",
+        "Omni-SILA rows: `task` is identify / locate / attribute (training instructions) or combined (the single "
+        "test-time instruction); `segments` are `[start, end]` seconds; `label` is a ClassLabel. Scene-tuning rows: "
+        "`instruction` is the scene prompt, `answer` the description (object answers carry the region box "
+        "`<x1,y1,x2,y2>`, normalised corners).",
+        "",
+        "Media columns (`video`, `image`) are file paths; push the media alongside when they are relative.",
+        "",
+        f"License: {license}. Derived sets keep the terms of their sources (TSL-300, CUVA, CMU-MOSEI, HumanML3D, "
+        "RefCOCO, Places365).",
+        "",
+        "## Citation",
+        "",
+        "Omni-SILA: Towards Omni-scene Driven Visual Sentiment Identifying, Locating and Attributing in Videos. "
+        "WWW 2025. doi:10.1145/3696410.3714642",
+    ]
+    return "\n".join(lines)
+
+
+def export_parquet(
+    sets: Mapping[str, Mapping[str, datasets.Dataset]],
+    out_dir: str | os.PathLike,
+    *,
+    pretty_name: str = "Omni-SILA",
+    license: str = "other",
+    task_categories: tuple[str, ...] = ("video-text-to-text", "video-classification"),
+    tags: tuple[str, ...] = ("omni-sila", "video-sentiment", "temporal-localization", "instruction-tuning"),
+    relative_to: str | os.PathLike | None = None,
+    body: str | None = None,
+) -> Path:
+    """Write every config/split as one Parquet file plus a dataset card declaring them.
+
+    Args:
+        sets: ``{config_name: {split: Dataset}}`` — e.g. ``{"implicit": builder.as_dataset()}``.
+        out_dir: the folder to write (a dataset repository once pushed).
+        pretty_name, license, task_categories, tags: card metadata.
+        relative_to: write media paths relative to this folder.
+        body: the card's markdown body (a default table of configs and usage otherwise).
+
+    Returns:
+        The path of the written ``README.md``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    infos: dict[str, datasets.DatasetInfo] = {}
+    data_files: dict[str, dict[str, str]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for name, splits in sets.items():
+        if not splits:
+            raise ValueError(f"config {name!r} has no splits to export")
+        features = None
+        split_dict = datasets.SplitDict()
+        data_files[name], counts[name] = {}, {}
+        for split, dataset in splits.items():
+            if features is None:
+                features = dataset.features
+            elif dataset.features != features:
+                raise ValueError(f"config {name!r}: split {split!r} has other features than the first split")
+            if relative_to is not None:
+                dataset = _relative_media(dataset, str(relative_to))
+            relative = f"{name}/{PARQUET_NAME.format(split=split)}"
+            (out / name).mkdir(parents=True, exist_ok=True)
+            num_bytes = dataset.to_parquet(str(out / relative))
+            split_dict.add(datasets.SplitInfo(name=split, num_bytes=num_bytes, num_examples=len(dataset)))
+            data_files[name][split] = relative
+            counts[name][split] = len(dataset)
+        source_info = next(iter(splits.values())).info
+        infos[name] = datasets.DatasetInfo(
+            description=source_info.description,
+            citation=source_info.citation,
+            homepage=source_info.homepage,
+            features=features,
+            splits=split_dict,
+            license=license,
+        )
+    readme = out / "README.md"
+    text = dataset_card(
+        infos,
+        data_files,
+        pretty_name=pretty_name,
+        license=license,
+        task_categories=task_categories,
+        tags=tags,
+        body=body if body is not None else _default_body(pretty_name, counts, license),
+    )
+    readme.write_text(text, encoding="utf-8")
+    return readme
