@@ -54,15 +54,41 @@ _SAM_COMMON = {
     "iou_head_hidden_dim": 256,
 }
 SAM_ARCHS: dict[str, dict[str, Any]] = {
-    "vit_h": {**_SAM_COMMON, "encoder_embed_dim": 1280, "encoder_depth": 32, "encoder_num_heads": 16,
-              "encoder_global_attn_indexes": [7, 15, 23, 31]},
-    "vit_l": {**_SAM_COMMON, "encoder_embed_dim": 1024, "encoder_depth": 24, "encoder_num_heads": 16,
-              "encoder_global_attn_indexes": [5, 11, 17, 23]},
-    "vit_b": {**_SAM_COMMON, "encoder_embed_dim": 768, "encoder_depth": 12, "encoder_num_heads": 12,
-              "encoder_global_attn_indexes": [2, 5, 8, 11]},
-    "tiny": {"prompt_embed_dim": 32, "image_size": 64, "vit_patch_size": 8, "window_size": 4, "mask_in_chans": 4,
-             "decoder_mlp_dim": 64, "decoder_num_heads": 2, "iou_head_hidden_dim": 32, "encoder_embed_dim": 32,
-             "encoder_depth": 2, "encoder_num_heads": 2, "encoder_global_attn_indexes": [1]},
+    "vit_h": {
+        **_SAM_COMMON,
+        "encoder_embed_dim": 1280,
+        "encoder_depth": 32,
+        "encoder_num_heads": 16,
+        "encoder_global_attn_indexes": [7, 15, 23, 31],
+    },
+    "vit_l": {
+        **_SAM_COMMON,
+        "encoder_embed_dim": 1024,
+        "encoder_depth": 24,
+        "encoder_num_heads": 16,
+        "encoder_global_attn_indexes": [5, 11, 17, 23],
+    },
+    "vit_b": {
+        **_SAM_COMMON,
+        "encoder_embed_dim": 768,
+        "encoder_depth": 12,
+        "encoder_num_heads": 12,
+        "encoder_global_attn_indexes": [2, 5, 8, 11],
+    },
+    "tiny": {
+        "prompt_embed_dim": 32,
+        "image_size": 64,
+        "vit_patch_size": 8,
+        "window_size": 4,
+        "mask_in_chans": 4,
+        "decoder_mlp_dim": 64,
+        "decoder_num_heads": 2,
+        "iou_head_hidden_dim": 32,
+        "encoder_embed_dim": 32,
+        "encoder_depth": 2,
+        "encoder_num_heads": 2,
+        "encoder_global_attn_indexes": [1],
+    },
 }
 SAM_ARCHS["default"] = SAM_ARCHS["vit_h"]
 
@@ -79,23 +105,36 @@ def build_sam_from_arch(arch: dict[str, Any]):
     emb = a["image_size"] // a["vit_patch_size"]
     sam = Sam(
         image_encoder=ImageEncoderViT(
-            depth=a["encoder_depth"], embed_dim=a["encoder_embed_dim"], img_size=a["image_size"], mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=a["encoder_num_heads"],
-            patch_size=a["vit_patch_size"], qkv_bias=True, use_rel_pos=True,
-            global_attn_indexes=list(a["encoder_global_attn_indexes"]), window_size=a["window_size"],
+            depth=a["encoder_depth"],
+            embed_dim=a["encoder_embed_dim"],
+            img_size=a["image_size"],
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=a["encoder_num_heads"],
+            patch_size=a["vit_patch_size"],
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=list(a["encoder_global_attn_indexes"]),
+            window_size=a["window_size"],
             out_chans=a["prompt_embed_dim"],
         ),
         prompt_encoder=PromptEncoder(
-            embed_dim=a["prompt_embed_dim"], image_embedding_size=(emb, emb),
-            input_image_size=(a["image_size"], a["image_size"]), mask_in_chans=a["mask_in_chans"],
+            embed_dim=a["prompt_embed_dim"],
+            image_embedding_size=(emb, emb),
+            input_image_size=(a["image_size"], a["image_size"]),
+            mask_in_chans=a["mask_in_chans"],
         ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
             transformer=TwoWayTransformer(
-                depth=2, embedding_dim=a["prompt_embed_dim"], mlp_dim=a["decoder_mlp_dim"],
+                depth=2,
+                embedding_dim=a["prompt_embed_dim"],
+                mlp_dim=a["decoder_mlp_dim"],
                 num_heads=a["decoder_num_heads"],
             ),
-            transformer_dim=a["prompt_embed_dim"], iou_head_depth=3, iou_head_hidden_dim=a["iou_head_hidden_dim"],
+            transformer_dim=a["prompt_embed_dim"],
+            iou_head_depth=3,
+            iou_head_hidden_dim=a["iou_head_hidden_dim"],
         ),
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
@@ -237,7 +276,11 @@ class BackgroundExtractor(SceneExtractor):
         with torch.random.fork_rng(devices=[]):  # seeded, leaves the global RNG alone
             torch.manual_seed(seed)
             vit = ViTConfig(
-                hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=64,
+                image_size=32,
                 patch_size=8,
             )
             kwargs: dict[str, Any] = {"encoder": vit, "sam_type": "tiny", "points_per_side": 4, "tiny_seed": seed}
@@ -307,8 +350,11 @@ class BackgroundExtractor(SceneExtractor):
                 labels = torch.ones(pts.shape[:2], dtype=torch.int, device=self.device)
                 sparse, dense = self.sam.prompt_encoder(points=(pts, labels), boxes=None, masks=None)
                 low, iou = self.sam.mask_decoder(
-                    image_embeddings=emb[f : f + 1], image_pe=pe, sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense, multimask_output=True,
+                    image_embeddings=emb[f : f + 1],
+                    image_pe=pe,
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=True,
                 )
                 logits.append(low.flatten(0, 1))
                 ious.append(iou.flatten())
@@ -338,8 +384,10 @@ class BackgroundExtractor(SceneExtractor):
         h, w = masks.shape[-2:]
         area = masks.flatten(1).float().mean(dim=1)
         borders = (
-            masks[:, 0, :].any(dim=1).int() + masks[:, -1, :].any(dim=1).int()
-            + masks[:, :, 0].any(dim=1).int() + masks[:, :, -1].any(dim=1).int()
+            masks[:, 0, :].any(dim=1).int()
+            + masks[:, -1, :].any(dim=1).int()
+            + masks[:, :, 0].any(dim=1).int()
+            + masks[:, :, -1].any(dim=1).int()
         )
         fg = (area >= self.min_area) & (area <= self.max_area) & (borders <= self.max_border_sides)
         return masks[fg]

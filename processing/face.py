@@ -331,4 +331,3 @@ class FaceExtractor(SceneExtractor):
         if return_details:
             return features, mask, {"detections": detections, "crops": all_crops, "frame_size": frames.shape[1:3]}
         return features, mask
-
