@@ -178,7 +178,7 @@ def validate_record(
     label = row["label"]
     canonical = normalize_label(label, config) if isinstance(label, str) else None
     if canonical is None:
-        raise issue("label", f"is not a {config} label; known labels are {list(LABELS[config])}", label)
+        raise issue("label", f"is not an {config} label; known labels are {list(LABELS[config])}", label)
     split = row["split"]
     if not isinstance(split, str) or not _SPLIT_RE.match(split):
         raise issue("split", "must be a split name made of letters, digits and '_'", split)
