@@ -272,7 +272,8 @@ class SceneTuningConfig(datasets.BuilderConfig):
     """Args:
     frame_rate: frames per second sampled from video records (CMU-MOSEI faces, HumanML3D actions); the paper
         samples "at an appropriate rate" to reach 200K frames — choose it for your budget.
-    max_frames_per_video: at most this many frames per video record (evenly thinned); None keeps all.
+    max_frames_per_video: at most this many frames per video record (evenly thinned); 0 keeps all (``datasets``
+        drops ``None`` config kwargs, so 0 is the way to say "no limit").
     frames_dir: where sampled frames are written as PNG (default: ``<cache_dir>/omnisila_scene_frames``).
     lenient: skip and report bad records instead of raising.
     """
@@ -360,7 +361,11 @@ class SceneTuning(datasets.GeneratorBasedBuilder):
                 continue
             try:
                 frames, times = sample_frames(
-                    record.video, self.config.frame_rate, record.start, record.end, self.config.max_frames_per_video
+                    record.video,
+                    self.config.frame_rate,
+                    record.start,
+                    record.end,
+                    self.config.max_frames_per_video or None,
                 )
             except ValueError as err:
                 if not self.config.lenient:
