@@ -233,10 +233,11 @@ def prepare_batch(
             r_label = to_id(_field(reference, "sentiment", where), where, allow_empty=False)
             r_segments = _check_segments(_field(reference, "segments", where), where)
             cause = _field(reference, "cause", where, "")
+            raw_duration = _field(reference, "duration", where)
             try:
-                r_duration = float(_field(reference, "duration", where))
+                r_duration = float(raw_duration)
             except (TypeError, ValueError) as error:
-                raise ValueError(f"{where}.duration: expected seconds, got {reference.get('duration')!r}") from error
+                raise ValueError(f"{where}.duration: expected seconds, got {raw_duration!r}") from error
             if not (math.isfinite(r_duration) and r_duration > 0):
                 raise ValueError(f"{where}.duration: must be a finite number of seconds > 0, got {r_duration!r}")
 

@@ -44,8 +44,9 @@ class ParsedAnswer:
 
 
 # A time: hh:mm:ss(.f), mm:ss(.f), or a number with an optional unit (seconds by default, minutes when said).
-_NUMBER = r"\d{1,9}(?:\.\d{1,9})?"
-_CLOCK = r"\d{1,4}(?::\d{1,2}){1,2}(?:\.\d{1,9})?"
+# Lookarounds keep a time from starting or ending inside a longer number ("99999999999", "1e999").
+_NUMBER = r"(?<![\d.])\d{1,9}(?:\.\d{1,9})?(?![\d])"
+_CLOCK = r"(?<![\d.:])\d{1,4}(?::\d{1,2}){1,2}(?:\.\d{1,9})?(?![\d:])"
 _UNIT = r"(?:seconds?|secs?|s|minutes?|mins?)"
 _TIME = rf"(?:{_CLOCK}|{_NUMBER}(?:\s?{_UNIT}\b)?)"
 _TIME_RE = re.compile(rf"(?P<value>{_CLOCK}|{_NUMBER})\s?(?P<unit>{_UNIT})?", re.IGNORECASE)
