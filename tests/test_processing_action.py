@@ -1,0 +1,356 @@
+"""HigherHRNet action extractor (processing/action.py): official checkpoint layout, decoding, x_a contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from modeling_icm.scene_contract import DEFAULT_SCENE_DIMS
+from processing.action import (
+    ActionExtractor,
+    HigherHRNet,
+    HigherHRNetConfig,
+    MMPoseActionExtractor,
+    PersonPoses,
+    PoseDecodingConfig,
+    aggregate_outputs,
+    decode_poses,
+    encode_persons,
+    load_higherhrnet_state_dict,
+)
+from processing.video import sample_frames
+
+LAYOUT = Path(__file__).resolve().parents[2] / "shared" / "checkpoint-layouts" / "higherhrnet_w32_512.json"
+
+
+@pytest.fixture(scope="module")
+def layout() -> dict:
+    if not LAYOUT.exists():
+        pytest.skip(f"official layout file not found: {LAYOUT}")
+    return json.loads(LAYOUT.read_text())
+
+
+@pytest.fixture(scope="module")
+def carphone_frames(carphone_path) -> torch.Tensor:
+    return sample_frames(carphone_path, num_frames=8, max_side=96).frames
+
+
+def random_official_state_dict(layout: dict, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random tensors with exactly the official names and shapes (BN variances positive, counters int64)."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, shape in layout["state_dict"].items():
+        if name.endswith("num_batches_tracked"):
+            sd[name] = torch.tensor(1000, dtype=torch.long)
+        elif name.endswith("running_var"):
+            sd[name] = torch.rand(shape, generator=g) + 0.5
+        else:
+            sd[name] = torch.randn(shape, generator=g) * 0.05
+    return sd
+
+
+# ------------------------------------------------------------------------------------------ official layout
+def test_state_dict_is_exactly_the_official_layout(layout):
+    with torch.device("meta"):  # names, shapes and counts only: no need to initialise 28.6 M weights
+        model = HigherHRNet(HigherHRNetConfig())
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert ours == layout["state_dict"]
+    assert list(ours) == list(layout["state_dict"])  # same order too
+    assert sum(p.numel() for p in model.parameters()) == 28_645_331 == layout["num_parameters"]
+
+
+def test_default_output_dim_is_the_contract_dim():
+    with torch.device("meta"):
+        model = HigherHRNet()
+    extractor = ActionExtractor(model)
+    assert extractor.output_dim == DEFAULT_SCENE_DIMS["action"] == 595
+    assert extractor.max_items == 4 and extractor.scene == "action"
+    assert extractor.decoding.input_size == 512
+
+
+@pytest.fixture(scope="module")
+def official_checkpoint(tmp_path_factory, layout) -> tuple[Path, dict[str, torch.Tensor]]:
+    sd = random_official_state_dict(layout)
+    path = tmp_path_factory.mktemp("hrnet") / "pose_higher_hrnet_w32_512.pth"
+    torch.save(sd, path)  # the official container: a plain state dict
+    return path, sd
+
+
+def test_official_checkpoint_loads_strict_through_the_user_path(official_checkpoint, carphone_frames):
+    path, sd = official_checkpoint
+    extractor = ActionExtractor.from_checkpoint(path, input_size=64, max_persons=3)
+    loaded = extractor.model.state_dict()
+    assert list(loaded) == list(sd)
+    assert all(torch.equal(loaded[k], sd[k]) for k in sd)
+    assert not any(p.requires_grad for p in extractor.parameters()) and not extractor.training
+    features, mask = extractor.extract(carphone_frames[:1])
+    assert features.shape == (1, 3, 595) and features.dtype == torch.float32
+    assert mask.shape == (1, 3) and mask.dtype == torch.bool
+    assert torch.isfinite(features).all()
+    assert extractor.config_dict()["weights_sha256"] != ActionExtractor.tiny().config_dict()["weights_sha256"]
+
+
+@pytest.mark.parametrize("container", ["module_prefix", "state_dict_key", "safetensors"])
+def test_other_containers_load(tmp_path, container):
+    model = ActionExtractor.tiny(seed=3).model
+    sd = model.state_dict()
+    if container == "safetensors":
+        from safetensors.torch import save_file
+
+        path = tmp_path / "w.safetensors"
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    else:
+        path = tmp_path / "w.pth"
+        obj = {f"module.{k}": v for k, v in sd.items()} if container == "module_prefix" else {"state_dict": sd}
+        torch.save(obj, path)
+    loaded = HigherHRNet.from_official_checkpoint(path, config=model.config)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in sd.items())
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    model = ActionExtractor.tiny().model
+    sd = model.state_dict()
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        ActionExtractor.from_checkpoint(tmp_path / "missing.pth")
+    bad = tmp_path / "corrupt.pth"
+    bad.write_bytes(b"\x80\x04not a torch file")
+    with pytest.raises(ValueError, match="corrupt.pth"):
+        load_higherhrnet_state_dict(bad)
+    incomplete = dict(sd)
+    incomplete.pop("final_layers.1.weight")
+    torch.save(incomplete, tmp_path / "incomplete.pth")
+    with pytest.raises(ValueError, match=r"(?s)incomplete.pth.*Missing.*final_layers\.1\.weight"):
+        HigherHRNet.from_official_checkpoint(tmp_path / "incomplete.pth", config=model.config)
+    # the full W32 layout does not fit the tiny one: strict loading refuses it
+    torch.save(sd, tmp_path / "tiny.pth")
+    with pytest.raises(ValueError, match="tiny.pth"):
+        ActionExtractor.from_checkpoint(tmp_path / "tiny.pth")
+    torch.save({"weights": [1, 2, 3]}, tmp_path / "not_a_state_dict.pth")
+    with pytest.raises(ValueError, match="(?s)not_a_state_dict.pth.*not a state dict"):
+        load_higherhrnet_state_dict(tmp_path / "not_a_state_dict.pth")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("unpickled arbitrary code",))
+
+
+def test_loading_never_unpickles_arbitrary_objects(tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "payload": _Evil()}, path)
+    with pytest.raises(ValueError, match="(?s)evil.pth.*weights_only"):
+        load_higherhrnet_state_dict(path)
+    assert "unpickled arbitrary code" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+def _gaussian(h: int, w: int, x: int, y: int, peak: float = 1.0, sigma: float = 1.5) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return peak * torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
+
+
+def _two_people(h: int = 64, w: int = 64, weak_joint: int | None = None):
+    """Heatmaps and tags of two synthetic people: A (tag 0) on the left, B (tag 3) on the right."""
+    a = [(6 + (j % 4) * 3, 4 + j * 3) for j in range(17)]
+    b = [(40 + (j % 3) * 4, 6 + j * 3) for j in range(17)]
+    heat = torch.zeros(1, 17, h, w)
+    tags = torch.full((1, 17, h, w), 10.0)
+    for j in range(17):
+        heat[0, j] += _gaussian(h, w, *a[j], peak=0.9)
+        heat[0, j] += _gaussian(h, w, *b[j], peak=0.05 if j == weak_joint else 0.7)
+        for (x, y), tag in ((a[j], 0.0), (b[j], 3.0)):
+            tags[0, j, y - 2 : y + 3, x - 2 : x + 3] = tag + 0.01 * j
+    return heat, tags, a, b
+
+
+def test_decode_two_people_by_tags():
+    heat, tags, a, b = _two_people()
+    (poses,) = decode_poses(heat, tags, PoseDecodingConfig(nms_kernel=3))
+    assert poses.keypoints.shape == (2, 17, 3)
+    best, second = poses.keypoints
+    assert [tuple(map(int, p[:2])) for p in best] == a  # A has the higher scores: first
+    assert [tuple(map(int, p[:2])) for p in second] == b
+    assert poses.scores.tolist() == pytest.approx([0.9, 0.7], abs=1e-4)
+    assert poses.tags.tolist() == pytest.approx([0.08, 3.08], abs=1e-4)
+
+
+def test_refinement_recovers_a_weak_joint_with_the_persons_tag():
+    heat, tags, a, b = _two_people(weak_joint=9)
+    (refined,) = decode_poses(heat, tags, PoseDecodingConfig(nms_kernel=3, refine=True))
+    (raw,) = decode_poses(heat, tags, PoseDecodingConfig(nms_kernel=3, refine=False))
+    person_b = refined.keypoints[1]
+    assert tuple(map(int, person_b[9, :2])) == b[9] and person_b[9, 2] == pytest.approx(0.05, abs=1e-3)
+    assert raw.keypoints[1, 9].tolist() == [0.0, 0.0, 0.0]  # not detected, not refined
+
+
+def test_max_persons_and_thresholds():
+    heat, tags, a, b = _two_people()
+    (one,) = decode_poses(heat, tags, PoseDecodingConfig(nms_kernel=3, max_persons=1))
+    assert one.keypoints.shape[0] == 1 and [tuple(map(int, p[:2])) for p in one.keypoints[0]] == a
+    (none,) = decode_poses(heat, tags, PoseDecodingConfig(nms_kernel=3, detection_threshold=0.95))
+    assert none.keypoints.shape[0] == 0
+    # a tag threshold larger than the tag gap merges both people's joints into one person per joint pair
+    (merged,) = decode_poses(heat, tags, PoseDecodingConfig(nms_kernel=3, tag_threshold=5.0))
+    assert merged.keypoints.shape[0] == 2 and (merged.keypoints[..., 2] > 0.5).sum() == 34
+
+
+def test_aggregation_averages_upsampled_heatmaps():
+    low = torch.zeros(1, 34, 8, 8)
+    low[0, :17] = 1.0
+    low[0, 17:] = 2.0
+    high = torch.zeros(1, 17, 16, 16)
+    heat, tags = aggregate_outputs([low, high], 17)
+    assert heat.shape == (1, 17, 16, 16) and torch.allclose(heat, torch.full_like(heat, 0.5))
+    assert tags.shape == (1, 17, 16, 16) and torch.allclose(tags, torch.full_like(tags, 2.0))
+
+
+def test_encode_persons_layout_and_feature_sampling():
+    h, w, c = 16, 20, 3
+    xs = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w).expand(1, 1, h, w)
+    ys = torch.arange(h, dtype=torch.float32).view(1, 1, h, 1).expand(1, 1, h, w)
+    feats = torch.cat((xs, ys, torch.ones(1, 1, h, w)), dim=1).repeat(2, 1, 1, 1)
+    kp = torch.stack((torch.arange(17.0) % w, torch.arange(17.0) % h, torch.linspace(0.2, 1, 17)), -1)
+    poses = [PersonPoses(kp[None], torch.tensor([0.6]), torch.zeros(1)), PersonPoses(torch.zeros(0, 17, 3), torch.zeros(0), torch.zeros(0))]
+    x_a, mask = encode_persons(poses, feats, max_persons=2)
+    assert x_a.shape == (2, 2, 17 * 3 + 17 * c)
+    assert mask.tolist() == [[True, False], [False, False]]
+    person = x_a[0, 0]
+    keypoints = person[:51].view(17, 3)
+    assert torch.allclose(keypoints[:, 0], (kp[:, 0] + 0.5) / w) and torch.allclose(keypoints[:, 1], (kp[:, 1] + 0.5) / h)
+    assert torch.allclose(keypoints[:, 2], kp[:, 2])
+    sampled = person[51:].view(17, c)  # the feature map sampled at each keypoint: its own coordinates back
+    assert torch.allclose(sampled[:, 0], kp[:, 0], atol=1e-5) and torch.allclose(sampled[:, 1], kp[:, 1], atol=1e-5)
+    assert (x_a[0, 1] == 0).all() and (x_a[1] == 0).all()
+
+
+# ------------------------------------------------------------------------------------------------ extractor
+def test_tiny_extract_contract_on_real_frames(carphone_frames):
+    extractor = ActionExtractor.tiny()
+    assert extractor.output_dim == 17 * 3 + 17 * 8 and extractor.max_items == 4
+    features, mask = extractor.extract(carphone_frames)
+    assert features.shape == (8, 4, extractor.output_dim) and features.dtype == torch.float32
+    assert mask.shape == (8, 4) and mask.dtype == torch.bool
+    assert (features[~mask] == 0).all()
+    kp = features[mask][:, :51].view(-1, 17, 3)
+    assert ((kp[..., :2] >= 0) & (kp[..., :2] <= 1)).all()
+    # frozen and deterministic; a different seed is a different model
+    again, mask_again = ActionExtractor.tiny().extract(carphone_frames)
+    assert torch.equal(again, features) and torch.equal(mask_again, mask)
+    other, _ = ActionExtractor.tiny(seed=1).extract(carphone_frames)
+    assert not torch.equal(other, features)
+
+
+def test_batching_over_frames_does_not_change_the_output(carphone_frames):
+    batched = ActionExtractor.tiny(batch_size=8).extract(carphone_frames[:4])
+    single = ActionExtractor.tiny(batch_size=1).extract(carphone_frames[:4])
+    assert torch.equal(batched[1], single[1])
+    assert torch.allclose(batched[0], single[0], atol=1e-4)
+
+
+def test_frames_without_people_give_all_false_masks(carphone_frames):
+    extractor = ActionExtractor.tiny()
+    heads = extractor.model.final_layers
+    for layer in heads:  # heatmaps far below the detection threshold everywhere: nobody in the frame
+        layer.weight.zero_()
+        layer.bias.fill_(-10.0)
+    features, mask = extractor.extract(carphone_frames[:3])
+    assert features.shape == (3, 4, extractor.output_dim)
+    assert not mask.any() and (features == 0).all()
+
+
+def test_keypoints_report_names_and_normalised_coordinates(carphone_frames):
+    persons = ActionExtractor.tiny(max_persons=2).keypoints(carphone_frames[:2])
+    assert len(persons) == 2
+    for frame in persons:
+        assert len(frame) <= 2
+        for person in frame:
+            assert list(person["keypoints"])[:3] == ["nose", "left_eye", "right_eye"]
+            assert all(0 <= x <= 1 and 0 <= y <= 1 for x, y, _ in person["keypoints"].values())
+
+
+def test_config_dict_is_a_cache_key():
+    a = ActionExtractor.tiny()
+    cfg = a.config_dict()
+    assert json.loads(json.dumps(cfg)) == cfg
+    assert cfg == ActionExtractor.tiny().config_dict()
+    assert cfg != ActionExtractor.tiny(detection_threshold=0.2).config_dict()
+    assert cfg != ActionExtractor.tiny(seed=5).config_dict()
+    assert cfg["decoding"]["max_persons"] == 4 and cfg["model"]["width"] == 8
+
+
+def test_input_is_resized_to_multiples_of_32():
+    extractor = ActionExtractor.tiny(input_size=64)
+    assert extractor.input_size_for(144, 176) == (64, 64)  # 64 x 78.2 -> 64 x 64
+    assert extractor.input_size_for(720, 1280) == (64, 128)
+    assert ActionExtractor(extractor.model, input_size=512).input_size_for(144, 176) == (512, 640)
+    x = extractor.preprocess(torch.full((2, 50, 70, 3), 255, dtype=torch.uint8))
+    assert x.shape == (2, 3, 64, 96)
+    assert torch.allclose(x[0, :, 10, 10], (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225]))
+
+
+@pytest.mark.parametrize(
+    "frames, match",
+    [
+        (torch.zeros(2, 32, 32, 3), "uint8"),
+        (torch.zeros(32, 32, 3, dtype=torch.uint8), "T, H, W, 3"),
+        (torch.zeros(2, 32, 32, 4, dtype=torch.uint8), "T, H, W, 3"),
+    ],
+)
+def test_bad_frames_are_rejected(frames, match):
+    with pytest.raises(ValueError, match=match):
+        ActionExtractor.tiny().extract(frames)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [({"max_persons": 0}, "max_persons"), ({"nms_kernel": 4}, "nms_kernel"), ({"input_size": 100}, "input_size")],
+)
+def test_bad_decoding_options_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        ActionExtractor.tiny(**kwargs)
+
+
+def test_unknown_option_is_rejected():
+    with pytest.raises(TypeError, match="max_people"):
+        ActionExtractor.tiny(max_people=3)
+
+
+def test_mmpose_backend_missing_gives_install_hint():
+    pytest.importorskip("torch")
+    if "mmpose" in sys.modules:
+        pytest.skip("mmpose is installed here")
+    with pytest.raises(ImportError, match=r"mmpose.*mim install"):
+        MMPoseActionExtractor("ae_hrnet-w32_8xb24-300e_coco-512x512.py", "weights.pth")
+    assert "mmpose" not in sys.modules
+
+
+def test_heavy_packages_not_imported_at_module_import():
+    code = (
+        "import sys, processing.action, processing.video; "
+        "print(sorted(m for m in ('decord', 'av', 'mmpose', 'mmcv') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_extract_on_cuda_matches_cpu(carphone_frames):
+    cpu = ActionExtractor.tiny()
+    gpu = ActionExtractor.tiny().to("cuda")
+    f_cpu, m_cpu = cpu.extract(carphone_frames[:4])
+    f_gpu, m_gpu = gpu.extract(carphone_frames[:4])
+    assert f_gpu.device.type == "cpu" and torch.equal(m_cpu, m_gpu)
+    assert torch.allclose(f_cpu, f_gpu, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_full_w32_at_512_on_real_frames(official_checkpoint, carphone_frames):
+    extractor = ActionExtractor.from_checkpoint(official_checkpoint[0])
+    features, mask = extractor.extract(carphone_frames[:2])
+    assert features.shape == (2, 4, 595) and mask.shape == (2, 4)
+    assert torch.isfinite(features).all() and (features[~mask] == 0).all()
