@@ -40,7 +40,9 @@ Choices where neither the paper nor RelTR fixes the behaviour (each a constructo
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -566,44 +568,79 @@ class RelTR(nn.Module):
 
     @classmethod
     def from_official_checkpoint(cls, path: str | Path, config: RelTRConfig | None = None, **config_overrides) -> RelTR:
-        """Load RelTR from an official-format checkpoint (``torch.save({"model": state_dict})``, e.g.
+        """Load RelTR from an official-format checkpoint (``torch.save({"model": state_dict, ...})``, e.g.
         ``checkpoint0149.pth``) or a ``.safetensors`` state dict, with ``weights_only=True`` and ``strict=True``.
 
-        The architecture is read off the state dict unless ``config`` is given (``num_heads`` defaults to 8).
+        The architecture is, in order of precedence: ``config``; the ``"config"`` entry that :meth:`save_checkpoint`
+        writes; the shapes of the state dict, with ``num_heads`` from the training ``args`` (``nheads``) that RelTR's
+        ``main.py`` stores beside the weights, else 8 (RelTR's default). ``config_overrides`` set single fields.
         """
-        state_dict = load_reltr_state_dict(path)
-        config = config or RelTRConfig.from_state_dict(state_dict, **config_overrides)
-        with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
-            model = cls(config)
+        state_dict, saved_config, nheads = load_reltr_checkpoint(path)
+        if config is None:
+            if saved_config is not None:
+                config = RelTRConfig.from_dict({**saved_config, **config_overrides})
+            else:
+                if nheads is not None:
+                    config_overrides.setdefault("num_heads", nheads)
+                config = RelTRConfig.from_state_dict(state_dict, **config_overrides)
+        model = cls(config)
         try:
             model.load_state_dict(state_dict, strict=True, assign=True)
         except RuntimeError as err:
             raise ValueError(f"checkpoint {str(path)!r} does not match the RelTR layout of {config}: {err}") from err
         return model.eval()
 
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Save in the official container ``{"model": state_dict}`` (plus ``"config"``, a plain dict), or as
+        ``.safetensors`` with the config in the metadata; :meth:`from_official_checkpoint` reads both back."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state_dict = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-def load_reltr_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a RelTR state dict from ``path`` without unpickling arbitrary objects."""
+            save_file(state_dict, str(path), metadata={"reltr_config": json.dumps(self.config.to_dict())})
+        else:
+            torch.save({"model": state_dict, "config": self.config.to_dict()}, path)
+        return path
+
+
+def load_reltr_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, int | None]:
+    """Read ``(state_dict, saved config or None, nheads from the training args or None)`` from ``path`` without
+    unpickling arbitrary objects: ``torch.load(weights_only=True)``, which additionally admits only
+    ``argparse.Namespace`` (RelTR's training ``args``, a plain attribute bag), or safetensors."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"RelTR checkpoint not found: {str(path)!r}")
     if path.suffix == ".safetensors":
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+            state_dict = load_file(str(path))
+            saved = json.loads(meta["reltr_config"]) if "reltr_config" in meta else None
+        except Exception as err:
+            raise ValueError(f"cannot read RelTR safetensors checkpoint {str(path)!r}: {err}") from err
+        return state_dict, saved, None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, or a pickle that needs arbitrary objects
         raise ValueError(f"cannot read RelTR checkpoint {str(path)!r} with weights_only=True: {err}") from err
+    saved, nheads = None, None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        saved = obj.get("config") if isinstance(obj.get("config"), dict) else None
+        nheads = getattr(obj.get("args"), "nheads", None)
         obj = obj["model"]
     if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
-        keys = sorted(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
+        keys = sorted(map(str, obj))[:5] if isinstance(obj, dict) else type(obj).__name__
         raise ValueError(
             f"RelTR checkpoint {str(path)!r} holds no state dict under 'model' (official format "
             f"torch.save({{'model': state_dict}})); found {keys}"
         )
-    return obj
+    return obj, saved, int(nheads) if nheads is not None else None
 
 
 # -------------------------------------------------------------------------------------------------------- extractor
