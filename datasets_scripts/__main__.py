@@ -1,0 +1,86 @@
+"""``python -m datasets_scripts``: generate the mini set, validate annotation files, export a built set.
+
+python -m datasets_scripts mini OUT_DIR [--size tiny|small|default] [--seed 0]
+python -m datasets_scripts validate FILE.jsonl [--scene]
+python -m datasets_scripts export DATA_DIR OUT_DIR [--configs explicit implicit] [--scene-dir DIR]
+                                  [--license other] [--relative-to DIR] [--cache-dir DIR] [--lenient]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _mini(args) -> int:
+    from .mini_set import generate_mini_set
+
+    manifest = generate_mini_set(args.out_dir, seed=args.seed, size=args.size)
+    print(json.dumps({k: manifest[k] for k in ("size", "seed", "num_clips", "scene_tuning", "wall_time_s")}))
+    return 0
+
+
+def _validate(args) -> int:
+    from .scene_schema import read_scene_annotations
+    from .schema import read_annotations
+
+    reader = read_scene_annotations if args.scene else read_annotations
+    _, report = reader(args.file, strict=False)
+    print(report.summary())
+    return 1 if report else 0
+
+
+def _export(args) -> int:
+    from modeling_icm.templates import SCENE_NAMES
+
+    from .builders import OmniSila, SceneTuning
+    from .export import export_parquet
+
+    sets = {}
+    for config in args.configs:
+        builder = OmniSila(config_name=config, data_dir=args.data_dir, cache_dir=args.cache_dir, lenient=args.lenient)
+        builder.download_and_prepare()
+        if builder.report:
+            print(builder.report.summary(), file=sys.stderr)
+        sets[config] = builder.as_dataset()
+    if args.scene_dir:
+        for scene in SCENE_NAMES:
+            builder = SceneTuning(
+                config_name=scene, data_dir=args.scene_dir, cache_dir=args.cache_dir, lenient=args.lenient
+            )
+            builder.download_and_prepare()
+            sets[f"scene_{scene}"] = builder.as_dataset()
+    readme = export_parquet(sets, args.out_dir, license=args.license, relative_to=args.relative_to)
+    print(readme)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m datasets_scripts", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    mini = sub.add_parser("mini", help="generate the embedded mini set")
+    mini.add_argument("out_dir")
+    mini.add_argument("--size", default="default", choices=["tiny", "small", "default"])
+    mini.add_argument("--seed", type=int, default=0)
+    mini.set_defaults(run=_mini)
+    validate = sub.add_parser("validate", help="validate an annotation file; exit 1 if a record is bad")
+    validate.add_argument("file")
+    validate.add_argument("--scene", action="store_true", help="the file is a scene-tuning jsonl")
+    validate.set_defaults(run=_validate)
+    export = sub.add_parser("export", help="build the configs and write Parquet + dataset card")
+    export.add_argument("data_dir")
+    export.add_argument("out_dir")
+    export.add_argument("--configs", nargs="+", default=["explicit", "implicit"])
+    export.add_argument("--scene-dir")
+    export.add_argument("--license", default="other")
+    export.add_argument("--relative-to")
+    export.add_argument("--cache-dir")
+    export.add_argument("--lenient", action="store_true")
+    export.set_defaults(run=_export)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
