@@ -35,6 +35,7 @@ _LAZY = {
     # export
     "export_parquet": ".export",
     "dataset_card": ".export",
+    "push_to_hub": ".export",
     # mini set
     "generate_mini_set": ".mini_set",
     "load_mini_split": ".mini_set",

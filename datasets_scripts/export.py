@@ -174,3 +174,28 @@ def export_parquet(
     )
     readme.write_text(text, encoding="utf-8")
     return readme
+
+
+def push_to_hub(
+    out_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = True,
+    commit_message: str = "Upload Omni-SILA data (Parquet + dataset card)",
+    api=None,
+) -> str:
+    """Upload an :func:`export_parquet` folder as a dataset repository; returns the commit URL.
+
+    Needs network access and a token with write access (``huggingface-cli login``); ``api`` defaults to
+    ``huggingface_hub.HfApi(token=token)``."""
+    out = Path(out_dir)
+    if not (out / "README.md").is_file():
+        raise FileNotFoundError(f"{out} has no README.md: run export_parquet first")
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    info = api.upload_folder(folder_path=str(out), repo_id=repo_id, repo_type="dataset", commit_message=commit_message)
+    return str(getattr(info, "commit_url", info))

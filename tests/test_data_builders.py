@@ -174,3 +174,30 @@ def test_export_scene_tuning_with_relative_media(mini, tmp_path):
     loaded = datasets.load_dataset(str(out), "object", cache_dir=str(tmp_path / "load"))
     assert loaded["train"]["image"][0] == "images/object-000.png"
     assert loaded["train"]["answer"] == built["train"]["answer"]
+
+
+class _RecordingHub:
+    """Records the Hub calls (the Hub is unreachable here); checks the wiring, not the Hub."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs["repo_id"], kwargs))
+        return "https://huggingface.co/datasets/org/omni-sila/commit/0"
+
+
+def test_push_to_hub_uploads_the_export_folder(mini, tmp_path):
+    from datasets_scripts.export import push_to_hub
+
+    with pytest.raises(FileNotFoundError, match="export_parquet"):
+        push_to_hub(tmp_path / "empty", "org/omni-sila", api=_RecordingHub())
+    sets = {"implicit": _build(OmniSila, tmp_path / "c", config_name="implicit", data_dir=str(mini))}
+    export_parquet(sets, tmp_path / "export")
+    hub = _RecordingHub()
+    assert push_to_hub(tmp_path / "export", "org/omni-sila", api=hub).endswith("/commit/0")
+    assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
+    assert hub.calls[0][2]["repo_type"] == "dataset" and hub.calls[1][2]["folder_path"] == str(tmp_path / "export")
