@@ -268,11 +268,12 @@ def test_max_side_keeps_aspect_ratio(bigbuckbunny_path):
     assert tuple(small.frames.shape) == (2, 720, 1280, 3)
 
 
-def test_backend_fallback_when_one_is_missing(monkeypatch, carphone_path):
+@pytest.mark.parametrize("missing, other", [("decord", "av"), ("av", "decord")])
+def test_backend_fallback_when_one_is_missing(monkeypatch, carphone_path, missing, other):
     assert resolve_backend(None) == DEFAULT_BACKEND
-    monkeypatch.setattr(video_mod, "is_decord_available", lambda: False)
-    assert resolve_backend("decord") == "av"
-    assert sample_frames(carphone_path, num_frames=2, backend="decord").frames.shape[0] == 2
-    monkeypatch.setattr(video_mod, "is_av_available", lambda: False)
+    monkeypatch.setattr(video_mod, f"is_{missing}_available", lambda: False)
+    assert resolve_backend(missing) == other and resolve_backend(None) == other
+    assert sample_frames(carphone_path, num_frames=2, backend=missing).frames.shape[0] == 2
+    monkeypatch.setattr(video_mod, f"is_{other}_available", lambda: False)
     with pytest.raises(ImportError, match=r"omnisila-icm\[scene\]"):
         sample_frames(carphone_path)
