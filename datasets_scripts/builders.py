@@ -235,13 +235,12 @@ class OmniSila(datasets.GeneratorBasedBuilder):
 
     def validate(self) -> ValidationReport:
         """Validate the annotations (leniently) and return what would be skipped."""
-        records, report = read_annotations(
-            self._annotation_files(Path(self.config.data_dir), self.config.name)[0],
-            strict=False,
-            check_video=self.config.check_video,
-            config=self.config.name,
-        )
-        return report
+        lenient = self.config.lenient
+        self.config.lenient = True
+        try:
+            return self._records()[1]
+        finally:
+            self.config.lenient = lenient
 
     def _split_generators(self, dl_manager):
         records, self.report = self._records()

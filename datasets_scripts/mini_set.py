@@ -627,6 +627,9 @@ def generate_mini_set(out_dir: str | os.PathLike, seed: int = 0, size: str = "de
         raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
     started = time.perf_counter()
     out = Path(out_dir)
+    # a previous generation (another size or seed) must not leave unreferenced media behind
+    for stale in [*out.glob("videos/*/*.mp4"), *out.glob("scene_tuning/images/*.png")]:
+        stale.unlink()
     records: list[ClipRecord] = []
     for plan in _plans(int(seed), size):
         video_dir = out / "videos" / plan.config
