@@ -66,11 +66,11 @@ def build_judge_prompt(attribution: str, cause: str, label: str, template: str =
     return template.format(attribution=attribution.strip(), cause=cause.strip(), label=label)
 
 
-_NUM = r"(\d{1,2}(?:\.\d+)?)"
+_NUM = r"(?<![-\d.])(\d{1,2}(?:\.\d+)?)"  # not part of a negative or longer number
 _SCORE_PATTERNS = (
     re.compile(r"score\W{0,3}(?:is|of|:|=)?\s*\**\s*" + _NUM + r"(?!\d)", re.IGNORECASE),
     re.compile(_NUM + r"\s*(?:/|out\s+of)\s*10\b", re.IGNORECASE),
-    re.compile(r"(?<![\d.])" + _NUM + r"(?![\d.]|\s*/\s*\d)"),
+    re.compile(_NUM + r"(?![\d.]|\s*/\s*\d)"),
 )
 
 
