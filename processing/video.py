@@ -241,6 +241,7 @@ class _PyAVReader(_Reader):
         self._start_pts = int(stream.start_time or 0)
         self._frames: Iterator | None = None
         self._last_index = -1  # index of the last frame taken from self._frames
+        self.frames_decoded = 0  # frames the decoder produced so far (seeking keeps this far below num_frames)
 
     def _count_frames(self) -> int:
         """Count the stream's packets when the container does not store a frame count (demux only, no decoding)."""
@@ -287,6 +288,7 @@ class _PyAVReader(_Reader):
         for from_start in (False, True):
             previous = None
             for frame in self._frames:
+                self.frames_decoded += 1
                 index = self._index_of(frame)
                 self._last_index = index
                 if index == target:

@@ -277,3 +277,36 @@ def test_backend_fallback_when_one_is_missing(monkeypatch, carphone_path, missin
     monkeypatch.setattr(video_mod, f"is_{other}_available", lambda: False)
     with pytest.raises(ImportError, match=r"omnisila-icm\[scene\]"):
         sample_frames(carphone_path)
+
+
+def test_iter_clips_on_a_long_video_decodes_only_what_windows_need(tmp_path):
+    """A 60 s video with a keyframe every second: PyAV seeks to each sampled frame's keyframe instead of decoding
+    the whole stream, and one reader serves all windows."""
+    import av
+
+    path = tmp_path / "long.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        stream.codec_context.gop_size = 10
+        for k in range(600):
+            frame = np.full((32, 32, 3), (k * 3) % 256, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    reader = video_mod._open(path, "av", None)
+    try:
+        clips = [video_mod._sample(reader, 2, start, end) for start, end in clip_windows(reader.info.duration, 10.0)]
+        assert [(c.start, c.end) for c in clips] == [(10.0 * k, 10.0 * (k + 1)) for k in range(6)]
+        assert [c.indices for c in clips] == [[100 * k, 100 * k + 99] for k in range(6)]
+        # each sampled frame is right (brightness encodes the frame index) ...
+        for c in clips:
+            for i, f in zip(c.indices, c.frames):
+                assert abs(f.float().mean().item() - (i * 3) % 256) < 6
+        # ... and far fewer than the 600 frames were decoded: at most a GOP per sampled frame
+        assert reader.frames_decoded <= 12 * 10
+    finally:
+        reader.close()
+    via_api = list(iter_clips(path, window=10.0, num_frames=2))
+    assert [c.indices for c in via_api] == [c.indices for c in clips]
