@@ -417,6 +417,8 @@ class BackgroundExtractor(SceneExtractor):
         features = cls[:, None, :]
         mask = torch.ones(frames.shape[0], 1, dtype=torch.bool, device=features.device)
         if return_details:
-            details.update({"foreground": foreground, "num_foreground_masks": counts})
+            details.update(
+                {"foreground": foreground, "num_foreground_masks": counts, "frame_size": tuple(frames.shape[1:3])}
+            )
             return features, mask, details
         return features, mask

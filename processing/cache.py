@@ -114,11 +114,19 @@ class FeatureCache:
             config (they are stale: the pipeline changed).
     """
 
-    def __init__(self, root: str | os.PathLike, index_name: str = INDEX_NAME, replace_stale: bool = True):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        index_name: str = INDEX_NAME,
+        replace_stale: bool = True,
+        track_removals: bool = False,
+    ):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.index_path = self.root / index_name
         self.replace_stale = bool(replace_stale)
+        self.track_removals = bool(track_removals)
+        self.removed: set[str] = set()  # entries dropped here, for merge (distributed ranks)
         self.entries: dict[str, dict[str, Any]] = {}
         self.file_hashes: dict[str, list] = {}  # abs path -> [size, mtime_ns, sha256]
         self.last_status: str | None = None
@@ -140,10 +148,13 @@ class FeatureCache:
             return
         self.entries = data["entries"]
         self.file_hashes = data.get("file_hashes", {})
+        self.removed = set(data.get("removed", []))
 
     def flush(self) -> None:
         """Write the index (atomically)."""
         data = {"format": CACHE_FORMAT, "entries": self.entries, "file_hashes": self.file_hashes}
+        if self.track_removals:
+            data["removed"] = sorted(self.removed)
         _atomic_write(self.index_path, json.dumps(data, indent=1, sort_keys=True).encode())
         self._dirty = False
 
@@ -267,7 +278,9 @@ class FeatureCache:
             feats, mask = tensors[f"{scene}.features"], tensors[f"{scene}.mask"]
             t = record["num_frames"]
             if tuple(feats.shape) != (t, items, dim) or tuple(mask.shape) != (t, items):
-                raise ValueError(f"shard {shard}: scene {scene!r} has shape {tuple(feats.shape)}, expected {(t, items, dim)}")
+                raise ValueError(
+                    f"shard {shard}: scene {scene!r} has shape {tuple(feats.shape)}, expected {(t, items, dim)}"
+                )
             features[scene], masks[scene] = feats, mask.bool()
         self.last_status, self.last_reason = "hit", ""
         return CachedFeatures(features, masks, tensors["timestamps"], json.loads(meta.get("meta", "{}")), key)
@@ -319,6 +332,7 @@ class FeatureCache:
                     self.remove(other_id, flush=False)
         record = self._record(key, shard, scenes, metadata)
         self.entries[key.entry_id] = record
+        self.removed.discard(key.entry_id)
         self._dirty = True
         if flush:
             self.flush()
@@ -326,6 +340,8 @@ class FeatureCache:
 
     def remove(self, entry_id: str, flush: bool = True) -> None:
         record = self.entries.pop(entry_id, None)
+        if self.track_removals:
+            self.removed.add(entry_id)
         if record is not None:
             shard = self.root / record["shard"]
             if shard.exists():
@@ -344,6 +360,8 @@ class FeatureCache:
         merged = cls(root, index_name=into)
         for name in index_names:
             part = cls(root, index_name=name)
+            for entry_id in part.removed:
+                merged.entries.pop(entry_id, None)
             merged.entries.update(part.entries)
             merged.file_hashes.update(part.file_hashes)
         merged.flush()
@@ -416,9 +434,7 @@ def sampling_params(
     }
 
 
-def cache_key_for(
-    cache: FeatureCache, path: str | os.PathLike, pipeline_or_hash: Any, **sampling: Any
-) -> CacheKey:
+def cache_key_for(cache: FeatureCache, path: str | os.PathLike, pipeline_or_hash: Any, **sampling: Any) -> CacheKey:
     """The :class:`CacheKey` of one video file for a pipeline (or its ``config_hash()``) and sampling."""
     config_hash = pipeline_or_hash if isinstance(pipeline_or_hash, str) else pipeline_or_hash.config_hash()
     return CacheKey.create(cache.video_hash(path), config_hash, **sampling_params(**sampling))

@@ -1,0 +1,174 @@
+"""Distributed scene-feature extraction on accelerate: shard the videos across processes, merge one cache.
+
+Run (CPU, gloo; any accelerate launch configuration works the same on GPUs)::
+
+    accelerate launch --cpu --num_processes 2 --num_cpu_threads_per_process 1 -m processing.distributed \\
+        --cache-dir feats/ --num-frames 8 --pipeline pretrained --sam-checkpoint sam_vit_b_01ec64.pth \\
+        --action-checkpoint pose_higher_hrnet_w32_512.pth --relation-checkpoint checkpoint0149.pth videos/*.mp4
+
+Every process builds the pipeline, takes its share of the videos (``PartialState().split_between_processes``),
+and writes its own shards plus its own index (``index.rank{r}.json``) into the shared cache directory — no two
+processes write the same file. After a barrier, rank 0 merges the per-rank indexes into ``index.json`` and the
+per-rank reports into one (``--report``). Videos already in the cache are read, not recomputed; bad videos are
+skipped and reported. With one process (plain ``python -m processing.distributed``) it writes ``index.json``
+directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .cache import INDEX_NAME, ExtractionReport, FeatureCache, SkippedVideo, extract_videos
+
+
+def _rank_index(rank: int) -> str:
+    return f"index.rank{rank}.json"
+
+
+def _report_from_dict(data: dict[str, Any]) -> ExtractionReport:
+    return ExtractionReport(
+        computed=list(data["computed"]),
+        cached=list(data["cached"]),
+        recomputed=[SkippedVideo(**r) for r in data["recomputed"]],
+        skipped=[SkippedVideo(**s) for s in data["skipped"]],
+        entry_ids=dict(data["entry_ids"]),
+    )
+
+
+def distributed_extract(
+    paths: Sequence[str],
+    pipeline: Any,
+    cache_dir: str | os.PathLike,
+    *,
+    num_frames: int = 8,
+    max_side: int | None = None,
+    backend: str | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    progress: bool = True,
+) -> ExtractionReport | None:
+    """Extract ``paths`` across the processes of the current accelerate launch into ``cache_dir``. Returns the
+    merged report on rank 0 (the local report when run alone) and ``None`` on the other ranks."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    rank, world = state.process_index, state.num_processes
+    root = Path(cache_dir)
+    if world == 1:
+        cache = FeatureCache(root)
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        state.wait_for_everyone()
+        cache = FeatureCache(root, index_name=_rank_index(rank), track_removals=True)
+        # read what earlier runs cached (the merged index) without writing to it
+        try:
+            merged = json.loads((root / INDEX_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # none yet, or unreadable: rank 0's merge rebuilds it
+            merged = {}
+        for entry_id, record in merged.get("entries", {}).items():
+            cache.entries.setdefault(entry_id, record)
+        cache.file_hashes.update(merged.get("file_hashes", {}))
+    with state.split_between_processes(list(paths)) as mine:
+        report = extract_videos(
+            mine,
+            pipeline,
+            cache,
+            num_frames=num_frames,
+            max_side=max_side,
+            backend=backend,
+            start=start,
+            end=end,
+            progress=progress and state.is_local_main_process,
+            desc=f"scene features [rank {rank}/{world}]",
+        )
+    if world == 1:
+        return report
+    (root / f"report.rank{rank}.json").write_text(json.dumps(report.to_dict()), encoding="utf-8")
+    state.wait_for_everyone()
+    result = None
+    if state.is_main_process:
+        FeatureCache.merge(root, [_rank_index(r) for r in range(world)])
+        result = ExtractionReport()
+        for r in range(world):
+            part = root / f"report.rank{r}.json"
+            result = result.merge(_report_from_dict(json.loads(part.read_text(encoding="utf-8"))))
+            part.unlink()
+    state.wait_for_everyone()
+    return result
+
+
+def build_pipeline(args: argparse.Namespace):
+    from .pipeline import ScenePipeline
+
+    scenes = tuple(s for s in args.scenes.split(",") if s) if args.scenes else None
+    if args.pipeline == "tiny":
+        return ScenePipeline.tiny(seed=args.seed, scenes=scenes)
+    kwargs: dict[str, Any] = {
+        "face_encoder": args.face_encoder,
+        "action_checkpoint": args.action_checkpoint,
+        "relation_checkpoint": args.relation_checkpoint,
+        "sam_checkpoint": args.sam_checkpoint,
+        "sam_type": args.sam_type,
+        "background_encoder": args.background_encoder,
+    }
+    if scenes:
+        kwargs["scenes"] = scenes
+    return ScenePipeline.from_pretrained(**kwargs)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="processing.distributed", description=__doc__.split("\n\n")[0])
+    p.add_argument("videos", nargs="*", help="video files")
+    p.add_argument("--video-list", help="a text file with one video path per line")
+    p.add_argument("--cache-dir", required=True, help="the feature cache directory (shared by all processes)")
+    p.add_argument("--num-frames", type=int, default=8, help="frames sampled per video (paper: 8)")
+    p.add_argument("--max-side", type=int, default=None, help="downscale frames to this longest side when decoding")
+    p.add_argument("--backend", default=None, choices=[None, "decord", "av", "pyav"], help="video decoder")
+    p.add_argument("--pipeline", default="pretrained", choices=["pretrained", "tiny"])
+    p.add_argument("--scenes", default="", help="comma-separated subset of face,action,object,background")
+    p.add_argument("--seed", type=int, default=0, help="seed of --pipeline tiny")
+    p.add_argument("--face-encoder", default="microsoft/resnet-18")
+    p.add_argument("--action-checkpoint", default=None, help="official HigherHRNet-W32 .pth")
+    p.add_argument("--relation-checkpoint", default=None, help="official RelTR .pth")
+    p.add_argument("--sam-checkpoint", default=None, help="official SAM-V1 .pth")
+    p.add_argument("--sam-type", default="vit_b", help="vit_h | vit_l | vit_b")
+    p.add_argument("--background-encoder", default="google/vit-base-patch16-224-in21k")
+    p.add_argument("--report", default=None, help="write the merged report (JSON) here")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    paths = list(args.videos)
+    if args.video_list:
+        with open(args.video_list, encoding="utf-8") as f:
+            paths += [line.strip() for line in f if line.strip()]
+    if not paths:
+        print("processing.distributed: no videos given", file=sys.stderr)
+        return 2
+    pipeline = build_pipeline(args)
+    report = distributed_extract(
+        paths,
+        pipeline,
+        args.cache_dir,
+        num_frames=args.num_frames,
+        max_side=args.max_side,
+        backend=args.backend,
+        progress=not args.no_progress,
+    )
+    if report is not None:
+        print(report)
+        if args.report:
+            Path(args.report).write_text(json.dumps(report.to_dict(), indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
