@@ -186,6 +186,103 @@ def _checked_times(segments: list, where: str) -> list[tuple[float, float]]:
     return out
 
 
+def _segment_array(pairs: list, where: str) -> np.ndarray:
+    array = np.asarray(pairs, dtype=np.float64) if pairs else np.zeros((0, 2))
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError(f"{where}: not all segments are [start, end] pairs")
+    return array
+
+
+def _flatten_valid(predictions: list, references: list, config_name: str, label_id: dict) -> tuple | None:
+    """The flat arrays of an all-valid input in one lean pass plus vectorised checks, or None at the first doubt.
+
+    None sends the caller to the per-example path, which finds the bad example, names it and raises or skips, so
+    both paths accept exactly the same inputs (the tests run the same cases through both).
+    """
+    ids = dict(label_id)
+    pred_label, ref_label, duration, attributions, causes = [], [], [], [], []
+    p_pairs, r_pairs, p_counts, r_counts, scores = [], [], [], [], []
+    try:
+        for prediction, reference in zip(predictions, references):
+            if type(reference) is not dict:
+                return None
+            r_id = ids.get(reference["sentiment"])
+            if r_id is None or r_id < 0:
+                return None
+            segments = reference["segments"]
+            if isinstance(segments, (str, bytes)):
+                return None
+            r_pairs.extend(segments)
+            r_counts.append(len(segments))
+            cause = reference.get("cause")
+            cause = "" if cause is None else cause
+            if type(cause) is not str or reference["duration"] is None:
+                return None
+            duration.append(reference["duration"])
+            if type(prediction) is str:
+                parsed = parse_answer(prediction, config_name)
+                p_id, segments, p_scores, attribution = (
+                    ids.get(parsed.sentiment, -1),
+                    parsed.segments,
+                    None,
+                    parsed.attribution,
+                )
+            elif type(prediction) is dict:
+                sentiment = prediction.get("sentiment")
+                p_id = -1 if sentiment is None else ids.get(sentiment)
+                if p_id is None:
+                    if type(sentiment) is not str:
+                        return None
+                    canonical = normalize_label(sentiment, config_name)
+                    if canonical is None and sentiment.strip():
+                        return None
+                    p_id = ids[sentiment] = label_id[canonical] if canonical is not None else -1
+                segments = prediction.get("segments")
+                segments = [] if segments is None else segments
+                p_scores = prediction.get("scores")
+                attribution = prediction.get("attribution")
+                attribution = "" if attribution is None else attribution
+                if isinstance(segments, (str, bytes)) or type(attribution) is not str:
+                    return None
+            else:
+                return None
+            p_pairs.extend(segments)
+            p_counts.append(len(segments))
+            if p_scores is None:
+                scores.extend([1.0] * len(segments))
+            else:
+                if isinstance(p_scores, (str, bytes)) or len(p_scores) != len(segments):
+                    return None
+                scores.extend(p_scores)
+            pred_label.append(p_id)
+            ref_label.append(r_id)
+            attributions.append(attribution)
+            causes.append(cause)
+        p_array = _segment_array(p_pairs, "predictions")
+        r_array = _segment_array(r_pairs, "references")
+        score_array = np.asarray(scores, dtype=np.float64)
+        duration_array = np.asarray(duration, dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if score_array.shape != (len(p_array),) or duration_array.shape != (len(references),):
+        return None
+    for array in (p_array, r_array):
+        if not (np.isfinite(array).all() and (array >= 0).all() and (array[:, 1] >= array[:, 0]).all()):
+            return None
+    if not (np.isfinite(score_array).all() and np.isfinite(duration_array).all() and (duration_array > 0).all()):
+        return None
+    n = len(references)
+    arrays = {
+        "pred_example": np.repeat(np.arange(n), p_counts),
+        "pred_start": p_array[:, 0].copy(),
+        "pred_end": p_array[:, 1].copy(),
+        "ref_example": np.repeat(np.arange(n), r_counts),
+        "ref_start": r_array[:, 0].copy(),
+        "ref_end": r_array[:, 1].copy(),
+    }
+    return pred_label, ref_label, duration_array.tolist(), attributions, causes, score_array.tolist(), arrays
+
+
 def prepare_batch(
     predictions: Sequence,
     references: Sequence[Mapping],
@@ -225,82 +322,87 @@ def prepare_batch(
             f"{where}.sentiment: unknown label {value!r} for config '{config_name}' (one of {list(labels)})"
         )
 
-    pred_label, ref_label, duration, attributions, causes, kept, invalid = [], [], [], [], [], [], []
-    pex, ps, pe, psc, rex, rs, re_ = [], [], [], [], [], [], []
-    for i, (prediction, reference) in enumerate(zip(predictions, references)):
-        try:
-            where = f"references[{i}]"
-            r_label = to_id(_field(reference, "sentiment", where), where, allow_empty=False)
-            r_segments = _check_segments(_field(reference, "segments", where), where)
-            cause = _field(reference, "cause", where, "")
-            raw_duration = _field(reference, "duration", where)
+    fast = _flatten_valid(predictions, references, config_name, label_id)
+    if fast is not None:  # every example valid: the vectorised checks passed
+        pred_label, ref_label, duration, attributions, causes, psc, arrays = fast
+        kept, invalid = list(range(len(references))), []
+    else:  # something is off: the per-example path finds it, names it, and raises or skips
+        pred_label, ref_label, duration, attributions, causes, kept, invalid = [], [], [], [], [], [], []
+        pex, ps, pe, psc, rex, rs, re_ = [], [], [], [], [], [], []
+        for i, (prediction, reference) in enumerate(zip(predictions, references)):
             try:
-                r_duration = float(raw_duration)
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"{where}.duration: expected seconds, got {raw_duration!r}") from error
-            if not (math.isfinite(r_duration) and r_duration > 0):
-                raise ValueError(f"{where}.duration: must be a finite number of seconds > 0, got {r_duration!r}")
+                where = f"references[{i}]"
+                r_label = to_id(_field(reference, "sentiment", where), where, allow_empty=False)
+                r_segments = _check_segments(_field(reference, "segments", where), where)
+                cause = _field(reference, "cause", where, "")
+                raw_duration = _field(reference, "duration", where)
+                try:
+                    r_duration = float(raw_duration)
+                except (TypeError, ValueError) as error:
+                    raise ValueError(f"{where}.duration: expected seconds, got {raw_duration!r}") from error
+                if not (math.isfinite(r_duration) and r_duration > 0):
+                    raise ValueError(f"{where}.duration: must be a finite number of seconds > 0, got {r_duration!r}")
 
-            where = f"predictions[{i}]"
-            if isinstance(prediction, str):
-                parsed = parse_answer(prediction, config_name)
-                p_label = label_id.get(parsed.sentiment, -1)
-                p_segments, p_scores, attribution = parsed.segments, None, parsed.attribution
-            else:
-                p_label = to_id(_field(prediction, "sentiment", where, ""), where, allow_empty=True)
-                p_segments = _check_segments(_field(prediction, "segments", where, []), where)
-                p_scores = _field(prediction, "scores", where, None)
-                attribution = _field(prediction, "attribution", where, "")
-                if p_scores is not None:
-                    if isinstance(p_scores, (str, bytes)) or not hasattr(p_scores, "__len__"):
-                        raise ValueError(f"{where}.scores: expected a list of numbers, got {p_scores!r}")
-                    if len(p_scores) != len(p_segments):
-                        raise ValueError(
-                            f"{where}.scores: {len(p_scores)} scores for {len(p_segments)} segments (one per segment)"
-                        )
-                    try:
-                        p_scores = [float(x) for x in p_scores]
-                    except (TypeError, ValueError) as error:
-                        raise ValueError(f"{where}.scores: expected numbers, got {p_scores!r}") from error
-                    if not all(math.isfinite(x) for x in p_scores):
-                        raise ValueError(f"{where}.scores: scores must be finite, got {p_scores!r}")
-            for name, text in (("cause", cause), ("attribution", attribution)):
-                if not isinstance(text, str):
-                    side = "references" if name == "cause" else "predictions"
-                    raise ValueError(f"{side}[{i}].{name}: expected a string, got {type(text).__name__}")
-            p_times = _checked_times(p_segments, f"predictions[{i}]")
-            r_times = _checked_times(r_segments, f"references[{i}]")
-        except ValueError as error:
-            if on_invalid == "raise":
-                raise
-            invalid.append(str(error))
-            continue
-        n = len(kept)
-        kept.append(i)
-        pred_label.append(p_label)
-        ref_label.append(r_label)
-        duration.append(r_duration)
-        attributions.append(attribution)
-        causes.append(cause)
-        for s, e in p_times:
-            pex.append(n)
-            ps.append(s)
-            pe.append(e)
-        psc.extend(p_scores if p_scores is not None else [1.0] * len(p_times))
-        for s, e in r_times:
-            rex.append(n)
-            rs.append(s)
-            re_.append(e)
+                where = f"predictions[{i}]"
+                if isinstance(prediction, str):
+                    parsed = parse_answer(prediction, config_name)
+                    p_label = label_id.get(parsed.sentiment, -1)
+                    p_segments, p_scores, attribution = parsed.segments, None, parsed.attribution
+                else:
+                    p_label = to_id(_field(prediction, "sentiment", where, ""), where, allow_empty=True)
+                    p_segments = _check_segments(_field(prediction, "segments", where, []), where)
+                    p_scores = _field(prediction, "scores", where, None)
+                    attribution = _field(prediction, "attribution", where, "")
+                    if p_scores is not None:
+                        if isinstance(p_scores, (str, bytes)) or not hasattr(p_scores, "__len__"):
+                            raise ValueError(f"{where}.scores: expected a list of numbers, got {p_scores!r}")
+                        if len(p_scores) != len(p_segments):
+                            raise ValueError(
+                                f"{where}.scores: {len(p_scores)} scores for {len(p_segments)} segments (one per segment)"
+                            )
+                        try:
+                            p_scores = [float(x) for x in p_scores]
+                        except (TypeError, ValueError) as error:
+                            raise ValueError(f"{where}.scores: expected numbers, got {p_scores!r}") from error
+                        if not all(math.isfinite(x) for x in p_scores):
+                            raise ValueError(f"{where}.scores: scores must be finite, got {p_scores!r}")
+                for name, text in (("cause", cause), ("attribution", attribution)):
+                    if not isinstance(text, str):
+                        side = "references" if name == "cause" else "predictions"
+                        raise ValueError(f"{side}[{i}].{name}: expected a string, got {type(text).__name__}")
+                p_times = _checked_times(p_segments, f"predictions[{i}]")
+                r_times = _checked_times(r_segments, f"references[{i}]")
+            except ValueError as error:
+                if on_invalid == "raise":
+                    raise
+                invalid.append(str(error))
+                continue
+            n = len(kept)
+            kept.append(i)
+            pred_label.append(p_label)
+            ref_label.append(r_label)
+            duration.append(r_duration)
+            attributions.append(attribution)
+            causes.append(cause)
+            for s, e in p_times:
+                pex.append(n)
+                ps.append(s)
+                pe.append(e)
+            psc.extend(p_scores if p_scores is not None else [1.0] * len(p_times))
+            for s, e in r_times:
+                rex.append(n)
+                rs.append(s)
+                re_.append(e)
 
+        arrays = {
+            "pred_example": np.asarray(pex, dtype=np.int64),
+            "pred_start": np.asarray(ps, dtype=np.float64),
+            "pred_end": np.asarray(pe, dtype=np.float64),
+            "ref_example": np.asarray(rex, dtype=np.int64),
+            "ref_start": np.asarray(rs, dtype=np.float64),
+            "ref_end": np.asarray(re_, dtype=np.float64),
+        }
     indices = np.asarray(kept, dtype=np.int64)
-    arrays = {
-        "pred_example": np.asarray(pex, dtype=np.int64),
-        "pred_start": np.asarray(ps, dtype=np.float64),
-        "pred_end": np.asarray(pe, dtype=np.float64),
-        "ref_example": np.asarray(rex, dtype=np.int64),
-        "ref_start": np.asarray(rs, dtype=np.float64),
-        "ref_end": np.asarray(re_, dtype=np.float64),
-    }
     duration_arr = np.asarray(duration, dtype=np.float64)
     if clip_segments:
         for prefix in ("pred", "ref"):

@@ -231,6 +231,26 @@ def test_perfect_prediction_scores_one(case, as_text):
     assert batch.num_examples == len(references)
 
 
+@settings(max_examples=40, deadline=None)
+@given(case=references_strategy(), data=st.data())
+def test_fast_and_checked_paths_agree(case, data):
+    """Plain dicts take the lean vectorised path; any other mapping takes the per-example checked path."""
+    from types import MappingProxyType
+
+    config, references = case
+    predictions = []
+    for r in references:
+        segments = [[s, e + data.draw(st.floats(0, 5))] for s, e in r["segments"]]
+        scores = data.draw(st.none() | st.just([round(0.1 * k, 1) % 1 for k in range(len(segments))]))
+        label = data.draw(st.sampled_from([r["sentiment"], "", LABELS[config][0]]))
+        predictions.append(pred(label, segments, scores))
+    fast = loc(predictions, references, config)
+    checked = loc([MappingProxyType(p) for p in predictions], [MappingProxyType(r) for r in references], config)
+    assert fast.keys() == checked.keys()
+    for key in fast:
+        assert fast[key] == checked[key] or (math.isnan(fast[key]) and math.isnan(checked[key])), key
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Bad input
 # ------------------------------------------------------------------------------------------------------------------
