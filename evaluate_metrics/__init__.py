@@ -3,13 +3,15 @@
 * ``parse_answer`` — the model's answer text -> ``ParsedAnswer(sentiment, segments, attribution)``;
 * ``compute_omnisila`` — every metric as a dict (what ``evaluate.load("evaluate_metrics/omnisila", config)``
   returns, and what the Trainer's ``compute_metrics`` reuses); ``score_omnisila`` adds per-example scores and
-  per-label FNR / Atr-R; ``paired_t_test`` compares two systems;
+  per-label FNR / Atr-R; ``paired_t_test`` compares two systems; ``make_compute_metrics`` plugs them into the
+  ``Trainer``;
 * ``OpenAIJudge`` / ``TransformersJudge`` — Atr-R judges; ``export_space`` — the Hub Space folder.
 
 Importing this package never imports torch (sentence-transformers and the local judge load it lazily).
 """
 
 from .attribution import classify_by_embedding, classify_by_lexicon, sem_c_scores, sem_r_scores, sen_a_scores
+from .compute_metrics import make_compute_metrics, references_from_answers
 from .functions import (
     DEFAULT_TIOU_THRESHOLDS,
     OmnisilaBatch,
@@ -44,11 +46,13 @@ __all__ = [
     "export_space",
     "f2",
     "fnr",
+    "make_compute_metrics",
     "map_at_tiou",
     "paired_t_test",
     "parse_answer",
     "parse_judge_score",
     "prepare_batch",
+    "references_from_answers",
     "score_omnisila",
     "sem_c_scores",
     "sem_r_scores",
