@@ -489,14 +489,14 @@ def group_joints(
         assigned = np.full(candidates.size, -1)
         if n:
             distance = np.abs(tag_values[j, candidates][:, None] - (tag_sums[:n] / tag_counts[:n])[None, :])
-            order = np.argsort(distance, axis=None, kind="stable")
-            free_person = np.ones(n, dtype=bool)
-            for flat in order[: int((distance < tag_threshold).sum())]:  # nearest pairs first, under the threshold
-                c, p = divmod(int(flat), n)
-                if assigned[c] < 0 and free_person[p]:
-                    assigned[c], free_person[p] = p, False
-                    if not free_person.any() or (assigned >= 0).all():
-                        break
+            distance[distance >= tag_threshold] = np.inf
+            for _ in range(min(candidates.size, n)):  # nearest remaining pair first, each side used once
+                c, p = divmod(int(distance.argmin()), n)
+                if not np.isfinite(distance[c, p]):
+                    break
+                assigned[c] = p
+                distance[c, :] = np.inf
+                distance[:, p] = np.inf
         new = assigned < 0
         assigned[new] = np.arange(n, n + int(new.sum()))
         n += int(new.sum())
