@@ -1,0 +1,97 @@
+"""Evaluation through generation (paper §4.4): generate an answer to the combined instruction ("inferring three tasks
+with the same instruction", §4.1), parse it, and score it with the omnisila metric functions
+(``evaluate_metrics.functions.compute_omnisila``: Acc, F2, mAP@tIoU 0.1/0.2/0.3, FNRs, Sem-R, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .collator import IcmDataCollator
+from .lora import icm_base_model
+
+
+@torch.no_grad()
+def generate_answers(
+    model,
+    processor,
+    examples: Sequence[dict[str, Any]],
+    batch_size: int = 8,
+    max_new_tokens: int = 96,
+) -> list[str]:
+    """Greedy answers (decoded, special tokens skipped) of ``examples`` (left-padded prompts, no labels)."""
+    collator = IcmDataCollator(processor, with_answers=False)
+    was_training = model.training
+    model.eval()
+    device = next(icm_base_model(model).parameters()).device
+    tokenizer = processor.tokenizer
+    answers: list[str] = []
+    try:
+        for start in range(0, len(examples), max(1, int(batch_size))):
+            chunk = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
+            batch = collator(chunk).to(device)
+            out = model.generate(
+                **batch,
+                max_new_tokens=int(max_new_tokens),
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            new_tokens = out[:, batch["input_ids"].shape[1] :]
+            answers += [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    finally:
+        model.train(was_training)
+    return answers
+
+
+def references_of(examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The metric references ``{"sentiment", "segments", "cause", "duration"}`` of examples."""
+    refs = []
+    for index, example in enumerate(examples):
+        for field_name in ("label", "segments", "duration"):
+            if field_name not in example:
+                raise ValueError(f"evaluation example {index} ({example.get('clip_id', '?')}) has no {field_name!r}")
+        refs.append(
+            {
+                "sentiment": example["label"],
+                "segments": [list(s) for s in example["segments"]],
+                "cause": example.get("cause", ""),
+                "duration": float(example["duration"]),
+            }
+        )
+    return refs
+
+
+def evaluate_generation(
+    model,
+    processor,
+    examples: Sequence[dict[str, Any]],
+    batch_size: int = 8,
+    max_new_tokens: int = 96,
+    attribution_metrics: Sequence[str] | None = ("sem_r",),
+    config_name: str | None = None,
+) -> dict[str, Any]:
+    """Generate, parse and score. ``examples`` are Omni-SILA rows of one config (use the ``combined`` task).
+
+    Returns ``{"metrics": {...}, "predictions": [texts], "references": [...]}``; ``metrics`` is what
+    ``compute_omnisila`` returns (numbers only)."""
+    from evaluate_metrics.functions import compute_omnisila
+
+    if len(examples) == 0:
+        raise ValueError("evaluate_generation got no examples")
+    configs = {e.get("config") for e in examples}
+    if config_name is None:
+        if len(configs) != 1 or None in configs:
+            raise ValueError(f"evaluation examples must share one Omni-SILA config, got {sorted(map(str, configs))}")
+        config_name = configs.pop()
+    predictions = generate_answers(model, processor, examples, batch_size, max_new_tokens)
+    references = references_of(examples)
+    kwargs = {} if attribution_metrics is None else {"attribution_metrics": tuple(attribution_metrics)}
+    metrics = compute_omnisila(predictions, references, config_name, **kwargs)
+    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"metrics": numbers, "predictions": predictions, "references": references}
+
+
+__all__ = ["evaluate_generation", "generate_answers", "references_of"]

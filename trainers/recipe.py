@@ -1,0 +1,538 @@
+"""The two-stage ICM recipe (paper §3.4, §4.3) from a recipe file, with the ablations of Tables 1-3.
+
+``run_recipe(path_or_dict)`` runs, in order:
+
+1. **data** — the Omni-SILA annotations (``data.data_dir``), or the embedded mini set generated into
+   ``<output_dir>/data`` (``data.mini_set``), plus the scene-tuning annotations (``<data_dir>/scene_tuning``);
+2. **features** — the frozen scene extractors run once over every clip/image into the feature cache
+   (``processing.cache``); cached entries are reused, training never runs extractors;
+3. **evaluation of the untrained model** (optional, ``evaluate.before_training``);
+4. **stage 1, scene-tuning** on the scene-tuning set (skipped by the ``w/o scene-tuning`` ablation);
+5. **K-means IEC dictionary** from the Omni-SILA training clips (§3.3);
+6. **stage 2, Omni-SILA tuning**;
+7. **evaluation through generation** on the test split, and **saving** (``trainers.saving.save_icm``).
+
+Recipe files are YAML or JSON. A recipe may name a ``base`` recipe (path relative to itself, or the name of a
+recipe shipped in ``trainers/recipes/``) and override any of its fields (mappings merge key by key). Unknown fields
+raise :class:`RecipeError` (a ``ValueError``) naming the field. The fields (defaults in brackets):
+
+.. code-block:: yaml
+
+    base: paper.yaml              # optional
+    name: my-run                  # [recipe file name]
+    output_dir: runs/my-run       # [runs/<name>]
+    seed: 0
+    data:
+      data_dir: null              # folder with explicit.jsonl / implicit.jsonl (+ scene_tuning/)
+      mini_set: {seed: 0, size: small}   # or generate the embedded mini set (when data_dir is null)
+      configs: [implicit]         # Omni-SILA configs trained on and evaluated
+      train_split: train
+      eval_split: test
+      train_tasks: [identify, locate, attribute, combined]
+      max_train_clips: null       # per config
+      max_eval_clips: null        # per config
+    features:
+      pipeline: tiny              # tiny | pretrained
+      pipeline_kwargs: {}         # ScenePipeline.tiny/from_pretrained arguments
+      cache_dir: null             # [<output_dir>/cache]
+      num_frames: 8
+    model:
+      preset: tiny                # tiny | 7b | pretrained
+      pretrained: null            # preset pretrained: an ICM folder/id (AutoModel) or a Video-LLaVA id (from_video_llava)
+      config_overrides: {}        # IcmConfig fields
+    ablation:                     # Tables 1-3
+      scene_tuning: true          # false = "w/o scene-tuning"
+      sbm: true                   # false = "w/o SBM"
+      iec: true                   # false = "w/o IEC"
+      scenes: [face, action, object, background]   # Table 3: the scenes captured
+    training: {...}               # IcmTrainingArguments fields shared by both stages
+    stages:
+      scene: {...}                # IcmTrainingArguments overrides of stage 1
+      omnisila: {...}             # ... of stage 2
+    evaluate:
+      before_training: true
+      attribution_metrics: [sem_r]   # null = all (Sem-C/Sen-A load a sentence encoder)
+      max_new_tokens: 96
+      batch_size: 8
+    save:
+      merge_lora: true
+      dir: null                   # [<output_dir>/model]
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run: an unknown field, a bad value, a missing file."""
+
+
+# The recipe schema: a nested dict whose leaves are defaults; ``_ARGS`` marks a mapping of IcmTrainingArguments
+# fields and ``_FREE`` a free mapping (checked elsewhere).
+_ARGS = object()
+_FREE = object()
+SCHEMA: dict[str, Any] = {
+    "base": None,
+    "name": None,
+    "output_dir": None,
+    "seed": 0,
+    "data": {
+        "data_dir": None,
+        "mini_set": {"seed": 0, "size": "small"},
+        "configs": ["implicit"],
+        "train_split": "train",
+        "eval_split": "test",
+        "train_tasks": ["identify", "locate", "attribute", "combined"],
+        "max_train_clips": None,
+        "max_eval_clips": None,
+    },
+    "features": {"pipeline": "tiny", "pipeline_kwargs": _FREE, "cache_dir": None, "num_frames": 8},
+    "model": {"preset": "tiny", "pretrained": None, "config_overrides": _FREE},
+    "ablation": {
+        "scene_tuning": True,
+        "sbm": True,
+        "iec": True,
+        "scenes": ["face", "action", "object", "background"],
+    },
+    "training": _ARGS,
+    "stages": {"scene": _ARGS, "omnisila": _ARGS},
+    "evaluate": {"before_training": True, "attribution_metrics": ["sem_r"], "max_new_tokens": 96, "batch_size": 8},
+    "save": {"merge_lora": True, "dir": None},
+}
+
+
+def _training_arg_names() -> set[str]:
+    from .args import IcmTrainingArguments
+
+    return {f.name for f in dataclasses.fields(IcmTrainingArguments) if f.init}
+
+
+def _check(node: Any, schema: Any, where: str) -> None:
+    if schema is _FREE:
+        if node is not None and not isinstance(node, Mapping):
+            raise RecipeError(f"recipe field {where!r} must be a mapping, got {type(node).__name__}")
+        return
+    if schema is _ARGS:
+        if node is None:
+            return
+        if not isinstance(node, Mapping):
+            raise RecipeError(f"recipe field {where!r} must be a mapping of training arguments")
+        names = _training_arg_names()
+        for key in node:
+            if key not in names:
+                raise RecipeError(f"unknown recipe field {where}.{key!r}: not an IcmTrainingArguments field")
+        for forbidden in ("output_dir", "stage"):
+            if forbidden in node:
+                raise RecipeError(f"recipe field {where}.{forbidden!r} is set by the recipe itself")
+        return
+    if isinstance(schema, dict):
+        if node is None:
+            return
+        if not isinstance(node, Mapping):
+            raise RecipeError(f"recipe field {where or '<root>'!r} must be a mapping, got {type(node).__name__}")
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key not in schema:
+                raise RecipeError(f"unknown recipe field {path!r}; known fields here: {sorted(schema)}")
+            _check(value, schema[key], path)
+
+
+def _merge(base: Any, override: Any) -> Any:
+    if isinstance(base, Mapping) and isinstance(override, Mapping):
+        out = dict(base)
+        for key, value in override.items():
+            out[key] = _merge(base.get(key), value) if key in base else copy.deepcopy(value)
+        return out
+    return copy.deepcopy(override)
+
+
+def _defaults(schema: Any) -> Any:
+    if schema is _FREE or schema is _ARGS:
+        return {}
+    if isinstance(schema, dict):
+        return {k: _defaults(v) for k, v in schema.items()}
+    return copy.deepcopy(schema)
+
+
+def _read_file(path: Path) -> dict:
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as err:
+        raise RecipeError(f"recipe file {path} cannot be parsed: {err}") from err
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe file {path} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def _resolve_base(name: str, relative_to: Path | None) -> Path:
+    candidates = []
+    if relative_to is not None:
+        candidates.append(relative_to / name)
+    candidates += [Path(name), RECIPES_DIR / name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise RecipeError(f"recipe field 'base': {name!r} not found (looked in {[str(c) for c in candidates]})")
+
+
+def load_recipe(recipe: str | os.PathLike | Mapping) -> dict:
+    """Read, resolve ``base`` chains, validate and fill defaults. ``recipe`` is a path, the name of a shipped recipe
+    (``"demo"``, ``"paper"``, ...) or a mapping."""
+    source_dir: Path | None = None
+    if isinstance(recipe, Mapping):
+        data = dict(recipe)
+    else:
+        path = Path(recipe)
+        if not path.is_file() and (RECIPES_DIR / f"{recipe}.yaml").is_file():
+            path = RECIPES_DIR / f"{recipe}.yaml"
+        data = _read_file(path)
+        source_dir = path.parent
+        data.setdefault("name", path.stem)
+    _check(data, SCHEMA, "")
+    seen = []
+    while data.get("base"):
+        base_path = _resolve_base(str(data["base"]), source_dir)
+        if base_path.resolve() in seen:
+            raise RecipeError(f"recipe field 'base': cycle through {base_path}")
+        seen.append(base_path.resolve())
+        base = _read_file(base_path)
+        _check(base, SCHEMA, "")
+        override = {k: v for k, v in data.items() if k != "base"}
+        data = _merge(base, override)
+        source_dir = base_path.parent
+    resolved = _merge(_defaults(SCHEMA), data)
+    resolved.pop("base", None)
+    _validate_values(resolved)
+    return resolved
+
+
+def _validate_values(r: dict) -> None:
+    from modeling_icm.templates import CONFIG_NAMES, SCENE_NAMES
+
+    for config in r["data"]["configs"]:
+        if config not in CONFIG_NAMES:
+            raise RecipeError(f"recipe field 'data.configs': unknown config {config!r}; known: {list(CONFIG_NAMES)}")
+    scenes = r["ablation"]["scenes"]
+    if not scenes or any(s not in SCENE_NAMES for s in scenes):
+        raise RecipeError(f"recipe field 'ablation.scenes' must be a non-empty subset of {list(SCENE_NAMES)}")
+    if r["features"]["pipeline"] not in ("tiny", "pretrained"):
+        raise RecipeError("recipe field 'features.pipeline' must be 'tiny' or 'pretrained'")
+    if r["model"]["preset"] not in ("tiny", "7b", "pretrained"):
+        raise RecipeError("recipe field 'model.preset' must be 'tiny', '7b' or 'pretrained'")
+    if r["model"]["preset"] == "pretrained" and not r["model"]["pretrained"]:
+        raise RecipeError("recipe field 'model.pretrained' is required with model.preset 'pretrained'")
+    from .data import OMNISILA_TASKS
+
+    for task in r["data"]["train_tasks"]:
+        if task not in OMNISILA_TASKS:
+            raise RecipeError(f"recipe field 'data.train_tasks': unknown task {task!r}; known: {list(OMNISILA_TASKS)}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# running
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _pipeline(r: dict):
+    from processing.pipeline import ScenePipeline
+
+    kwargs = dict(r["features"]["pipeline_kwargs"] or {})
+    kwargs.setdefault("scenes", list(r["ablation"]["scenes"]))
+    if r["features"]["pipeline"] == "tiny":
+        return ScenePipeline.tiny(**kwargs)
+    return ScenePipeline.from_pretrained(**kwargs)
+
+
+def _prepare_data(r: dict, out: Path, log) -> Path:
+    data = r["data"]
+    if data["data_dir"]:
+        data_dir = Path(data["data_dir"])
+        if not data_dir.is_dir():
+            raise RecipeError(f"recipe field 'data.data_dir': {data_dir} is not a folder")
+        return data_dir
+    from datasets_scripts.mini_set import generate_mini_set
+
+    mini = data["mini_set"] or {}
+    data_dir = out / "data"
+    manifest = data_dir / "mini_set.json"
+    wanted = {"seed": int(mini.get("seed", 0)), "size": mini.get("size", "small")}
+    if manifest.is_file():
+        existing = json.loads(manifest.read_text())
+        if {"seed": existing.get("seed"), "size": existing.get("size")} == wanted:
+            log(f"data: reusing the mini set in {data_dir}")
+            return data_dir
+    started = time.perf_counter()
+    generate_mini_set(data_dir, **wanted)
+    log(f"data: generated the mini set ({wanted}) in {time.perf_counter() - started:.1f}s")
+    return data_dir
+
+
+def _clip_records(r: dict, data_dir: Path, config: str, split: str, limit_key: str):
+    from .data import read_clip_records
+
+    records = read_clip_records(data_dir, config, split)
+    limit = r["data"][limit_key]
+    if limit is not None:
+        records = _balanced(records, int(limit))
+    return records
+
+
+def _balanced(records, limit: int):
+    """At most ``limit`` clips, taken round-robin over the labels (so a small limit keeps every label)."""
+    by_label: dict[str, list] = {}
+    for record in records:
+        by_label.setdefault(record.label, []).append(record)
+    out, index = [], 0
+    while len(out) < min(limit, len(records)):
+        for label_records in by_label.values():
+            if index < len(label_records) and len(out) < limit:
+                out.append(label_records[index])
+        index += 1
+    return out
+
+
+def _extract(r: dict, data_dir: Path, cache, pipeline, log) -> None:
+    from processing.cache import extract_videos
+
+    from .data import extract_still_images, scene_tuning_sources
+
+    num_frames = int(r["features"]["num_frames"])
+    videos = []
+    for config in r["data"]["configs"]:
+        for split, key in ((r["data"]["train_split"], "max_train_clips"), (r["data"]["eval_split"], "max_eval_clips")):
+            videos += [rec.video for rec in _clip_records(r, data_dir, config, split, key)]
+    started = time.perf_counter()
+    report = extract_videos(videos, pipeline, cache, num_frames=num_frames, progress=False)
+    log(f"features: Omni-SILA clips: {str(report).splitlines()[0]} ({time.perf_counter() - started:.1f}s)")
+    if r["ablation"]["scene_tuning"]:
+        scene_dir = data_dir / "scene_tuning"
+        scenes = list(r["ablation"]["scenes"])
+        video_items, images = scene_tuning_sources(scene_dir, scenes, r["data"]["train_split"])
+        started = time.perf_counter()
+        report = extract_videos(video_items, pipeline, cache, num_frames=num_frames, progress=False)
+        still = extract_still_images(images, pipeline, cache, num_frames=num_frames)
+        log(
+            f"features: scene-tuning: {str(report).splitlines()[0]}; images: {len(still['computed'])} computed, "
+            f"{len(still['cached'])} cached, {len(still['skipped'])} skipped ({time.perf_counter() - started:.1f}s)"
+        )
+
+
+def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
+    import torch
+
+    overrides = dict(r["model"]["config_overrides"] or {})
+    overrides.update(
+        use_sbm=bool(r["ablation"]["sbm"]),
+        use_iec=bool(r["ablation"]["iec"]),
+        enabled_scenes=list(r["ablation"]["scenes"]),
+    )
+    preset = r["model"]["preset"]
+    num_frames = int(r["features"]["num_frames"])
+    if preset == "tiny":
+        from .tiny import tiny_icm
+
+        return tiny_icm(scene_dims, corpus=corpus, seed=int(r["seed"]), num_frames=num_frames, **overrides)
+    from transformers import AutoConfig, AutoModel, AutoProcessor
+
+    from modeling_icm.configuration_icm import IcmConfig
+    from modeling_icm.modeling_icm import IcmForVideoSentiment
+
+    torch.manual_seed(int(r["seed"]))
+    if preset == "7b":
+        raise RecipeError(
+            "recipe field 'model.preset': '7b' builds the architecture only; use preset 'pretrained' with "
+            "model.pretrained = a Video-LLaVA-7B id/folder (LanguageBind/Video-LLaVA-7B-hf) to start from its weights"
+        )
+    source = r["model"]["pretrained"]
+    config = AutoConfig.from_pretrained(source, trust_remote_code=True)
+    if getattr(config, "model_type", None) == "icm":
+        model = AutoModel.from_pretrained(source, trust_remote_code=True, **{"scene_dims": scene_dims, **overrides})
+    else:  # a Video-LLaVA checkpoint: build ICM around it
+        model = IcmForVideoSentiment.from_video_llava(
+            source, IcmConfig(scene_dims=scene_dims, num_frames=num_frames, num_scene_tokens=num_frames, **overrides)
+        )
+    processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+    return model, processor
+
+
+def _training_args(r: dict, stage: str, out: Path):
+    from .args import IcmTrainingArguments
+
+    kwargs = {"seed": int(r["seed"]), "save_strategy": "no", "disable_tqdm": True, "logging_steps": 10}
+    kwargs.update(r["training"] or {})
+    kwargs.update(r["stages"][stage] or {})
+    kwargs["output_dir"] = str(out / f"stage-{stage}")
+    kwargs["stage"] = stage
+    try:
+        return IcmTrainingArguments(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise RecipeError(f"recipe stages.{stage} / training: {err}") from err
+
+
+def _evaluate(model, processor, eval_sets: dict, r: dict, log, tag: str) -> dict:
+    from .evaluation import evaluate_generation
+
+    results = {}
+    for config, examples in eval_sets.items():
+        started = time.perf_counter()
+        scores = evaluate_generation(
+            model,
+            processor,
+            examples,
+            batch_size=int(r["evaluate"]["batch_size"]),
+            max_new_tokens=int(r["evaluate"]["max_new_tokens"]),
+            attribution_metrics=r["evaluate"]["attribution_metrics"],
+            config_name=config,
+        )
+        results[config] = {"metrics": scores["metrics"], "predictions": scores["predictions"][:5]}
+        m = scores["metrics"]
+        log(
+            f"evaluate[{tag}] {config}: acc={m.get('acc', 0):.3f} f2={m.get('f2', 0):.3f} "
+            f"map_avg={m.get('map_avg', 0):.3f} fnr={m.get('fnr', 0):.3f} ({time.perf_counter() - started:.1f}s); "
+            f"e.g. {scores['predictions'][0]!r}"
+        )
+    return results
+
+
+def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLike | None = None, log=None) -> dict:
+    """Run a recipe (see the module docstring). ``output_dir`` overrides the recipe's. ``log`` receives progress
+    lines (default: the ``logging`` module).
+
+    Returns ``{"name", "output_dir", "model_dir", "recipe" (resolved), "metrics": {"untrained": {config: {...}},
+    "trained": {...}}, "stages": {stage: {"train_loss", "log_history", "runtime_s", ...}}, "dictionary": {...},
+    "timings": {...}}`` and writes it to ``<output_dir>/results.json``."""
+    import torch
+
+    from processing.cache import FeatureCache
+
+    from .data import omnisila_examples, scene_tuning_examples
+    from .kmeans_init import initialize_iec_dictionary
+    from .saving import save_icm
+    from .trainer import IcmTrainer
+
+    r = load_recipe(recipe)
+    log = log or logger.info
+    out = Path(output_dir or r["output_dir"] or Path("runs") / (r["name"] or "recipe"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.resolved.json").write_text(json.dumps(r, indent=1, default=str))
+    timings: dict[str, float] = {}
+    result: dict[str, Any] = {"name": r["name"], "output_dir": str(out), "recipe": r, "metrics": {}, "stages": {}}
+    torch.manual_seed(int(r["seed"]))
+
+    started = time.perf_counter()
+    data_dir = _prepare_data(r, out, log)
+    timings["data_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    pipeline = _pipeline(r)
+    cache = FeatureCache(Path(r["features"]["cache_dir"] or out / "cache"))
+    _extract(r, data_dir, cache, pipeline, log)
+    pipeline_hash, scene_dims = pipeline.config_hash(), dict(pipeline.output_dims)
+    del pipeline  # the extractors are done: training reads the cache
+    timings["features_s"] = time.perf_counter() - started
+
+    num_frames = int(r["features"]["num_frames"])
+    train_sets, eval_sets = {}, {}
+    for config in r["data"]["configs"]:
+        for split, key, target, tasks in (
+            (r["data"]["train_split"], "max_train_clips", train_sets, r["data"]["train_tasks"]),
+            (r["data"]["eval_split"], "max_eval_clips", eval_sets, ["combined"]),
+        ):
+            limit_ids = {rec.id for rec in _clip_records(r, data_dir, config, split, key)}
+            examples = omnisila_examples(data_dir, config, split, cache, pipeline_hash, num_frames, tasks=tasks)
+            target[config] = examples.filter(lambda e, ids=limit_ids: e["clip_id"] in ids)
+    train_examples = [e for ex in train_sets.values() for e in ex]
+    scene_examples = []
+    if r["ablation"]["scene_tuning"]:
+        scene_examples = list(
+            scene_tuning_examples(
+                data_dir / "scene_tuning", cache, pipeline_hash, list(r["ablation"]["scenes"]),
+                r["data"]["train_split"], num_frames,
+            )
+        )
+    log(
+        f"data: {len(train_examples)} Omni-SILA training examples, {len(scene_examples)} scene-tuning examples, "
+        f"{sum(len(v) for v in eval_sets.values())} evaluation clips"
+    )
+
+    from datasets_scripts.mini_set import mini_set_corpus
+
+    corpus = mini_set_corpus() if r["model"]["preset"] == "tiny" else []
+    corpus += sorted({e["answer"] for e in scene_examples} | {e["answer"] for e in train_examples})
+    model, processor = _build_model(r, scene_dims, corpus)
+
+    if r["evaluate"]["before_training"]:
+        started = time.perf_counter()
+        result["metrics"]["untrained"] = _evaluate(model, processor, eval_sets, r, log, "untrained")
+        timings["evaluate_untrained_s"] = time.perf_counter() - started
+
+    stage_plan = []
+    if r["ablation"]["scene_tuning"]:
+        stage_plan.append(("scene", scene_examples))
+    stage_plan.append(("omnisila", train_examples))
+    for stage, examples in stage_plan:
+        if stage == "omnisila":
+            started = time.perf_counter()
+            args = _training_args(r, stage, out)
+            result["dictionary"] = initialize_iec_dictionary(
+                model, train_examples, backend=args.kmeans_backend, seed=int(r["seed"]), max_iter=args.kmeans_max_iter
+            )
+            timings["kmeans_s"] = time.perf_counter() - started
+            log(f"IEC dictionary: {result['dictionary']}")
+        args = _training_args(r, stage, out)
+        started = time.perf_counter()
+        trainer = IcmTrainer(model=model, args=args, processor=processor, train_dataset=examples)
+        train_output = trainer.train()
+        model = trainer.model
+        elapsed = time.perf_counter() - started
+        timings[f"stage_{stage}_s"] = elapsed
+        history = trainer.state.log_history
+        result["stages"][stage] = {
+            "examples": len(examples),
+            "steps": trainer.state.global_step,
+            "train_loss": float(train_output.training_loss),
+            "first_logged": next((h for h in history if "lm_loss" in h), None),
+            "last_logged": next((h for h in reversed(history) if "lm_loss" in h), None),
+            "log_history": history,
+            "runtime_s": elapsed,
+        }
+        log(
+            f"stage {stage}: {len(examples)} examples, {trainer.state.global_step} steps, train_loss "
+            f"{train_output.training_loss:.3f} ({elapsed:.1f}s)"
+        )
+
+    started = time.perf_counter()
+    result["metrics"]["trained"] = _evaluate(model, processor, eval_sets, r, log, "trained")
+    timings["evaluate_trained_s"] = time.perf_counter() - started
+
+    model_dir = Path(r["save"]["dir"] or out / "model")
+    save_icm(model, model_dir, merge_lora=bool(r["save"]["merge_lora"]), processor=processor)
+    result["model_dir"] = str(model_dir)
+    result["timings"] = timings
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    log(f"saved the model to {model_dir}; results in {out / 'results.json'}")
+    return result
+
+
+__all__ = ["RecipeError", "SCHEMA", "load_recipe", "run_recipe"]

@@ -1,0 +1,226 @@
+"""``IcmTrainer``: the HF ``Trainer`` with ``L = L_lm + L_rb`` (paper §3.4, Eq. 2), LoRA, logged loss parts and router
+weights, checkpoints that keep the ICM modules and the IEC dictionary, and evaluation through generation.
+
+Logging (trl style): every training step adds ``lm_loss``, ``router_loss`` and the router's mean expert weights
+``router_weight/<scene>`` (mean of P_j over the frames where some scene is present) to a metrics buffer; the
+``log()`` override averages the buffer into the Trainer's logs and clears it. With ``record_router_probs=True`` the
+trainer also keeps, per optimisation step, the router probabilities themselves (``trainer.router_records``), so Eq. 2
+can be recomputed from what was logged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer
+
+from .args import IcmTrainingArguments
+from .collator import IcmDataCollator
+from .lora import apply_lora, icm_base_model, mark_icm_trainable
+
+ICM_MODULES_NAME = "icm_modules.safetensors"
+
+
+def icm_module_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor of the ICM modules (SBM, IEC incl. its dictionary buffer, scene_norm, scene_projector), keyed as in
+    ``IcmForVideoSentiment.state_dict()``."""
+    base = icm_base_model(model)
+    out = {}
+    for name, tensor in base.state_dict().items():
+        if not name.startswith("backbone."):
+            out[name] = tensor.detach().cpu().contiguous()
+    return out
+
+
+def load_icm_module_state_dict(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load ``icm_modules.safetensors`` into the ICM modules of ``model`` (strictly: every ICM tensor must be there)."""
+    from safetensors.torch import load_file
+
+    base = icm_base_model(model)
+    state = load_file(os.fspath(path))
+    expected = {k for k in base.state_dict() if not k.startswith("backbone.")}
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{path}: ICM module tensors do not match the model (missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]})")
+    base.load_state_dict(state, strict=False)
+
+
+class IcmTrainer(Trainer):
+    """``Trainer`` for ICM.
+
+    Args:
+        model: an ``IcmForVideoSentiment`` (LoRA is applied here when ``args.use_lora`` and it is not yet a
+            ``PeftModel``) or a ``PeftModel`` around one.
+        args: :class:`~trainers.args.IcmTrainingArguments`.
+        processor: the ``IcmProcessor`` (the default collator uses it; saved with checkpoints).
+        generation_eval_dataset: examples (``trainers.data``) with the combined instruction and the reference
+            fields; :meth:`evaluate` then also generates answers and reports the omnisila metrics
+            (``eval_acc``, ``eval_map_avg``, ...).
+        attribution_metrics: which attribution metrics the generation evaluation computes (default ``("sem_r",)``:
+            Sem-C/Sen-A load a sentence encoder; pass ``None`` for all of them).
+        record_router_probs: keep each step's router probabilities in ``self.router_records``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        args: IcmTrainingArguments,
+        processor=None,
+        data_collator=None,
+        generation_eval_dataset=None,
+        attribution_metrics: tuple[str, ...] | None = ("sem_r",),
+        record_router_probs: bool = False,
+        **kwargs,
+    ):
+        if not isinstance(args, IcmTrainingArguments):
+            raise TypeError(f"IcmTrainer needs IcmTrainingArguments, got {type(args).__name__}")
+        from peft import PeftModel
+
+        base = icm_base_model(model)
+        # One source of truth for Eq. 2's weights: the arguments, written into the config the SBM reads.
+        base.config.router_alpha = float(args.router_alpha)
+        base.config.router_beta = float(args.router_beta)
+        if getattr(base.sbm, "config", None) is not None and base.sbm.config is not base.config:
+            base.sbm.config.router_alpha = float(args.router_alpha)
+            base.sbm.config.router_beta = float(args.router_beta)
+        if args.use_lora and not isinstance(model, PeftModel):
+            model = apply_lora(
+                model,
+                r=args.lora_r,
+                lora_alpha=args.lora_alpha,
+                lora_dropout=args.lora_dropout,
+                target_modules=args.lora_target_modules,
+                modules_to_save=args.lora_modules_to_save,
+            )
+        elif isinstance(model, PeftModel):
+            mark_icm_trainable(model)
+        else:  # no LoRA: the backbone is frozen entirely, the ICM modules train
+            for name, param in model.named_parameters():
+                param.requires_grad = not name.startswith("backbone.")
+        if args.gradient_checkpointing:
+            base.config.use_cache = False
+        if data_collator is None:
+            if processor is None:
+                raise ValueError("IcmTrainer needs a processor (or a data_collator)")
+            data_collator = IcmDataCollator(processor)
+        super().__init__(model=model, args=args, data_collator=data_collator, processing_class=processor, **kwargs)
+        # the model's forward takes **kwargs, but its loss is a per-batch mean: do not hand it num_items_in_batch
+        self.model_accepts_loss_kwargs = False
+        self.processor = processor
+        self.generation_eval_dataset = generation_eval_dataset
+        self.attribution_metrics = attribution_metrics
+        self.record_router_probs = record_router_probs
+        self.router_records: list[dict[str, Any]] = []
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._step_router: list[torch.Tensor] = []
+
+    # -- loss ---------------------------------------------------------------------------------------------------
+    @property
+    def scene_names(self) -> list[str]:
+        return list(icm_base_model(self.model).config.active_scenes)
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        """``L = L_lm + L_rb`` (§3.4); both parts and the router's mean expert weights go to the metrics buffer."""
+        outputs = model(**inputs)
+        if outputs.lm_loss is None:
+            raise ValueError("the batch has no labels: IcmTrainer trains on answers (collator with_answers=True)")
+        router_loss = outputs.router_loss if outputs.router_loss is not None else outputs.lm_loss.new_zeros(())
+        loss = outputs.lm_loss + router_loss
+        mode = "train" if model.training else "eval"
+        buffer = self._metrics[mode]
+        buffer["lm_loss"].append(self._gathered_mean(outputs.lm_loss))
+        buffer["router_loss"].append(self._gathered_mean(router_loss))
+        probs = outputs.router_probs
+        if probs is not None:
+            probs = probs.detach().float()
+            valid = probs.sum(-1) > 0
+            if bool(valid.any()):
+                mean = probs[valid].mean(0)
+                for scene, value in zip(self.scene_names, mean.tolist()):
+                    buffer[f"router_weight/{scene}"].append(value)
+            if mode == "train" and self.record_router_probs:
+                self._step_router.append(probs.cpu())
+        return (loss, outputs) if return_outputs else loss
+
+    def _gathered_mean(self, value: torch.Tensor) -> float:
+        value = value.detach().float().reshape(1)
+        if self.accelerator.num_processes > 1:
+            value = self.accelerator.gather_for_metrics(value)
+        return float(value.mean())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        buffer = self._metrics[mode]
+        averaged = {key: sum(values) / len(values) for key, values in buffer.items() if values}
+        if mode == "eval":
+            averaged = {f"eval_{key}": value for key, value in averaged.items()}
+        elif self.record_router_probs and self._step_router:
+            self.router_records.append(
+                {
+                    "step": self.state.global_step,
+                    "router_probs": torch.cat([p.reshape(-1, p.shape[-1]) for p in self._step_router]),
+                    "router_loss": averaged.get("router_loss"),
+                    "lm_loss": averaged.get("lm_loss"),
+                    "num_micro_batches": len(self._step_router),
+                }
+            )
+            self._step_router = []
+        logs = {**logs, **averaged}
+        buffer.clear()
+        super().log(logs, start_time)
+
+    # -- checkpoints: the adapter (PEFT) + the ICM modules -----------------------------------------------------
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict=None if self._is_peft() else state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self.args.should_save and self._is_peft():
+            from safetensors.torch import save_file
+
+            save_file(icm_module_state_dict(self.model), os.path.join(output_dir, ICM_MODULES_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        target = model if model is not None else self.model
+        path = os.path.join(resume_from_checkpoint, ICM_MODULES_NAME)
+        if self._is_peft():
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"checkpoint {resume_from_checkpoint} has no {ICM_MODULES_NAME}: it was not written by IcmTrainer"
+                )
+            load_icm_module_state_dict(target, path)
+            mark_icm_trainable(target)
+
+    def _is_peft(self) -> bool:
+        from peft import PeftModel
+
+        return isinstance(self.accelerator.unwrap_model(self.model), PeftModel)
+
+    # -- evaluation through generation ----------------------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        metrics: dict[str, float] = {}
+        if eval_dataset is not None or self.eval_dataset is not None:
+            metrics.update(super().evaluate(eval_dataset, ignore_keys, metric_key_prefix))
+        if self.generation_eval_dataset is not None:
+            from .evaluation import evaluate_generation
+
+            scores = evaluate_generation(
+                self.model,
+                self.processor,
+                self.generation_eval_dataset,
+                batch_size=self.args.per_device_eval_batch_size,
+                max_new_tokens=self.args.generation_max_new_tokens,
+                attribution_metrics=self.attribution_metrics,
+            )
+            gen_metrics = {f"{metric_key_prefix}_{k}": v for k, v in scores["metrics"].items()}
+            metrics.update(gen_metrics)
+            super().log(dict(gen_metrics))
+        return metrics
+
+
+__all__ = ["ICM_MODULES_NAME", "IcmTrainer", "icm_module_state_dict", "load_icm_module_state_dict"]
