@@ -136,7 +136,7 @@ class OpenAIJudge:
     def __call__(self, prompts: Sequence[str]) -> list[str]:
         import openai
 
-        answers = []
+        answers, errors = [], []
         for prompt in prompts:
             try:
                 response = self.client.chat.completions.create(
@@ -146,8 +146,11 @@ class OpenAIJudge:
                     max_tokens=self.max_tokens,
                 )
                 answers.append(response.choices[0].message.content or "")
-            except openai.APIStatusError as error:  # a refused item is unparsed, the run goes on
-                answers.append(f"error {error.status_code}")
+            except openai.APIError as error:  # a failed item is unparsed (counted), the run goes on
+                errors.append(error)
+                answers.append(f"error: {error}")
+        if prompts and len(errors) == len(prompts):  # nothing got through: a wrong URL, key or model, not bad items
+            raise RuntimeError(f"the Atr-R judge at {self.client.base_url} failed on every prompt: {errors[0]}")
         return answers
 
 

@@ -133,6 +133,17 @@ def test_openai_judge_against_a_local_endpoint(chat_server):
     )
 
 
+def test_unreachable_endpoint_fails_loudly():
+    import socket
+
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    judge = OpenAIJudge("m", base_url=f"http://127.0.0.1:{port}/v1", timeout=2, max_retries=0)
+    with pytest.raises(RuntimeError, match="failed on every prompt"):
+        judge(["Score this."])
+
+
 def test_no_judge_omits_atr_r():
     result = compute_omnisila(
         [{"sentiment": "Fire", "segments": [], "attribution": "smoke"}],

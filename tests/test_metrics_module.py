@@ -91,6 +91,17 @@ def test_bad_input_through_the_module(implicit_module, references, message):
         implicit_module.compute(predictions=["x"], references=references, attribution_metrics=[])
 
 
+def test_importing_the_package_imports_no_heavy_framework():
+    code = (
+        "import sys, evaluate_metrics, evaluate_metrics.functions, evaluate_metrics.judges, evaluate_metrics.space;"
+        "import evaluate_metrics.attribution, evaluate_metrics.compute_metrics;"
+        "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers', 'openai') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"
+
+
 def test_unknown_config_is_refused():
     with pytest.raises(ValueError, match="config name"):
         evaluate.load(MODULE, "emotions")
