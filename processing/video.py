@@ -206,6 +206,8 @@ class _PyAVReader(_Reader):
 
     #: seek instead of decoding forward when the next target is more than this many seconds ahead
     seek_gap_seconds = 2.0
+    #: a stream ending this few frames before its stated frame count is a container miscount, not a truncation
+    end_tolerance_frames = 2
 
     def __init__(self, path: str, max_side: int | None):
         super().__init__(path, max_side)
@@ -242,6 +244,8 @@ class _PyAVReader(_Reader):
         self._frames: Iterator | None = None
         self._last_index = -1  # index of the last frame taken from self._frames
         self.frames_decoded = 0  # frames the decoder produced so far (seeking keeps this far below num_frames)
+        self._seek_forward = True
+        self._first_after_seek = -1  # index of the first frame decoded after the last seek
 
     def _count_frames(self) -> int:
         """Count the stream's packets when the container does not store a frame count (demux only, no decoding)."""
@@ -263,6 +267,7 @@ class _PyAVReader(_Reader):
         self._container.seek(target_pts, stream=self._stream, backward=True, any_frame=False)
         self._frames = self._container.decode(self._stream)
         self._last_index = -1
+        self._first_after_seek = -1
 
     def _to_rgb(self, frame) -> np.ndarray:
         width, height = self._out_size
@@ -273,10 +278,14 @@ class _PyAVReader(_Reader):
         try:
             for target in sorted(set(int(i) for i in indices)):
                 behind = self._frames is None or target <= self._last_index
-                far = target - self._last_index > self.seek_gap_seconds * self.info.fps
+                far = self._seek_forward and target - self._last_index > self.seek_gap_seconds * self.info.fps
+                position = self._last_index
                 if behind or far:
                     self._seek(target)
                 got[target] = self._decode_until(target)
+                if far and not behind and self._first_after_seek <= position:
+                    # the keyframe before the target was behind us (long GOPs): forward seeks only re-decode
+                    self._seek_forward = False
         except VideoDecodeError:
             raise
         except Exception as err:
@@ -291,6 +300,8 @@ class _PyAVReader(_Reader):
                 self.frames_decoded += 1
                 index = self._index_of(frame)
                 self._last_index = index
+                if self._first_after_seek < 0:
+                    self._first_after_seek = index
                 if index == target:
                     return self._to_rgb(frame)
                 if index > target:
@@ -301,6 +312,8 @@ class _PyAVReader(_Reader):
                     break  # the seek landed after the target: decode again from the start
                 previous = frame
             else:
+                if previous is not None and target - self._last_index <= self.end_tolerance_frames:
+                    return self._to_rgb(previous)  # the container over-counts its last frame or two
                 if previous is not None or from_start:
                     raise self._fail(
                         f"the stream ended at frame {self._last_index} but frame {target} of "

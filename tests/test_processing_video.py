@@ -25,7 +25,7 @@ BACKEND_NAMES = ["decord", "av"]
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, codec: str = "libx264", pix_fmt: str = "yuv420p",
-                size: tuple[int, int] | None = None, options: dict | None = None) -> Path:
+                size: tuple[int, int] | None = None, options: dict | None = None, gop: int | None = None) -> Path:
     """Write RGB (or 2-D gray) uint8 frames with PyAV."""
     import av
 
@@ -33,6 +33,8 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, codec: str 
     with av.open(str(path), "w", options=options or {}) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if gop is not None:
+            stream.codec_context.gop_size = gop
         container.start_encoding()
         for frame in frames:
             fmt = "gray" if frame.ndim == 2 else "rgb24"
@@ -310,3 +312,19 @@ def test_iter_clips_on_a_long_video_decodes_only_what_windows_need(tmp_path):
         reader.close()
     via_api = list(iter_clips(path, window=10.0, num_frames=2))
     assert [c.indices for c in via_api] == [c.indices for c in clips]
+
+
+def test_long_gop_stops_useless_forward_seeks(tmp_path):
+    """One keyframe for 120 frames: seeking forward lands back on frame 0, so the reader stops seeking and decodes
+    on; every frame is still the right one."""
+    frames = [np.full((32, 32, 3), (k * 2) % 256, np.uint8) for k in range(120)]
+    path = write_video(tmp_path / "one_gop.mp4", frames, gop=1000, options={"x264-params": "keyint=1000:scenecut=0"})
+    reader = video_mod._open(path, "av", None)
+    try:
+        clip = video_mod._sample(reader, 4, None, None)
+        assert clip.indices == [0, 40, 79, 119]
+        for i, f in zip(clip.indices, clip.frames):
+            assert abs(f.float().mean().item() - (i * 2) % 256) < 6
+        assert reader.frames_decoded <= 120 + 41  # one wasted re-decode at most, not one per sampled frame
+    finally:
+        reader.close()
