@@ -765,31 +765,26 @@ class RelationExtractor(SceneExtractor):
         return max(1, round(height * scale)), max(1, round(width * scale))
 
     def preprocess(self, frames: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 RGB frames (``[T, H, W, 3]`` or a list of ``[H, W, 3]`` of any sizes) → normalised, padded
-        ``pixel_values [T, 3, H', W']`` and ``pixel_mask [T, H', W']`` (True on padding), on the model's device."""
+        """uint8 RGB frames (``[T, H, W, 3]`` or a list of ``[H, W, 3]`` of any sizes) → normalised, zero-padded
+        ``pixel_values [T, 3, H', W']`` and ``pixel_mask [T, H', W']`` (True on padding), on the model's device and
+        in its dtype. Frames are converted one at a time, so a very large frame never exists as a float batch."""
         if torch.is_tensor(frames):
-            groups = [self.check_frames(frames)]
+            frames = self.check_frames(frames)
         else:
-            groups = [self.check_frames(f[None], name=f"frames[{i}]") for i, f in enumerate(frames)]
-        mean = torch.tensor(self.image_mean, device=self.device)[None, :, None, None]
-        std = torch.tensor(self.image_std, device=self.device)[None, :, None, None]
-        images = []
-        for group in groups:
-            x = group.to(self.device).permute(0, 3, 1, 2).float().div_(255)
-            size = self.target_size(*x.shape[-2:])
-            if size != tuple(x.shape[-2:]):
-                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-            images.append((x - mean) / std)
-        h = max(x.shape[-2] for x in images)
-        w = max(x.shape[-1] for x in images)
-        n = sum(x.shape[0] for x in images)
-        pixel_values = images[0].new_zeros(n, 3, h, w)
-        pixel_mask = torch.ones(n, h, w, dtype=torch.bool, device=self.device)
-        i = 0
-        for x in images:
-            pixel_values[i : i + len(x), :, : x.shape[-2], : x.shape[-1]] = x
-            pixel_mask[i : i + len(x), : x.shape[-2], : x.shape[-1]] = False
-            i += len(x)
+            frames = [self.check_frames(f[None], name=f"frames[{i}]")[0] for i, f in enumerate(frames)]
+        sizes = [self.target_size(f.shape[0], f.shape[1]) for f in frames]
+        dtype = next(self.model.parameters()).dtype
+        h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
+        pixel_values = torch.zeros(len(frames), 3, h, w, dtype=dtype, device=self.device)
+        pixel_mask = torch.ones(len(frames), h, w, dtype=torch.bool, device=self.device)
+        mean = torch.tensor(self.image_mean, device=self.device)[:, None, None]
+        std = torch.tensor(self.image_std, device=self.device)[:, None, None]
+        for i, (frame, (fh, fw)) in enumerate(zip(frames, sizes)):
+            x = frame.to(self.device).permute(2, 0, 1).float().div_(255)
+            if (fh, fw) != tuple(x.shape[-2:]):
+                x = F.interpolate(x[None], size=(fh, fw), mode="bilinear", align_corners=False, antialias=True)[0]
+            pixel_values[i, :, :fh, :fw] = (x - mean) / std
+            pixel_mask[i, :fh, :fw] = False
         return pixel_values, pixel_mask
 
     @torch.no_grad()

@@ -481,6 +481,14 @@ def test_preprocess_resizes_and_pads_mixed_sizes(tiny):
     assert features.shape == (2, 10, tiny.output_dim)
 
 
+def test_very_large_frame_is_downscaled(tiny):
+    frames = torch.full((1, 2000, 3600, 3), 128, dtype=torch.uint8)  # converted one frame at a time, then resized
+    pixel_values, pixel_mask = tiny.preprocess(frames)
+    assert pixel_values.shape == (1, 3, 89, 160) and not pixel_mask.any()
+    features, mask = tiny.extract(frames)
+    assert features.shape == (1, 10, tiny.output_dim) and torch.isfinite(features).all()
+
+
 @pytest.mark.parametrize(
     "frames, match",
     [
