@@ -354,3 +354,18 @@ def test_full_w32_at_512_on_real_frames(official_checkpoint, carphone_frames):
     features, mask = extractor.extract(carphone_frames[:2])
     assert features.shape == (2, 4, 595) and mask.shape == (2, 4)
     assert torch.isfinite(features).all() and (features[~mask] == 0).all()
+
+
+@pytest.mark.parametrize(
+    "overrides, scale",
+    [({"tag_per_joint": False}, 2), ({"num_deconvs": 2}, 1), ({"deconv_kernel": 3}, 2), ({"width": 4}, 2)],
+)
+def test_architecture_variants_run(carphone_frames, overrides, scale):
+    extractor = ActionExtractor.tiny(**overrides)
+    c = extractor.model.config
+    with torch.no_grad():
+        out = extractor.model(extractor.preprocess(carphone_frames[:2]))
+    assert out.outputs[0].shape[1] == c.num_joints + c.num_tag_maps
+    assert out.features.shape[-2:] == (64 // scale, 64 // scale) and out.features.shape[1] == c.width
+    features, mask = extractor.extract(carphone_frames[:2])
+    assert features.shape == (2, 4, 17 * 3 + 17 * c.width) and mask.shape == (2, 4)
