@@ -129,6 +129,7 @@ _ISOLATED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh interpreter importing evaluate/datasets/rouge: ~10 s of CPU
 def test_exported_space_works_without_the_repository(tmp_path):
     space = export_space(tmp_path / "space" / "omnisila", repo_id="omnisila-org/omnisila")
     names = {p.name for p in space.iterdir()}
