@@ -45,13 +45,14 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.utils import ModelOutput
 
 from .base import SceneExtractor
 
@@ -486,22 +487,23 @@ class MLP(nn.Module):
 
 # ------------------------------------------------------------------------------------------------------------ model
 @dataclass
-class RelTROutput:
+class RelTROutput(ModelOutput):
     """RelTR predictions for a batch of images (boxes: normalised ``cx, cy, w, h`` of the unpadded image).
 
-    ``sub_hidden`` / ``obj_hidden`` are the last decoder layer's subject / object embeddings ``[B, triplets, hidden]``.
+    ``sub_hidden`` / ``obj_hidden`` / ``entity_hidden`` are the last decoder layer's subject / object / entity
+    embeddings ``[B, queries, hidden]``.
     """
 
-    entity_logits: torch.Tensor
-    entity_boxes: torch.Tensor
-    sub_logits: torch.Tensor
-    sub_boxes: torch.Tensor
-    obj_logits: torch.Tensor
-    obj_boxes: torch.Tensor
-    rel_logits: torch.Tensor
-    sub_hidden: torch.Tensor
-    obj_hidden: torch.Tensor
-    entity_hidden: torch.Tensor = field(repr=False, default=None)
+    entity_logits: torch.Tensor | None = None
+    entity_boxes: torch.Tensor | None = None
+    sub_logits: torch.Tensor | None = None
+    sub_boxes: torch.Tensor | None = None
+    obj_logits: torch.Tensor | None = None
+    obj_boxes: torch.Tensor | None = None
+    rel_logits: torch.Tensor | None = None
+    sub_hidden: torch.Tensor | None = None
+    obj_hidden: torch.Tensor | None = None
+    entity_hidden: torch.Tensor | None = None
 
 
 class RelTR(nn.Module):
