@@ -62,17 +62,6 @@ def tiny() -> RelationExtractor:
 
 
 # ------------------------------------------------------------------------------------------------- official layout
-def test_state_dict_matches_official_layout_exactly():
-    layout = _layout()
-    with torch.device("meta"):
-        model = RelTR()
-    mine = {k: list(v.shape) for k, v in model.state_dict().items()}
-    assert list(mine) == list(layout["state_dict"])  # names, in the official order
-    assert mine == layout["state_dict"]  # and shapes
-    num_params = sum(p.numel() for p in model.parameters())
-    assert num_params == layout["num_parameters"] == OFFICIAL_NUM_PARAMETERS
-
-
 @pytest.fixture(scope="module")
 def official(tmp_path_factory) -> tuple[dict[str, torch.Tensor], RelationExtractor]:
     """A random state dict with exactly the official names/shapes, saved in the official container and loaded
@@ -81,6 +70,16 @@ def official(tmp_path_factory) -> tuple[dict[str, torch.Tensor], RelationExtract
     path = tmp_path_factory.mktemp("reltr") / "checkpoint0149.pth"
     torch.save({"model": state_dict, "epoch": 149}, path)
     return state_dict, RelationExtractor.from_checkpoint(path, min_size=96, max_size=128, score_threshold=0.0)
+
+
+def test_state_dict_matches_official_layout_exactly(official):
+    layout = _layout()
+    model = official[1].model
+    mine = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert list(mine) == list(layout["state_dict"])  # names, in the official order
+    assert mine == layout["state_dict"]  # and shapes
+    num_params = sum(p.numel() for p in model.parameters())
+    assert num_params == layout["num_parameters"] == OFFICIAL_NUM_PARAMETERS
 
 
 def test_official_container_loads_strict_through_user_path(official):
