@@ -21,6 +21,12 @@ whose names and shapes are exactly those of the official Visual Genome checkpoin
   embeddings and a 128-d encoding of the last decoder layer's subject/object attention maps (``so_mask_conv``,
   ``so_mask_fc``).
 
+Loading: :meth:`RelTR.from_official_checkpoint` / :meth:`RelationExtractor.from_checkpoint` read the official
+container with ``torch.load(weights_only=True)`` (RelTR's training ``args`` Namespace is the one extra type admitted)
+or a ``.safetensors`` file, and load with ``strict=True``; :meth:`RelTR.save_checkpoint` writes both formats. The
+outputs agree with the official implementation (github yrcong/RelTR) on shared weights — see
+``tests/test_processing_relation.py::test_matches_outputs_of_official_reltr_code``.
+
 Choices where neither the paper nor RelTR fixes the behaviour (each a constructor field of
 :class:`RelationExtractor`, part of :meth:`RelationExtractor.config_dict`):
 
@@ -544,7 +550,9 @@ class RelTR(nn.Module):
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> RelTROutput:
         """``pixel_values`` ``[B, 3, H, W]`` normalised; ``pixel_mask`` ``[B, H, W]`` True on padding (or None)."""
         if pixel_mask is None:
-            pixel_mask = torch.zeros(pixel_values.shape[0], *pixel_values.shape[-2:], dtype=torch.bool)
+            pixel_mask = torch.zeros(
+                pixel_values.shape[0], *pixel_values.shape[-2:], dtype=torch.bool, device=pixel_values.device
+            )
         pixel_mask = pixel_mask.to(pixel_values.device)
         feats, mask = self.backbone[0](pixel_values, pixel_mask)
         pos = self.backbone[1](mask).to(feats.dtype)
@@ -750,7 +758,8 @@ class RelationExtractor(SceneExtractor):
         }
 
     def weights_digest(self) -> str:
-        """SHA-256 of the state dict (names, dtypes, shapes, values); computed once."""
+        """SHA-256 of the state dict (names, dtypes, shapes, values), computed once: the extractor is frozen, so
+        weights edited in place afterwards are not seen (build a new extractor instead)."""
         if self._weights_digest is None:
             digest = hashlib.sha256()
             for name, tensor in self.model.state_dict().items():
