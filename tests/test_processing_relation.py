@@ -435,9 +435,17 @@ def test_confident_triplets_are_masked_in_and_described():
     t = described[0][0]
     assert (t.subject, t.predicate, t.object) == ("man", "riding", "horse")
     assert t.score == pytest.approx(1.0, abs=1e-6)
-    for box in t.boxes:  # pixel xyxy in the 120x90 input frame
-        x0, y0, x1, y1 = box
-        assert -120 <= x0 <= x1 <= 240 and -90 <= y0 <= y1 <= 180
+    # boxes: RelTR's normalised (cx, cy, w, h) of one triplet query, as (x0, y0, x1, y1) pixels of the 120x90 frame
+    out = extractor.predict(frames[:1])
+    scale = torch.tensor([120.0, 90.0, 120.0, 90.0])
+
+    def xyxy(b: torch.Tensor) -> torch.Tensor:
+        return torch.cat((b[..., :2] - b[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2), dim=-1) * scale
+
+    candidates = torch.cat((xyxy(out.sub_boxes[0]), xyxy(out.obj_boxes[0])), dim=-1)  # [queries, 8]
+    for triplet in described[0]:
+        got = torch.tensor([*triplet.boxes[0], *triplet.boxes[1]])
+        assert (candidates - got).abs().amax(-1).min() < 1e-3
 
 
 def test_threshold_is_configurable_and_masks_partially():
