@@ -219,13 +219,12 @@ def router_balance_loss(
         valid: optional bool ``[...]`` selecting the tokens that count (frames where some scene is present).
     """
     probs = router_probs.reshape(-1, router_probs.shape[-1])
-    if valid is not None:
-        probs = probs[valid.reshape(-1)]
-    if probs.shape[0] == 0:
-        return router_probs.new_zeros(())
+    # Token weights instead of boolean indexing: no data-dependent shapes (works on meta tensors, under compile).
+    weights = probs.new_ones(probs.shape[0]) if valid is None else valid.reshape(-1).to(probs.dtype)
+    count = weights.sum().clamp(min=1.0)
     num_experts = probs.shape[-1]
-    entropy = -(probs * torch.log(probs.clamp(min=eps))).sum(-1).mean()
-    mean_gate = probs.mean(0)
+    entropy = (-(probs * torch.log(probs.clamp(min=eps))).sum(-1) * weights).sum() / count
+    mean_gate = (probs * weights.unsqueeze(-1)).sum(0) / count
     balance = num_experts * (dimension_share.to(probs.dtype) * mean_gate).sum()
     return alpha * entropy + beta * balance
 
