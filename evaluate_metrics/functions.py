@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -186,90 +187,83 @@ def _checked_times(segments: list, where: str) -> list[tuple[float, float]]:
     return out
 
 
-def _segment_array(pairs: list, where: str) -> np.ndarray:
-    array = np.asarray(pairs, dtype=np.float64) if pairs else np.zeros((0, 2))
-    if array.ndim != 2 or array.shape[1] != 2:
-        raise ValueError(f"{where}: not all segments are [start, end] pairs")
-    return array
+def _pairs(segment_lists: list[list]) -> tuple[np.ndarray, list[int]] | None:
+    """All segments as one ``[N, 2]`` float array and the count per example, or None if they are not all pairs."""
+    counts = [len(segments) for segments in segment_lists]
+    flat = list(chain.from_iterable(segment_lists))
+    if list(map(len, flat)).count(2) != len(flat):
+        return None
+    array = np.fromiter(chain.from_iterable(flat), dtype=np.float64, count=2 * len(flat)).reshape(-1, 2)
+    return array, counts
 
 
 def _flatten_valid(predictions: list, references: list, config_name: str, label_id: dict) -> tuple | None:
-    """The flat arrays of an all-valid input in one lean pass plus vectorised checks, or None at the first doubt.
+    """The flat arrays of an all-valid input in a few lean passes plus vectorised checks, or None at the first doubt.
 
     None sends the caller to the per-example path, which finds the bad example, names it and raises or skips, so
-    both paths accept exactly the same inputs (the tests run the same cases through both).
+    both paths accept exactly the same inputs (``tests/test_metrics_functions.py`` runs random inputs through both).
     """
-    ids = dict(label_id)
-    pred_label, ref_label, duration, attributions, causes = [], [], [], [], []
-    p_pairs, r_pairs, p_counts, r_counts, scores = [], [], [], [], []
     try:
-        for prediction, reference in zip(predictions, references):
-            if type(reference) is not dict:
-                return None
-            r_id = ids.get(reference["sentiment"])
-            if r_id is None or r_id < 0:
-                return None
-            segments = reference["segments"]
-            if isinstance(segments, (str, bytes)):
-                return None
-            r_pairs.extend(segments)
-            r_counts.append(len(segments))
-            cause = reference.get("cause")
-            cause = "" if cause is None else cause
-            if type(cause) is not str or reference["duration"] is None:
-                return None
-            duration.append(reference["duration"])
-            if type(prediction) is str:
-                parsed = parse_answer(prediction, config_name)
-                p_id, segments, p_scores, attribution = (
-                    ids.get(parsed.sentiment, -1),
-                    parsed.segments,
-                    None,
-                    parsed.attribution,
-                )
-            elif type(prediction) is dict:
-                sentiment = prediction.get("sentiment")
-                p_id = -1 if sentiment is None else ids.get(sentiment)
-                if p_id is None:
-                    if type(sentiment) is not str:
-                        return None
-                    canonical = normalize_label(sentiment, config_name)
-                    if canonical is None and sentiment.strip():
-                        return None
-                    p_id = ids[sentiment] = label_id[canonical] if canonical is not None else -1
-                segments = prediction.get("segments")
-                segments = [] if segments is None else segments
-                p_scores = prediction.get("scores")
-                attribution = prediction.get("attribution")
-                attribution = "" if attribution is None else attribution
-                if isinstance(segments, (str, bytes)) or type(attribution) is not str:
-                    return None
-            else:
-                return None
-            p_pairs.extend(segments)
-            p_counts.append(len(segments))
-            if p_scores is None:
+        if not all(type(r) is dict for r in references):
+            return None
+        ref_label = [label_id.get(r["sentiment"]) for r in references]
+        if None in ref_label:
+            return None
+        causes = [r.get("cause") for r in references]
+        causes = ["" if c is None else c for c in causes]
+        if not all(type(c) is str for c in causes):
+            return None
+        duration = np.asarray([r["duration"] for r in references], dtype=np.float64)
+        ref = _pairs([r["segments"] for r in references])
+
+        if all(type(p) is dict for p in predictions):
+            ids = dict(label_id)
+            ids[""] = -1
+            sentiments = [p.get("sentiment") for p in predictions]
+            pred_label = [-1 if x is None else ids.get(x) for x in sentiments]
+            if None in pred_label:  # not canonical: normalise (case, spaces), unknown labels go to the checked path
+                for i, (x, y) in enumerate(zip(sentiments, pred_label)):
+                    if y is None:
+                        canonical = normalize_label(x, config_name) if type(x) is str else None
+                        if canonical is None and (type(x) is not str or x.strip()):
+                            return None
+                        pred_label[i] = label_id[canonical] if canonical is not None else -1
+            segment_lists = [p.get("segments") for p in predictions]
+            segment_lists = [[] if x is None else x for x in segment_lists]
+            score_lists = [p.get("scores") for p in predictions]
+            attributions = [p.get("attribution") for p in predictions]
+            attributions = ["" if a is None else a for a in attributions]
+        elif all(type(p) is str for p in predictions):
+            parsed = [parse_answer(p, config_name) for p in predictions]
+            pred_label = [label_id.get(x.sentiment, -1) for x in parsed]
+            segment_lists = [x.segments for x in parsed]
+            score_lists = [None] * len(parsed)
+            attributions = [x.attribution for x in parsed]
+        else:
+            return None
+        if not all(type(a) is str for a in attributions):
+            return None
+        pred = _pairs(segment_lists)
+        if ref is None or pred is None:
+            return None
+        scores = []
+        for segments, score in zip(segment_lists, score_lists):
+            if score is None:
                 scores.extend([1.0] * len(segments))
+            elif isinstance(score, (str, bytes)) or len(score) != len(segments):
+                return None
             else:
-                if isinstance(p_scores, (str, bytes)) or len(p_scores) != len(segments):
-                    return None
-                scores.extend(p_scores)
-            pred_label.append(p_id)
-            ref_label.append(r_id)
-            attributions.append(attribution)
-            causes.append(cause)
-        p_array = _segment_array(p_pairs, "predictions")
-        r_array = _segment_array(r_pairs, "references")
+                scores.extend(score)
         score_array = np.asarray(scores, dtype=np.float64)
-        duration_array = np.asarray(duration, dtype=np.float64)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
-    if score_array.shape != (len(p_array),) or duration_array.shape != (len(references),):
+    (p_array, p_counts), (r_array, r_counts) = pred, ref
+    if score_array.shape != (len(p_array),) or duration.shape != (len(references),):
         return None
     for array in (p_array, r_array):
         if not (np.isfinite(array).all() and (array >= 0).all() and (array[:, 1] >= array[:, 0]).all()):
             return None
-    if not (np.isfinite(score_array).all() and np.isfinite(duration_array).all() and (duration_array > 0).all()):
+    if not (np.isfinite(score_array).all() and np.isfinite(duration).all() and (duration > 0).all()):
         return None
     n = len(references)
     arrays = {
@@ -280,7 +274,7 @@ def _flatten_valid(predictions: list, references: list, config_name: str, label_
         "ref_start": r_array[:, 0].copy(),
         "ref_end": r_array[:, 1].copy(),
     }
-    return pred_label, ref_label, duration_array.tolist(), attributions, causes, score_array.tolist(), arrays
+    return pred_label, ref_label, duration.tolist(), attributions, causes, score_array.tolist(), arrays
 
 
 def prepare_batch(
@@ -467,36 +461,41 @@ def _score_order(batch: OmnisilaBatch) -> tuple[np.ndarray, np.ndarray]:
     return order, rank
 
 
-def match_segments(batch: OmnisilaBatch, threshold: float, order_rank=None) -> np.ndarray:
-    """True-positive flag of every predicted segment at one tIoU threshold (greedy ActivityNet matching).
+def match_segments(batch: OmnisilaBatch, thresholds: float | Sequence[float], order_rank=None) -> np.ndarray:
+    """True-positive flags of the predicted segments (greedy ActivityNet matching): ``[n_pred]`` for one threshold,
+    ``[n_thresholds, n_pred]`` for several.
 
     The greedy pass is sequential only inside an example (a prediction can only match ground truth of its own
-    example), so all examples advance together, one score rank at a time.
+    example), so all examples advance together, one score rank at a time; each rank's tIoU serves every threshold.
     """
-    if not 0 < threshold <= 1:
-        raise ValueError(f"tIoU threshold must be in (0, 1], got {threshold!r}")
+    single = np.ndim(thresholds) == 0
+    levels = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
+    for threshold in levels:
+        if not 0 < threshold <= 1:
+            raise ValueError(f"tIoU threshold must be in (0, 1], got {float(threshold)!r}")
     n_pred = len(batch.pred_example)
-    tp = np.zeros(n_pred, dtype=bool)
-    if n_pred == 0 or len(batch.ref_example) == 0:
-        return tp
-    _, rank = order_rank if order_rank is not None else _score_order(batch)
-    gt, gt_valid = _padded(batch.ref_example, batch.ref_start, batch.ref_end, batch.num_examples)
-    matched = ~gt_valid
-    ex = batch.pred_example
-    eligible = (batch.pred_label[ex] >= 0) & (batch.pred_label[ex] == batch.ref_label[ex])
-    segs = np.stack([batch.pred_start, batch.pred_end], axis=1)
-    for r in range(int(rank.max()) + 1):
-        idx = np.flatnonzero((rank == r) & eligible)
-        if not len(idx):
-            continue
-        e = ex[idx]
-        tiou = tiou_matrix(segs[idx][:, None, :], gt[e])[:, 0, :]
-        tiou = np.where(matched[e], -1.0, tiou)
-        best = np.argmax(tiou, axis=1)  # the first maximum: the earlier ground-truth segment wins ties
-        hit = tiou[np.arange(len(idx)), best] >= threshold
-        matched[e[hit], best[hit]] = True
-        tp[idx[hit]] = True
-    return tp
+    tp = np.zeros((len(levels), n_pred), dtype=bool)
+    if n_pred and len(batch.ref_example):
+        _, rank = order_rank if order_rank is not None else _score_order(batch)
+        gt, gt_valid = _padded(batch.ref_example, batch.ref_start, batch.ref_end, batch.num_examples)
+        matched = np.repeat(~gt_valid[None], len(levels), axis=0)
+        ex = batch.pred_example
+        eligible = (batch.pred_label[ex] >= 0) & (batch.pred_label[ex] == batch.ref_label[ex])
+        segs = np.stack([batch.pred_start, batch.pred_end], axis=1)
+        for r in range(int(rank.max()) + 1):
+            idx = np.flatnonzero((rank == r) & eligible)
+            if not len(idx):
+                continue
+            e = ex[idx]
+            tiou = tiou_matrix(segs[idx][:, None, :], gt[e])[:, 0, :]
+            rows = np.arange(len(idx))
+            for k, threshold in enumerate(levels):
+                free = np.where(matched[k, e], -1.0, tiou)
+                best = np.argmax(free, axis=1)  # the first maximum: the earlier ground-truth segment wins ties
+                hit = free[rows, best] >= threshold
+                matched[k, e[hit], best[hit]] = True
+                tp[k, idx[hit]] = True
+    return tp[0] if single else tp
 
 
 def average_precision(tp_sorted: np.ndarray, num_gt: int) -> tuple[float, float]:
@@ -524,8 +523,9 @@ def map_at_tiou(
     seg_label = batch.pred_label[batch.pred_example][order]
     num_gt = np.bincount(batch.ref_label[batch.ref_example], minlength=len(batch.labels))
     out = {}
-    for threshold in thresholds:
-        tp_sorted = match_segments(batch, float(threshold), order_rank)[order]
+    tp_all = match_segments(batch, [float(t) for t in thresholds], order_rank)
+    for threshold, tp in zip(thresholds, tp_all):
+        tp_sorted = tp[order]
         aps, f2s = np.full(len(batch.labels), np.nan), np.full(len(batch.labels), np.nan)
         for c in range(len(batch.labels)):
             aps[c], f2s[c] = average_precision(tp_sorted[seg_label == c], int(num_gt[c]))
@@ -548,9 +548,10 @@ def _coverage(example, start, end, offsets, n_frames, frame_length, total) -> np
     first = np.maximum(first, 0)
     last = np.minimum(last, n_frames[example] - 1)
     keep = first <= last
-    diff = np.zeros(total + 1, dtype=np.int64)
-    np.add.at(diff, offsets[example[keep]] + first[keep], 1)
-    np.add.at(diff, offsets[example[keep]] + last[keep] + 1, -1)
+    base = offsets[example[keep]]
+    diff = np.bincount(base + first[keep], minlength=total + 1) - np.bincount(
+        base + last[keep] + 1, minlength=total + 1
+    )
     return np.cumsum(diff[:-1]) > 0
 
 
@@ -574,10 +575,13 @@ def frame_counts(batch: OmnisilaBatch, frame_length: float = 1.0) -> tuple[np.nd
         batch.pred_example[pred_keep], batch.pred_start[pred_keep], batch.pred_end[pred_keep],
         offsets, n_frames, frame_length, total,
     )  # fmt: skip
-    frame_example = np.repeat(np.arange(batch.num_examples), n_frames)
-    pos = np.bincount(frame_example[positive], minlength=batch.num_examples)
-    fn = np.bincount(frame_example[positive & ~covered], minlength=batch.num_examples)
-    return pos, fn
+    ends = offsets + n_frames
+
+    def per_example(frames: np.ndarray) -> np.ndarray:
+        cumulative = np.concatenate([[0], np.cumsum(frames)])
+        return cumulative[ends] - cumulative[offsets]
+
+    return per_example(positive), per_example(positive & ~covered)
 
 
 def fnr(batch: OmnisilaBatch, frame_length: float = 1.0) -> float:
