@@ -541,47 +541,52 @@ def map_at_tiou(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _coverage(example, start, end, offsets, n_frames, frame_length, total) -> np.ndarray:
-    """Whether each frame's centre lies inside one of the segments (difference array over all frames)."""
-    first = np.ceil(start / frame_length - 0.5).astype(np.int64)
-    last = np.floor(end / frame_length - 0.5).astype(np.int64)
-    first = np.maximum(first, 0)
-    last = np.minimum(last, n_frames[example] - 1)
-    keep = first <= last
-    base = offsets[example[keep]]
-    diff = np.bincount(base + first[keep], minlength=total + 1) - np.bincount(
-        base + last[keep] + 1, minlength=total + 1
-    )
-    return np.cumsum(diff[:-1]) > 0
+def _frame_ranges(example, start, end, n_frames, frame_length) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frames [first, last + 1) whose centres lie in each segment, clipped to the video (empty ones dropped)."""
+    first = np.maximum(np.ceil(start / frame_length - 0.5), 0.0)
+    stop = np.minimum(np.floor(end / frame_length - 0.5), n_frames[example] - 1) + 1
+    keep = first < stop
+    return example[keep], first[keep], stop[keep]
 
 
 def frame_counts(batch: OmnisilaBatch, frame_length: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Per example: (positive frames, false-negative frames) of the FNRs metric."""
+    """Per example: (positive frames, false-negative frames) of the FNRs metric.
+
+    Counted on interval boundaries rather than frame by frame (a sweep over the sorted segment ends of each example),
+    so the cost does not grow with the videos' durations.
+    """
     if not (math.isfinite(frame_length) and frame_length > 0):
         raise ValueError(f"frame_length must be a positive number of seconds, got {frame_length!r}")
     target = np.zeros(len(batch.labels) + 1, dtype=bool)  # the last slot stands for "unreadable" (-1)
     for label in FNR_TARGET_LABELS[batch.config_name]:
         target[batch.labels.index(label)] = True
-    n_frames = np.ceil(np.round(batch.duration / frame_length, 9)).astype(np.int64)
-    offsets = np.cumsum(n_frames) - n_frames
-    total = int(n_frames.sum())
+    n_frames = np.ceil(np.round(batch.duration / frame_length, 9))
     ref_keep = target[batch.ref_label[batch.ref_example]]
     pred_keep = target[batch.pred_label[batch.pred_example]]
-    positive = _coverage(
-        batch.ref_example[ref_keep], batch.ref_start[ref_keep], batch.ref_end[ref_keep],
-        offsets, n_frames, frame_length, total,
-    )  # fmt: skip
-    covered = _coverage(
-        batch.pred_example[pred_keep], batch.pred_start[pred_keep], batch.pred_end[pred_keep],
-        offsets, n_frames, frame_length, total,
-    )  # fmt: skip
-    ends = offsets + n_frames
-
-    def per_example(frames: np.ndarray) -> np.ndarray:
-        cumulative = np.concatenate([[0], np.cumsum(frames)])
-        return cumulative[ends] - cumulative[offsets]
-
-    return per_example(positive), per_example(positive & ~covered)
+    g_ex, g_first, g_stop = _frame_ranges(
+        batch.ref_example[ref_keep], batch.ref_start[ref_keep], batch.ref_end[ref_keep], n_frames, frame_length
+    )
+    p_ex, p_first, p_stop = _frame_ranges(
+        batch.pred_example[pred_keep], batch.pred_start[pred_keep], batch.pred_end[pred_keep], n_frames, frame_length
+    )
+    # Events: a segment opens at `first` and closes at `stop`; between consecutive events of an example the number of
+    # open ground-truth / predicted segments is constant. Every example's events sum to zero, so one running sum works.
+    example = np.concatenate([g_ex, g_ex, p_ex, p_ex])
+    position = np.concatenate([g_first, g_stop, p_first, p_stop])
+    d_gt = np.concatenate([np.ones(len(g_ex)), -np.ones(len(g_ex)), np.zeros(2 * len(p_ex))])
+    d_pred = np.concatenate([np.zeros(2 * len(g_ex)), np.ones(len(p_ex)), -np.ones(len(p_ex))])
+    order = np.lexsort((position, example))
+    example, position = example[order], position[order]
+    open_gt, open_pred = np.cumsum(d_gt[order]), np.cumsum(d_pred[order])
+    same = example[:-1] == example[1:]
+    length = np.where(same, position[1:] - position[:-1], 0.0)
+    positive = length * (open_gt[:-1] > 0)
+    missed = positive * (open_pred[:-1] == 0)
+    n = batch.num_examples
+    return (
+        np.bincount(example[:-1], weights=positive, minlength=n),
+        np.bincount(example[:-1], weights=missed, minlength=n),
+    )
 
 
 def fnr(batch: OmnisilaBatch, frame_length: float = 1.0) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -161,6 +162,8 @@ FNR_CASES = [
      [pred("Normal", [])], [ref("Normal", [[0, 4]], 4)], "implicit", 1.0, math.nan),
     ("overlapping ground-truth segments count each frame once",
      [pred("negative", [[0, 2]])], [ref("negative", [[0, 4], [2, 6]], 10)], "explicit", 1.0, 4 / 6),
+    ("a twelve-day video: counted on segment boundaries, not frame by frame",
+     [pred("negative", [[0, 5e5]])], [ref("negative", [[0, 1e6]], 1e6)], "explicit", 0.001, 0.5),
     ("an empty answer misses everything",
      [""], [ref("negative", [[0, 10]], 10)], "explicit", 1.0, 1.0),
 ]  # fmt: skip
@@ -278,6 +281,34 @@ BAD_INPUT = [
 def test_bad_input_names_example_and_field(predictions, references, message):
     with pytest.raises(ValueError, match=message):
         loc(predictions, references)
+
+
+_junk = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 50) | st.floats() | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sentiment=st.sampled_from(["negative", "Negative", ""]) | _junk,
+    segments=st.just([[1, 2]]) | _junk,
+    scores=st.none() | _junk,
+    duration=st.just(10) | _junk,
+    cause=st.just("c") | _junk,
+    as_text=st.booleans(),
+)
+def test_any_input_either_scores_or_raises_value_error(sentiment, segments, scores, duration, cause, as_text):
+    """Junk anywhere in a prediction or reference gives a ValueError that names the example, never a crash."""
+    prediction = str(sentiment) if as_text else {"sentiment": sentiment, "segments": segments, "scores": scores}
+    reference = {"sentiment": sentiment, "segments": segments, "cause": cause, "duration": duration}
+    try:
+        result = loc([prediction, pred("negative", [])], [reference, ref("negative", [])])
+    except ValueError as error:
+        assert re.search(r"(predictions|references)\[0\]", str(error)), str(error)
+    else:
+        assert result["num_examples"] == 2
 
 
 def test_skip_invalid_reports_and_carries_on():
