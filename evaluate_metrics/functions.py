@@ -9,7 +9,8 @@
   earlier ground-truth segment); all other predictions are false positives. AP is the all-point interpolated
   precision envelope; mAP averages over the labels that have at least one ground-truth segment (NaN when none has).
   ``f2_tsl`` is TSL-300's own F2 on the same matching, 5PR / (4P + R) with P and R the means of the cumulative
-  precision and recall curves, averaged over those labels and over the thresholds.
+  precision and recall curves, averaged over those labels and over the thresholds (as it averages the recall curve,
+  it stays below 1 even for a perfect answer once a label has several segments).
 * **FNRs** — ``fnr``: time is cut into frames of ``frame_length`` seconds; frame k spans [k, k+1)·frame_length and
   lies inside a segment [s, e] when its centre (k + 0.5)·frame_length does (s <= centre <= e), for
   k = 0 … ceil(duration / frame_length) − 1. Positive frames are ground-truth frames inside a segment of a target
