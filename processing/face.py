@@ -1,8 +1,9 @@
 """Facial expression modeling (explicit scene, paper §3.1): MTCNN finds and aligns faces, a CNN encodes them (x_f).
 
 Per frame, MTCNN (facenet-pytorch, with the real P/R/O-Net weights that ship inside its wheel) detects faces and
-their five landmarks. All frames of a clip go through MTCNN as one batch (MTCNN accepts a batch of equal-size
-frames). Each face is aligned with a similarity transform — centred on its box, rotated so the eyes are level,
+their five landmarks. All frames of a clip go through MTCNN as one batch (:func:`mtcnn_detect`: facenet-pytorch's
+cascade, thresholds and NMS, with its per-box crop loops replaced by one ``roi_align`` per stage — boxes agree with
+``facenet_pytorch.MTCNN.detect`` to a pixel or two, at about half the CPU time). Each face is aligned with a similarity transform — centred on its box, rotated so the eyes are level,
 scaled to the box side times ``1 + margin`` — and resampled to ``face_size`` pixels with one ``grid_sample`` per
 frame. All faces of the clip then go through the CNN encoder as one batch; its pooled output is x_f.
 
@@ -149,6 +150,107 @@ def _load_mtcnn(min_face_size: int, thresholds, factor: float) -> nn.Module:
     return mtcnn
 
 
+def _crop_resize(images: torch.Tensor, image_inds: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """MTCNN's stage-2/3 crops, all boxes in one ``roi_align`` (facenet-pytorch loops over the boxes one by one
+    with an area resize): the in-frame part of each box, averaged into ``size`` x ``size`` bins."""
+    from torchvision.ops import roi_align
+
+    h, w = images.shape[2:]
+    b = boxes[:, :4].trunc()
+    x1, y1 = b[:, 0].clamp(min=1) - 1, b[:, 1].clamp(min=1) - 1  # facenet's pad(): 1-based, clipped to the frame
+    x2, y2 = b[:, 2].clamp(max=w), b[:, 3].clamp(max=h)
+    rois = torch.stack([image_inds.to(images.dtype), x1, y1, x2, y2], dim=1)
+    return roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+
+@torch.no_grad()
+def mtcnn_detect(
+    frames: torch.Tensor, mtcnn: nn.Module, min_face_size: int, thresholds, factor: float
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """MTCNN (P-, R-, O-Net of facenet-pytorch, same cascade, thresholds and NMS as ``facenet_pytorch.MTCNN``) on a
+    batch of equal-size frames, with the per-box crop loops of stages 2 and 3 replaced by one ``roi_align`` each.
+    Returns per frame ``[n, 5]`` boxes (x1, y1, x2, y2, prob) and ``[n, 5, 2]`` landmarks."""
+    from facenet_pytorch.models.utils.detect_face import (
+        batched_nms_numpy,
+        bbreg,
+        generateBoundingBox,
+        imresample,
+        rerec,
+    )
+    from torchvision.ops.boxes import batched_nms
+
+    device = next(mtcnn.pnet.parameters()).device
+    imgs = frames.to(device).permute(0, 3, 1, 2).float()
+    t, _, h, w = imgs.shape
+    m = 12.0 / min_face_size
+    minl, scale, scales = min(h, w) * m, m, []
+    while minl >= 12:
+        scales.append(scale)
+        scale, minl = scale * factor, minl * factor
+    boxes, image_inds, picks, offset = [], [], [], 0
+    for scale in scales:  # stage 1: P-Net over the image pyramid, the whole batch per scale
+        im_data = (imresample(imgs, (int(h * scale + 1), int(w * scale + 1))) - 127.5) * 0.0078125
+        reg, probs = mtcnn.pnet(im_data)
+        boxes_scale, inds_scale = generateBoundingBox(reg, probs[:, 1], scale, thresholds[0])
+        boxes.append(boxes_scale)
+        image_inds.append(inds_scale)
+        picks.append(batched_nms(boxes_scale[:, :4], boxes_scale[:, 4], inds_scale, 0.5) + offset)
+        offset += boxes_scale.shape[0]
+    empty = ([torch.zeros(0, 5) for _ in range(t)], [torch.zeros(0, 5, 2) for _ in range(t)])
+    if not boxes or offset == 0:
+        return empty
+    boxes, image_inds = torch.cat(boxes), torch.cat(image_inds)
+    pick = torch.cat(picks)
+    boxes, image_inds = boxes[pick], image_inds[pick]
+    pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+    boxes, image_inds = boxes[pick], image_inds[pick]
+    regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    boxes = torch.stack(
+        [
+            boxes[:, 0] + boxes[:, 5] * regw,
+            boxes[:, 1] + boxes[:, 6] * regh,
+            boxes[:, 2] + boxes[:, 7] * regw,
+            boxes[:, 3] + boxes[:, 8] * regh,
+            boxes[:, 4],
+        ],
+        dim=1,
+    )
+    boxes = rerec(boxes)
+
+    def valid(bx: torch.Tensor) -> torch.Tensor:  # facenet skips boxes with no pixel inside the frame
+        b = bx[:, :4].trunc()
+        return (b[:, 3].clamp(max=h) > b[:, 1].clamp(min=1) - 1) & (b[:, 2].clamp(max=w) > b[:, 0].clamp(min=1) - 1)
+
+    # stage 2: R-Net on 24 x 24 crops
+    ok = valid(boxes)
+    boxes, image_inds = boxes[ok], image_inds[ok]
+    if boxes.shape[0] == 0:
+        return empty
+    reg, score = mtcnn.rnet((_crop_resize(imgs, image_inds, boxes, 24) - 127.5) * 0.0078125)
+    ipass = score[:, 1] > thresholds[1]
+    boxes = torch.cat([boxes[ipass, :4], score[ipass, 1:2]], dim=1)
+    image_inds, mv = image_inds[ipass], reg[ipass]
+    pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+    boxes = rerec(bbreg(boxes[pick], mv[pick]))
+    image_inds = image_inds[pick]
+    # stage 3: O-Net on 48 x 48 crops, landmarks
+    ok = valid(boxes)
+    boxes, image_inds = boxes[ok], image_inds[ok]
+    if boxes.shape[0] == 0:
+        return empty
+    reg, points, score = mtcnn.onet((_crop_resize(imgs, image_inds, boxes, 48) - 127.5) * 0.0078125)
+    ipass = score[:, 1] > thresholds[2]
+    boxes = torch.cat([boxes[ipass, :4], score[ipass, 1:2]], dim=1)
+    image_inds, mv, points = image_inds[ipass], reg[ipass], points[ipass]
+    w_i = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+    h_i = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+    points = torch.stack([w_i * points[:, :5] + boxes[:, :1] - 1, h_i * points[:, 5:] + boxes[:, 1:2] - 1], dim=2)
+    boxes = bbreg(boxes, mv)
+    pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
+    boxes, image_inds, points = boxes[pick].cpu(), image_inds[pick].cpu(), points[pick].cpu()
+    return [boxes[image_inds == i] for i in range(t)], [points[image_inds == i] for i in range(t)]
+
+
 class FaceExtractor(SceneExtractor):
     """MTCNN + CNN facial-expression extractor: ``extract(frames [T,H,W,3] uint8)`` ->
     ``(x_f [T, max_faces, dim] float32, mask [T, max_faces] bool)``.
@@ -256,16 +358,12 @@ class FaceExtractor(SceneExtractor):
         """MTCNN on all frames at once. Per frame: ``boxes [n,4]`` (x1,y1,x2,y2 pixels of the given frames),
         ``probs [n]``, ``landmarks [n,5,2]``, most probable first, at most ``max_faces``, ``prob >= min_prob``."""
         frames = self.check_frames(frames)
-        self.mtcnn.device = self.device
-        boxes, probs, points = self.mtcnn.detect(frames.to(self.device), landmarks=True)
+        all_boxes, all_points = mtcnn_detect(frames, self.mtcnn, self.min_face_size, self.thresholds, self.factor)
         out = []
-        for b, p, lm in zip(boxes, probs, points):
-            if b is None or len(b) == 0:
-                out.append({"boxes": torch.zeros(0, 4), "probs": torch.zeros(0), "landmarks": torch.zeros(0, 5, 2)})
-                continue
-            b = torch.as_tensor(b.astype("float32"))
-            p = torch.as_tensor(p.astype("float32"))
-            lm = torch.as_tensor(lm.astype("float32"))
+        for b, lm in zip(all_boxes, all_points):
+            b, lm = b.float(), lm.float()
+            p = b[:, 4]
+            b = b[:, :4]
             order = torch.argsort(p, descending=True)
             keep = order[p[order] >= self.min_prob][: self.max_items]
             out.append({"boxes": b[keep], "probs": p[keep], "landmarks": lm[keep]})
