@@ -4,8 +4,8 @@ filled with pure black, and a ViT encodes what is left into x_b (one item per fr
 How the foreground is found (the paper only says SAM segments "objects" and the background remains): SAM runs in
 *automatic* mode, prompted by a regular ``points_per_side`` x ``points_per_side`` grid of single positive points
 (SAM's own automatic-mask-generator recipe, with a sparse grid so that it is feasible on CPU). The image encoder —
-SAM's heavy part — runs once over all frames of the clip as one batch; the light prompt encoder and mask decoder
-then run per frame for all grid points at once. Masks are kept when SAM's predicted IoU >= ``pred_iou_thresh``
+SAM's heavy part — runs once over all frames of the clip as one batch; the prompt encoder runs once for the grid
+and the mask decoder decodes (frame, grid point) pairs ``points_per_batch`` at a time across frames. Masks are kept when SAM's predicted IoU >= ``pred_iou_thresh``
 and the stability score >= ``stability_score_thresh`` (SAM's definitions), and counted as *foreground* by
 ``foreground_rule``:
 
@@ -342,34 +342,51 @@ class BackgroundExtractor(SceneExtractor):
         grid = torch.stack(torch.meshgrid(side, side, indexing="xy"), dim=-1).reshape(-1, 2)  # (x, y) in [0,1]
         coords = grid * torch.tensor([in_w, in_h], device=self.device, dtype=torch.float32)
         pe = self.sam.prompt_encoder.get_dense_pe()
-        union, counts = None, []
+        labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=self.device)
+        sparse, dense = self.sam.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
+        # decode every (frame, grid point) pair, points_per_batch pairs per mask-decoder call, across frames
+        p = coords.shape[0]
+        logits, ious = [], []
+        for i in range(0, t * p, self.points_per_batch):
+            pairs = torch.arange(i, min(i + self.points_per_batch, t * p), device=self.device)
+            low, iou = self._decode(emb[pairs // p], pe, sparse[pairs % p], dense[pairs % p])
+            logits.append(low)
+            ious.append(iou)
+        low = torch.cat(logits).view(t, p * 3, *logits[0].shape[-2:])  # [T, P*3, lh, lw] over the padded input
+        iou = torch.cat(ious).view(t, p * 3)
+        lh, lw = low.shape[-2:]
+        crop_h, crop_w = max(1, round(lh * in_h / img)), max(1, round(lw * in_w / img))
+        low = low[..., :crop_h, :crop_w]
+        union = torch.zeros(t, crop_h, crop_w, dtype=torch.bool, device=self.device)
+        counts = []
         for f in range(t):
-            logits, ious = [], []
-            for i in range(0, coords.shape[0], self.points_per_batch):
-                pts = coords[i : i + self.points_per_batch, None, :]
-                labels = torch.ones(pts.shape[:2], dtype=torch.int, device=self.device)
-                sparse, dense = self.sam.prompt_encoder(points=(pts, labels), boxes=None, masks=None)
-                low, iou = self.sam.mask_decoder(
-                    image_embeddings=emb[f : f + 1],
-                    image_pe=pe,
-                    sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense,
-                    multimask_output=True,
-                )
-                logits.append(low.flatten(0, 1))
-                ious.append(iou.flatten())
-            low = torch.cat(logits)  # [P*3, lh, lw] over the padded square input
-            iou = torch.cat(ious)
-            lh, lw = low.shape[-2:]
-            crop_h, crop_w = max(1, round(lh * in_h / img)), max(1, round(lw * in_w / img))
-            low = low[:, :crop_h, :crop_w]
-            if union is None:
-                union = torch.zeros(t, crop_h, crop_w, dtype=torch.bool, device=self.device)
-            keep = self._foreground_masks(low, iou)
+            keep = self._foreground_masks(low[f], iou[f])
             counts.append(int(keep.shape[0]))
             if keep.shape[0]:
                 union[f] = keep.any(dim=0)
         return union, counts
+
+    def _decode(self, image_emb, image_pe, sparse, dense) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's ``MaskDecoder.predict_masks`` with one image embedding *per prompt* (the original repeats a single
+        image's embedding for all prompts), so that prompts of several frames share one call. Returns the three
+        multimask outputs ``[N*3, lh, lw]`` and their predicted IoUs ``[N*3]``."""
+        dec = self.sam.mask_decoder
+        n = sparse.shape[0]
+        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+        tokens = torch.cat((output_tokens.unsqueeze(0).expand(n, -1, -1), sparse), dim=1)
+        src = image_emb + dense
+        pos_src = image_pe.expand(n, -1, -1, -1)
+        b, c, h, w = src.shape
+        hs, src = dec.transformer(src, pos_src, tokens)
+        iou_token_out, mask_tokens_out = hs[:, 0, :], hs[:, 1 : (1 + dec.num_mask_tokens), :]
+        upscaled = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        hyper_in = torch.stack(
+            [dec.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(dec.num_mask_tokens)], dim=1
+        )
+        b, c, h, w = upscaled.shape
+        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+        iou_pred = dec.iou_prediction_head(iou_token_out)
+        return masks[:, 1:].flatten(0, 1), iou_pred[:, 1:].flatten()  # multimask_output=True: outputs 1..3
 
     def _foreground_masks(self, logits: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
         """Apply SAM's quality filters and the foreground rule to ``[M, h, w]`` mask logits."""

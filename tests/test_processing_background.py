@@ -163,3 +163,27 @@ def test_missing_segment_anything_gives_the_install_hint(monkeypatch):
     monkeypatch.setattr(base, "_has", lambda module: module != "segment_anything")
     with pytest.raises(ImportError, match=r"omnisila-icm\[scene\]"):
         load_sam(None, "tiny")
+
+
+def test_cross_frame_mask_decoding_equals_sams_mask_decoder(background, frames):
+    """Our decoder call (one image embedding per prompt, several frames per call) == SAM's MaskDecoder per frame."""
+    sam = background.sam
+    inputs, _ = background._sam_inputs(frames[:2])
+    emb = sam.image_encoder(inputs)
+    coords = torch.tensor([[[10.0, 20.0]], [[40.0, 30.0]], [[5.0, 50.0]]])
+    labels = torch.ones(3, 1, dtype=torch.int)
+    sparse, dense = sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+    pe = sam.prompt_encoder.get_dense_pe()
+    pairs_frame = torch.tensor([0, 0, 0, 1, 1, 1])
+    pairs_point = torch.tensor([0, 1, 2, 0, 1, 2])
+    ours, our_iou = background._decode(emb[pairs_frame], pe, sparse[pairs_point], dense[pairs_point])
+    for f in range(2):
+        low, iou = sam.mask_decoder(
+            image_embeddings=emb[f : f + 1],
+            image_pe=pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        torch.testing.assert_close(ours[f * 9 : (f + 1) * 9], low.flatten(0, 1), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(our_iou[f * 9 : (f + 1) * 9], iou.flatten(), atol=1e-5, rtol=1e-5)
