@@ -173,7 +173,6 @@ def test_missing_facenet_gives_the_install_hint(monkeypatch):
         FaceExtractor.tiny()
 
 
-@pytest.mark.slow
 def test_lfw_faces_vs_non_faces():
     """skimage's lfw_subset: 100 faces then 100 non-faces (25 x 25 grey). Upscaled to 48 px with a 16 px grey
     border (MTCNN needs the face inside the frame). Measured: faces 99-100 % detected, non-faces 0 %."""
