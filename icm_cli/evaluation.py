@@ -1,0 +1,314 @@
+"""``icm evaluate``: read prediction and reference files, score them with the omnisila metric functions
+(``evaluate_metrics.score_omnisila``), and write the JSON, the table and the per-label charts (paper Figure 3).
+
+File formats (JSON Lines, or one JSON list):
+
+* predictions — one per example: the raw answer text (a JSON string), or ``{"id", "answer"}`` (also ``prediction``
+  / ``text``), or a parsed ``{"id", "sentiment", "segments", "scores", "attribution"}``;
+* references — ``{"id", "sentiment", "segments", "cause", "duration"}``, or clip records of the annotation schema
+  (``explicit.jsonl`` / ``implicit.jsonl``: ``label`` is the sentiment). ``--split`` keeps one split of them.
+
+When both sides carry ids, predictions are matched to references by id (``id`` or ``clip_id``); otherwise by order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import CliError
+
+EVALUATION_FORMAT = "icm-evaluation/1"
+#: Metric names of the JSON -> how the table and the model card call them.
+METRIC_NAMES = {
+    "acc": "Acc",
+    "f2": "F2",
+    "map@0.1": "mAP@0.1",
+    "map@0.2": "mAP@0.2",
+    "map@0.3": "mAP@0.3",
+    "map_avg": "mAP@tIoU (avg)",
+    "f2_tsl": "F2 (TSL-300)",
+    "fnr": "FNRs",
+    "sem_r": "Sem-R",
+    "sem_c": "Sem-C",
+    "sen_a": "Sen-A",
+    "atr_r": "Atr-R",
+}
+
+
+def read_rows(path: str | os.PathLike, what: str) -> list[Any]:
+    """Rows of a JSON Lines file or a JSON list (a ``{"predictions": [...]}``-style object is unwrapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CliError(f"{what} file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise CliError(f"{what} file {path} is not valid JSON: {err.msg} (line {err.lineno})") from err
+        return list(rows)
+    rows = []
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise CliError(f"{what} file {path}, line {line_no}: not JSON ({err.msg})") from err
+    if len(rows) == 1 and isinstance(rows[0], Mapping):
+        for key in ("predictions", "references", "rows", "data"):
+            if isinstance(rows[0].get(key), list):
+                return list(rows[0][key])
+    return rows
+
+
+def _row_id(row: Any) -> str | None:
+    if isinstance(row, Mapping):
+        for key in ("id", "clip_id"):
+            if row.get(key) is not None:
+                return str(row[key])
+    return None
+
+
+def to_reference(row: Any, where: str) -> dict[str, Any]:
+    if not isinstance(row, Mapping):
+        raise CliError(f"{where}: a reference must be an object, got {type(row).__name__}")
+    sentiment = row.get("sentiment", row.get("label"))
+    if sentiment is None:
+        raise CliError(f"{where}: missing field 'sentiment' (or 'label')")
+    return {
+        "sentiment": sentiment,
+        "segments": row.get("segments", []),
+        "cause": row.get("cause", "") or "",
+        "duration": row.get("duration"),
+    }
+
+
+def to_prediction(row: Any, where: str) -> str | dict[str, Any]:
+    if isinstance(row, str):
+        return row
+    if not isinstance(row, Mapping):
+        raise CliError(f"{where}: a prediction must be a text or an object, got {type(row).__name__}")
+    for key in ("answer", "prediction", "text"):
+        if isinstance(row.get(key), str):
+            return row[key]
+    return {k: row[k] for k in ("sentiment", "segments", "scores", "attribution") if k in row}
+
+
+def load_pairs(
+    predictions_path: str | os.PathLike, references_path: str | os.PathLike, split: str | None = None
+) -> tuple[list, list[dict], list[str | None], list[Any]]:
+    """``(predictions, references, ids, raw_references)`` aligned by id (or by order when ids are missing)."""
+    predictions = read_rows(predictions_path, "predictions")
+    references = read_rows(references_path, "references")
+    if split is not None:
+        references = [r for r in references if not isinstance(r, Mapping) or r.get("split", split) == split]
+    if not references:
+        raise CliError(f"references file {references_path} holds no reference" + (f" in split {split!r}" if split else ""))
+    pred_ids = [_row_id(p) for p in predictions]
+    ref_ids = [_row_id(r) for r in references]
+    if all(pred_ids) and all(ref_ids):
+        by_id = {}
+        for i, rid in enumerate(ref_ids):
+            if rid in by_id:
+                raise CliError(f"references file {references_path}: duplicate id {rid!r}")
+            by_id[rid] = references[i]
+        chosen = []
+        for i, pid in enumerate(pred_ids):
+            if pid not in by_id:
+                raise CliError(f"predictions[{i}]: id {pid!r} has no reference in {references_path}")
+            chosen.append(by_id[pid])
+        references, ids = chosen, pred_ids
+    else:
+        if len(predictions) != len(references):
+            raise CliError(
+                f"{len(predictions)} predictions but {len(references)} references, and no ids to match them by"
+            )
+        ids = ref_ids
+    preds = [to_prediction(p, f"predictions[{i}]") for i, p in enumerate(predictions)]
+    refs = [to_reference(r, f"references[{i}]") for i, r in enumerate(references)]
+    return preds, refs, ids, references
+
+
+def infer_config(raw_references: Sequence[Any], given: str | None) -> str:
+    from modeling_icm.templates import CONFIG_NAMES
+
+    if given:
+        return given
+    configs = {r.get("config") for r in raw_references if isinstance(r, Mapping) and r.get("config")}
+    if len(configs) == 1:
+        config = configs.pop()
+        if config in CONFIG_NAMES:
+            return config
+    if len(configs) > 1:
+        raise CliError(f"the references mix configs {sorted(configs)}; pick one with --config explicit|implicit")
+    return "implicit"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def evaluate_files(
+    predictions_path: str | os.PathLike,
+    references_path: str | os.PathLike,
+    *,
+    config_name: str | None = None,
+    split: str | None = None,
+    attribution_metrics: Sequence[str] = ("sem_r", "sem_c", "sen_a"),
+    judge=None,
+    judge_scores: str | os.PathLike | None = None,
+    skip_invalid: bool = False,
+    dataset: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Score a predictions file against a references file; the evaluation document (JSON-able, NaN -> null).
+    ``judge`` is an Atr-R judge callable; ``judge_scores`` a file of recorded per-example Atr-R scores."""
+    from evaluate_metrics.functions import score_omnisila
+    from evaluate_metrics.parser import parse_answer
+
+    preds, refs, ids, raw = load_pairs(predictions_path, references_path, split)
+    config = infer_config(raw, config_name)
+    if judge_scores is not None:
+        if judge is not None:
+            raise CliError("give either a judge or recorded judge scores, not both")
+        attributions = [
+            parse_answer(p, config).attribution if isinstance(p, str) else str(p.get("attribution", "") or "")
+            for p in preds
+        ]
+        judge = recorded_judge_for(judge_scores, [bool(a.strip()) for a in attributions])
+    try:
+        result = score_omnisila(
+            preds,
+            refs,
+            config,
+            attribution_metrics=tuple(attribution_metrics),
+            judge=judge,
+            on_invalid="skip" if skip_invalid else "raise",
+        )
+    except ValueError as err:
+        raise CliError(f"cannot score {predictions_path} against {references_path}: {err}") from err
+    dataset = dict(dataset or {})
+    dataset.setdefault("name", f"Omni-SILA {config}")
+    dataset.setdefault("type", "omni-sila")
+    dataset.setdefault("config", config)
+    if split:
+        dataset.setdefault("split", split)
+    return {
+        "format": EVALUATION_FORMAT,
+        "config": config,
+        "predictions": str(predictions_path),
+        "references": str(references_path),
+        "dataset": dataset,
+        "metrics": {k: _finite(float(v)) for k, v in result.summary.items() if isinstance(v, (int, float))},
+        "per_label": {label: {k: _finite(v) for k, v in values.items()} for label, values in result.per_label.items()},
+        "invalid": list(result.invalid),
+        "has_judge_scores": "atr_r" in result.summary,
+    }
+
+
+def metrics_table(columns: Mapping[str, Mapping[str, Any]]) -> str:
+    """A markdown table: one row per metric, one column per system (``{system: metrics}``)."""
+    names = [m for m in METRIC_NAMES if any(m in metrics for metrics in columns.values())]
+    head = "| metric | " + " | ".join(columns) + " |"
+    rule = "|---|" + "---:|" * len(columns)
+    lines = [head, rule]
+    for name in names:
+        cells = []
+        for metrics in columns.values():
+            value = metrics.get(name)
+            if value is None or (isinstance(value, float) and not math.isfinite(value)):
+                cells.append("–")
+            elif name == "atr_r":
+                cells.append(f"{value:.2f}")
+            else:
+                cells.append(f"{100 * value:.2f}")
+        arrow = " ↓" if name == "fnr" else ""
+        lines.append(f"| {METRIC_NAMES[name]}{arrow} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Values in %, except Atr-R (judge score 1–10). FNRs: lower is better.")
+    return "\n".join(lines)
+
+
+def write_charts(
+    documents: Mapping[str, Mapping[str, Any]], out_dir: str | os.PathLike, prefix: str = ""
+) -> dict[str, str]:
+    """Per-label FNR chart (always) and per-label Atr-R chart (only when judge scores exist) for one or several
+    systems' evaluation documents of the same config. Returns ``{"fnr": path, ["atr_r": path]}``."""
+    from modeling_icm.templates import FNR_TARGET_LABELS
+
+    from .plots import per_label_chart
+
+    config = next(iter(documents.values()))["config"]
+    targets = list(FNR_TARGET_LABELS[config])
+    charts = {}
+    fnr = {name: {label: doc["per_label"].get(label, {}).get("fnr") for label in targets} for name, doc in documents.items()}
+    charts["fnr"] = str(
+        per_label_chart(
+            {name: {k: (v if v is not None else math.nan) for k, v in values.items()} for name, values in fnr.items()},
+            targets,
+            Path(out_dir) / f"{prefix}fnr_per_label.png",
+            title=f"FNRs per {config} visual sentiment (lower is better)",
+            ylabel="FNRs",
+            ylim=(0, 1.05),
+        )
+    )
+    if any(doc.get("has_judge_scores") for doc in documents.values()):
+        atr = {
+            name: {label: doc["per_label"].get(label, {}).get("atr_r") for label in targets}
+            for name, doc in documents.items()
+            if doc.get("has_judge_scores")
+        }
+        charts["atr_r"] = str(
+            per_label_chart(
+                {n: {k: (v if v is not None else math.nan) for k, v in vals.items()} for n, vals in atr.items()},
+                targets,
+                Path(out_dir) / f"{prefix}atr_r_per_label.png",
+                title=f"Atr-R per {config} visual sentiment (judge score, higher is better)",
+                ylabel="Atr-R (1-10)",
+                ylim=(0, 10.5),
+            )
+        )
+    return charts
+
+
+def recorded_judge_for(path: str | os.PathLike, attributions_nonempty: Sequence[bool]):
+    """A judge callable replaying per-example scores of ``path`` (JSON list or JSON Lines of numbers or
+    ``{"atr_r": x}``) for the examples whose attribution is not empty (empty ones score 1 without the judge)."""
+    rows = read_rows(path, "judge scores")
+    scores = []
+    for i, row in enumerate(rows):
+        value = row.get("atr_r", row.get("score")) if isinstance(row, Mapping) else row
+        try:
+            scores.append(float(value))
+        except (TypeError, ValueError) as err:
+            raise CliError(f"judge scores file {path}, entry {i}: expected a number, got {value!r}") from err
+    if len(scores) != len(attributions_nonempty):
+        raise CliError(f"judge scores file {path} has {len(scores)} scores for {len(attributions_nonempty)} examples")
+    asked = [s for s, keep in zip(scores, attributions_nonempty) if keep]
+
+    def judge(prompts: Sequence[str]) -> list[str]:
+        if len(prompts) != len(asked):
+            raise CliError(f"judge scores file {path}: {len(asked)} scores for {len(prompts)} judged attributions")
+        return [f"Score: {s:g}" for s in asked]
+
+    return judge
+
+
+__all__ = [
+    "EVALUATION_FORMAT",
+    "METRIC_NAMES",
+    "evaluate_files",
+    "load_pairs",
+    "metrics_table",
+    "read_rows",
+    "recorded_judge_for",
+    "write_charts",
+]

@@ -1,0 +1,665 @@
+"""The ``icm`` command: data, scene-feature extraction, training, evaluation, long-video analysis, Hub export and
+the end-to-end CPU demo of omnisila-icm (ICM for Omni-SILA).
+
+Exit codes: 0 ok; 2 bad usage or bad input (one line on stderr naming the problem); 1 an unexpected failure (one
+line; ``icm --debug ...`` shows the traceback); 130 interrupted (partial results stay on disk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import CliError
+
+DEMO_DIR = "icm-demo"
+
+
+def _eprint(*parts) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def _quiet_transformers() -> None:
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - cosmetics only
+        pass
+
+
+def _write_json(path: Path, data) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# icm data
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def cmd_data_mini(args) -> int:
+    from datasets_scripts.mini_set import generate_mini_set
+
+    manifest = generate_mini_set(args.out, seed=args.seed, size=args.size)
+    print(f"mini set ({manifest['size']}, seed {manifest['seed']}): {manifest['num_clips']} clips, scene tuning "
+          f"{manifest['scene_tuning']} -> {Path(args.out).resolve()} ({manifest['wall_time_s']}s)")  # fmt: skip
+    return 0
+
+
+def cmd_data_convert(args) -> int:
+    annotations = Path(args.annotations)
+    if not annotations.is_file():
+        raise CliError(f"--annotations {annotations}: file not found")
+    videos = Path(args.videos)
+    if not videos.is_dir():
+        raise CliError(f"--videos {videos}: not a folder")
+    out = Path(args.out)
+    if args.source == "tsl300":
+        from datasets_scripts.converters import convert_tsl300
+
+        folder = annotations.parent
+        fps_json = Path(args.fps_json or folder / "fps_dict.json")
+        durations_json = Path(args.durations_json or folder / "len_duration_dict.json")
+        for flag, path in (("--fps-json", fps_json), ("--durations-json", durations_json)):
+            if not path.is_file():
+                raise CliError(f"TSL-300 needs {path.name} ({flag}): {path} not found")
+        config = "explicit"
+        records, report = convert_tsl300(
+            annotations, fps_json, durations_json, videos, out / f"{config}.jsonl", check_video=not args.no_check_video
+        )
+    else:
+        from datasets_scripts.converters import convert_cuva
+
+        config = "implicit"
+        records, report = convert_cuva(
+            annotations, videos, out / f"{config}.jsonl", split=args.split, check_video=not args.no_check_video
+        )
+    skipped = [
+        {"file": i.file, "line": i.line, "field": i.field, "reason": i.reason, "value": i.value} for i in report.issues
+    ]
+    report_path = _write_json(out / f"{config}.skipped.json", {"kept": len(records), "skipped": skipped})
+    print(f"{args.source}: kept {len(records)} record(s) -> {out / f'{config}.jsonl'}; skipped {len(skipped)} "
+          f"(report: {report_path})")  # fmt: skip
+    for issue in report.issues[:20]:
+        _eprint(f"  skipped {issue}")
+    if len(report.issues) > 20:
+        _eprint(f"  ... and {len(report.issues) - 20} more in {report_path}")
+    if not records:
+        raise CliError(f"no valid record in {annotations} (see {report_path})")
+    return 0
+
+
+def cmd_data_export(args) -> int:
+    from .hub import export_dataset
+
+    readme, counts = export_dataset(
+        args.data_dir,
+        args.out,
+        configs=args.configs,
+        scene_tuning=not args.no_scene_tuning,
+        copy_media=not args.no_copy_media,
+        license=args.license,
+        pretty_name=args.pretty_name,
+        lenient=args.lenient,
+    )
+    for name, splits in counts.items():
+        print(f"{name}: " + ", ".join(f"{split} {n} rows" for split, n in splits.items()))
+    print(f"Parquet + dataset card -> {readme.parent.resolve()} (card: {readme.name})")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# icm extract
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _build_pipeline(args):
+    from processing.pipeline import ScenePipeline
+
+    scenes = args.scenes or None
+    if args.pipeline == "tiny":
+        return ScenePipeline.tiny(seed=args.seed, **({"scenes": scenes} if scenes else {}))
+    kwargs = {
+        "face_encoder": args.face_encoder,
+        "action_checkpoint": args.action_checkpoint,
+        "relation_checkpoint": args.relation_checkpoint,
+        "sam_checkpoint": args.sam_checkpoint,
+        "background_encoder": args.background_encoder,
+        "device": args.device,
+    }
+    if scenes:
+        kwargs["scenes"] = scenes
+    for flag, path in (
+        ("--action-checkpoint", args.action_checkpoint),
+        ("--relation-checkpoint", args.relation_checkpoint),
+        ("--sam-checkpoint", args.sam_checkpoint),
+    ):
+        if path is not None and not Path(path).is_file():
+            raise CliError(f"{flag} {path}: file not found")
+    try:
+        return ScenePipeline.from_pretrained(**kwargs)
+    except OSError as err:
+        raise CliError(f"cannot build the pretrained scene extractors: {str(err).splitlines()[0]}") from err
+
+
+def _dataset_items(data_dir: Path, num_frames: int) -> tuple[list, list]:
+    from datasets_scripts.schema import read_annotations
+    from modeling_icm.templates import CONFIG_NAMES
+
+    if not data_dir.is_dir():
+        raise CliError(f"--dataset {data_dir}: not a folder")
+    videos: list = []
+    found = False
+    for config in CONFIG_NAMES:
+        path = data_dir / f"{config}.jsonl"
+        if path.is_file():
+            found = True
+            records, report = read_annotations(path, strict=False, check_video=False, config=config)
+            for issue in report.issues:
+                _eprint(f"  skipped record {issue}")
+            videos += [r.video for r in records]
+    images: list = []
+    scene_dir = data_dir / "scene_tuning"
+    if scene_dir.is_dir():
+        from trainers.data import scene_tuning_sources
+
+        for split in ("train", "test"):
+            items, stills = scene_tuning_sources(scene_dir, split=split)
+            videos += items
+            images += stills
+    if not found:
+        raise CliError(f"--dataset {data_dir}: no explicit.jsonl or implicit.jsonl in it")
+    return list(dict.fromkeys(v if isinstance(v, str) else json.dumps(v, sort_keys=True) for v in videos)), images
+
+
+def cmd_extract(args) -> int:
+    from processing.cache import FeatureCache, extract_videos
+
+    if not args.videos and not args.dataset:
+        raise CliError("give video files or --dataset DIR")
+    images: list = []
+    if args.dataset:
+        keyed, images = _dataset_items(Path(args.dataset), args.num_frames)
+        items = [json.loads(k) if k.startswith("{") else k for k in keyed]
+    else:
+        items = list(args.videos)
+    pipeline = _build_pipeline(args)
+    cache = FeatureCache(args.cache)
+    report = extract_videos(
+        items,
+        pipeline,
+        cache,
+        num_frames=args.num_frames,
+        max_side=args.max_side,
+        backend=args.backend,
+        progress=not args.no_progress,
+    )
+    still = {"computed": [], "cached": [], "skipped": []}
+    if images:
+        from trainers.data import extract_still_images
+
+        still = extract_still_images(images, pipeline, cache, num_frames=args.num_frames)
+    document = {
+        "cache": str(Path(args.cache).resolve()),
+        "pipeline": args.pipeline,
+        "pipeline_hash": pipeline.config_hash(),
+        "num_frames": args.num_frames,
+        "videos": report.to_dict(),
+        "images": still,
+    }
+    report_path = _write_json(Path(args.report or Path(args.cache) / "extract_report.json"), document)
+    print(str(report))
+    if images:
+        print(f"images: {len(still['computed'])} computed, {len(still['cached'])} cached, {len(still['skipped'])} skipped")
+        for line in still["skipped"]:
+            print(f"  skipped {line}")
+    print(f"scene features in {document['cache']} (pipeline {document['pipeline_hash'][:12]}); report: {report_path}")
+    done = len(report.computed) + len(report.cached) + len(still["computed"]) + len(still["cached"])
+    if done == 0:
+        first = report.skipped[0] if report.skipped else None
+        raise CliError(f"no video could be processed: {first.path}: {first.reason}" if first else "nothing to extract")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# icm train
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def cmd_train(args) -> int:
+    from trainers.recipe import load_recipe, run_recipe
+
+    _quiet_transformers()
+    recipe = args.recipe
+    if not Path(recipe).is_file():
+        from trainers.recipe import RECIPES_DIR
+
+        if not (RECIPES_DIR / f"{recipe}.yaml").is_file():
+            shipped = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+            raise CliError(f"--recipe {recipe}: no such file, and not a shipped recipe ({', '.join(shipped)})")
+    load_recipe(recipe)  # validates (unknown fields, bad values) before anything runs
+    result = run_recipe(recipe, output_dir=args.output_dir, log=lambda line: _eprint(f"[icm train] {line}"))
+    print(f"model: {result['model_dir']}")
+    print(f"results: {Path(result['output_dir']) / 'results.json'}")
+    for tag, per_config in result.get("metrics", {}).items():
+        for config, values in per_config.items():
+            m = values.get("metrics", values)
+            print(f"{tag} {config}: acc={m.get('acc', float('nan')):.3f} map_avg={m.get('map_avg', float('nan')):.3f} "
+                  f"fnr={m.get('fnr', float('nan')):.3f}")  # fmt: skip
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# icm evaluate
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _judge(args):
+    if not args.judge:
+        return None
+    kind, _, target = args.judge.partition(":")
+    if not target:
+        raise CliError(f"--judge {args.judge}: expected openai:MODEL or local:PATH")
+    if kind == "openai":
+        from evaluate_metrics.judges import OpenAIJudge
+
+        return OpenAIJudge(target, base_url=args.judge_base_url)
+    if kind == "local":
+        from evaluate_metrics.judges import TransformersJudge
+
+        try:
+            return TransformersJudge(target)
+        except OSError as err:
+            raise CliError(f"--judge {args.judge}: cannot load the judge model: {str(err).splitlines()[0]}") from err
+    raise CliError(f"--judge {args.judge}: unknown judge kind {kind!r} (openai:MODEL or local:PATH)")
+
+
+def _attribution_metrics(text: str) -> tuple[str, ...]:
+    if text.strip().lower() in ("", "none"):
+        return ()
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    unknown = [n for n in names if n not in ("sem_r", "sem_c", "sen_a")]
+    if unknown:
+        raise CliError(f"--attribution-metrics: unknown {unknown}; choose from sem_r, sem_c, sen_a (or none)")
+    return names
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_files, metrics_table, write_charts
+
+    dataset = {k: v for k, v in (("name", args.dataset_name), ("type", args.dataset_type)) if v}
+    document = evaluate_files(
+        args.predictions,
+        args.references,
+        config_name=args.config,
+        split=args.split,
+        attribution_metrics=_attribution_metrics(args.attribution_metrics),
+        judge=_judge(args),
+        judge_scores=args.judge_scores,
+        skip_invalid=args.skip_invalid,
+        dataset=dataset,
+    )
+    out = Path(args.out or Path(args.predictions).with_suffix("").as_posix() + ".metrics.json")
+    charts_dir = Path(args.charts_dir or out.parent)
+    document["charts"] = write_charts({"model": document}, charts_dir, prefix=f"{out.stem.replace('.metrics', '')}.")
+    _write_json(out, document)
+    print(f"Omni-SILA {document['config']} — {document['metrics'].get('num_examples', 0):.0f} examples")
+    print(metrics_table({"model": document["metrics"]}))
+    for message in document["invalid"]:
+        _eprint(f"  skipped invalid example: {message}")
+    print(f"metrics: {out}")
+    for name, path in document["charts"].items():
+        print(f"chart ({name}): {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# icm analyze
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _default_model() -> str:
+    if os.environ.get("ICM_MODEL"):
+        return os.environ["ICM_MODEL"]
+    candidate = Path(DEMO_DIR) / "model"
+    if candidate.is_dir():
+        return str(candidate)
+    raise CliError("no model given: pass --model DIR_OR_HUB_ID (e.g. the one `icm demo` trains: icm-demo/model)")
+
+
+def cmd_analyze(args) -> int:
+    from processing.video import VideoDecodeError, probe_video
+
+    from .inference import analyze_video, load_model
+    from .plots import timeline_chart
+
+    video = Path(args.video)
+    if not video.exists():
+        raise CliError(f"video not found: {video}")
+    try:
+        probe_video(video)
+    except VideoDecodeError as err:
+        raise CliError(str(err)) from err
+    if args.window <= 0 or (args.overlap is not None and not 0 <= args.overlap < args.window):
+        raise CliError(f"--overlap must be in [0, --window={args.window}) seconds, got {args.overlap}")
+    _quiet_transformers()
+    model_ref = args.model or _default_model()
+    model, processor = load_model(model_ref, device=args.device)
+    out = Path(args.out or f"{video.stem}.analysis.json")
+    timeline = Path(args.timeline or out.with_suffix("").as_posix().removesuffix(".analysis") + ".timeline.png")
+    try:
+        document = analyze_video(
+            video,
+            model,
+            processor,
+            model_name=str(model_ref),
+            out_json=out,
+            config_name=args.config,
+            window=args.window,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            gap=args.gap,
+            seed=args.seed,
+            resume=not args.no_resume,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        if out.is_file():
+            timeline_chart(json.loads(out.read_text()), timeline)
+            _eprint(f"interrupted: the windows analysed so far are in {out} (run again to continue)")
+        raise
+    document["timeline"] = str(timeline)
+    timeline_chart(document, timeline)
+    out.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"{video.name}: {len(document['segments'])} segment(s) over {document['num_windows']} window(s)")
+    for s in document["segments"]:
+        top = max(s["scene_weights"], key=s["scene_weights"].get) if s["scene_weights"] else "-"
+        print(f"  {s['start']:7.2f}s-{s['end']:7.2f}s  {s['sentiment']:<24} confidence {s['confidence']:.2f}  "
+              f"scene {top}  {s['attribution'][:60]}")  # fmt: skip
+    print(f"analysis: {out}")
+    print(f"timeline: {timeline}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# icm push
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def cmd_push(args) -> int:
+    from .hub import export_dataset, export_model, upload
+    from .inference import HUB_ID_RE
+
+    if not HUB_ID_RE.match(args.repo_id):
+        raise CliError(f"--repo-id {args.repo_id}: expected ORG/NAME")
+    name = args.repo_id.split("/")[-1]
+    out = Path(args.out or Path("hub") / name)
+    _quiet_transformers()
+    if args.model:
+        folder = export_model(
+            args.model,
+            out,
+            args.repo_id,
+            eval_files=args.eval_results or (),
+            license=args.license or "apache-2.0",
+            datasets=args.datasets or (),
+            base_model=args.base_model,
+        )
+        repo_type, sdk = "model", None
+    elif args.dataset:
+        source = Path(args.dataset)
+        if (source / "README.md").is_file() and any(source.glob("*/*.parquet")):
+            folder = out
+            if source.resolve() != out.resolve():
+                import shutil
+
+                shutil.copytree(source, out, dirs_exist_ok=True)
+        else:
+            readme, _ = export_dataset(source, out, license=args.license or "other")
+            folder = readme.parent
+        repo_type, sdk = "dataset", None
+    else:
+        from evaluate_metrics.space import export_space
+
+        folder = export_space(out, repo_id=args.repo_id, config_name=args.config)
+        repo_type, sdk = "space", "gradio"
+    print(f"Hub {repo_type} layout for {args.repo_id} -> {Path(folder).resolve()}")
+    for path in sorted(Path(folder).iterdir()):
+        print(f"  {path.name}{'/' if path.is_dir() else ''}")
+    if args.dry_run:
+        print("dry run: nothing uploaded")
+        return 0
+    url = upload(folder, args.repo_id, repo_type, private=args.private, token=args.token, space_sdk=sdk)
+    print(f"uploaded: {url}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# icm demo
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    _quiet_transformers()
+    report = run_demo(args.out, recipe=args.recipe, log=lambda line: _eprint(f"[icm demo] {line}"))
+    print(f"report: {report}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the parser
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Shows an option's default when it has one and the help does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (
+            action.default not in (None, False, argparse.SUPPRESS)
+            and "default" not in text
+            and action.option_strings
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="icm",
+        description="ICM (Implicit-enhanced Causal MoE) for Omni-SILA: identify, locate and attribute visual "
+        "sentiments in videos. Start with `icm demo`.",
+        epilog="Exit codes: 0 ok, 2 bad usage or bad input, 1 unexpected failure, 130 interrupted.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of a failure")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        parser.add_argument("--version", action="version", version=f"icm {version('omnisila-icm')}")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        pass
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # data
+    data = sub.add_parser("data", help="the Omni-SILA data: mini set, converters, Parquet export",
+                          description="The Omni-SILA data (paper §4.1).", formatter_class=_Formatter)  # fmt: skip
+    data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    p = data_sub.add_parser("mini", help="write the embedded mini set (synthetic videos a tiny model can learn)",
+                            formatter_class=_Formatter)  # fmt: skip
+    p.add_argument("--out", required=True, help="folder to write (explicit.jsonl, implicit.jsonl, videos/, scene_tuning/)")
+    p.add_argument("--size", choices=("tiny", "small", "default"), default="default", help="number of clips")
+    p.add_argument("--seed", type=int, default=0, help="seed: the same seed and size give the same set")
+    p.set_defaults(func=cmd_data_mini)
+
+    p = data_sub.add_parser("convert", help="convert TSL-300 (explicit) or CUVA (implicit) annotations",
+                            formatter_class=_Formatter)  # fmt: skip
+    p.add_argument("--source", required=True, choices=("tsl300", "cuva"), help="the public source")
+    p.add_argument("--annotations", required=True,
+                   help="TSL-300 gt.json, or CUVA's annotation JSON")  # fmt: skip
+    p.add_argument("--videos", required=True, help="folder of the source videos")
+    p.add_argument("--out", required=True, help="folder for <config>.jsonl and <config>.skipped.json (the skipped records)")
+    p.add_argument("--fps-json", help="TSL-300 fps dictionary (default: fps_dict.json next to gt.json)")
+    p.add_argument("--durations-json", help="TSL-300 durations (default: len_duration_dict.json next to gt.json)")
+    p.add_argument("--split", default="train", help="CUVA: split of records that do not name one")
+    p.add_argument("--no-check-video", action="store_true", help="do not require the video files to exist")
+    p.set_defaults(func=cmd_data_convert)
+
+    p = data_sub.add_parser("export", help="Parquet + dataset card (a Hub dataset repository)", formatter_class=_Formatter)
+    p.add_argument("data_dir", metavar="DIR", help="folder with explicit.jsonl / implicit.jsonl (+ scene_tuning/)")
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--configs", nargs="+", choices=("explicit", "implicit"), help="configs (default: those present)")
+    p.add_argument("--no-scene-tuning", action="store_true", help="leave out the scene-tuning sets")
+    p.add_argument("--no-copy-media", action="store_true",
+                   help="keep absolute media paths instead of copying videos/images under --out with relative paths")  # fmt: skip
+    p.add_argument("--license", default="other", help="license of the card")
+    p.add_argument("--pretty-name", default="Omni-SILA", help="title of the card")
+    p.add_argument("--lenient", action="store_true", help="skip and report bad records instead of stopping")
+    p.set_defaults(func=cmd_data_export)
+
+    # extract
+    p = sub.add_parser("extract", help="scene features (face, action, object, background) into the feature cache",
+                       description="Run the four frozen scene extractors (paper §3.1) once per video into the cache; "
+                       "bad videos are skipped and reported.", formatter_class=_Formatter)  # fmt: skip
+    p.add_argument("videos", nargs="*", metavar="VIDEO", help="video files")
+    p.add_argument("--dataset", help="a data folder (explicit.jsonl / implicit.jsonl / scene_tuning/) instead of videos")
+    p.add_argument("--cache", required=True, help="the feature cache folder")
+    p.add_argument("--pipeline", choices=("tiny", "pretrained"), default="pretrained",
+                   help="tiny: the real MTCNN + tiny random encoders (tests, the demo); pretrained: the paper's extractors")  # fmt: skip
+    p.add_argument("--scenes", nargs="+", choices=("face", "action", "object", "background"), help="default: all four")
+    p.add_argument("--seed", type=int, default=0, help="seed of the tiny pipeline")
+    p.add_argument("--num-frames", type=int, default=8, help="frames sampled per clip (paper: 8)")
+    p.add_argument("--max-side", type=int, default=None, help="downscale frames so their longer side is at most this")
+    p.add_argument("--backend", choices=("decord", "av"), default=None, help="video decoder (default: the faster)")
+    p.add_argument("--face-encoder", default="microsoft/resnet-18", help="pretrained: the face CNN (id or folder)")
+    p.add_argument("--action-checkpoint", help="pretrained: official HigherHRNet-W32 .pth")
+    p.add_argument("--relation-checkpoint", help="pretrained: official RelTR checkpoint0149.pth")
+    p.add_argument("--sam-checkpoint", help="pretrained: official SAM-V1 .pth (e.g. sam_vit_b_01ec64.pth)")
+    p.add_argument("--background-encoder", default="google/vit-base-patch16-224-in21k", help="pretrained: the background ViT")
+    p.add_argument("--device", default=None, help="device of the pretrained extractors (cpu, cuda)")
+    p.add_argument("--report", help="where to write the JSON report (default: CACHE/extract_report.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_extract)
+
+    # train
+    p = sub.add_parser("train", help="the two-stage recipe: scene-tuning, then Omni-SILA tuning",
+                       description="Run a training recipe (trainers.recipe): data, features, scene-tuning, K-means IEC "
+                       "dictionary, Omni-SILA tuning, evaluation and saving.", formatter_class=_Formatter)  # fmt: skip
+    p.add_argument("--recipe", required=True, help="a recipe file (YAML/JSON) or a shipped recipe name (demo, paper)")
+    p.add_argument("--output-dir", help="override the recipe's output_dir")
+    p.set_defaults(func=cmd_train)
+
+    # evaluate
+    p = sub.add_parser("evaluate", help="the omnisila metrics: JSON, table and per-label charts (Figure 3)",
+                       description="Score predictions against references with the Omni-SILA metrics (paper §4.4).",
+                       formatter_class=_Formatter)  # fmt: skip
+    p.add_argument("--predictions", required=True, help="JSONL/JSON: answer texts or {id, answer} or parsed answers")
+    p.add_argument("--references", required=True,
+                   help="JSONL/JSON: {id, sentiment, segments, cause, duration} or clip records (explicit.jsonl ...)")  # fmt: skip
+    p.add_argument("--config", choices=("explicit", "implicit"), help="default: from the references, else implicit")
+    p.add_argument("--split", help="keep only references of this split (clip records)")
+    p.add_argument("--out", help="metrics JSON (default: PREDICTIONS.metrics.json)")
+    p.add_argument("--charts-dir", help="folder of the PNG charts (default: next to --out)")
+    p.add_argument("--attribution-metrics", default="sem_r,sem_c,sen_a",
+                   help="comma-separated subset of sem_r,sem_c,sen_a, or none")  # fmt: skip
+    p.add_argument("--judge", help="Atr-R judge: openai:MODEL (OpenAI-compatible endpoint) or local:PATH (transformers LM)")
+    p.add_argument("--judge-base-url", help="endpoint of --judge openai:MODEL (vLLM, Ollama ...)")
+    p.add_argument("--judge-scores", help="recorded Atr-R scores, one per example (human ratings or an earlier judge run)")
+    p.add_argument("--skip-invalid", action="store_true", help="skip and report invalid examples instead of stopping")
+    p.add_argument("--dataset-name", help="data set name recorded in the JSON (shown in model cards)")
+    p.add_argument("--dataset-type", help="data set id recorded in the JSON (e.g. org/omni-sila)")
+    p.set_defaults(func=cmd_evaluate)
+
+    # analyze
+    p = sub.add_parser("analyze", help="identify, locate and attribute visual sentiments in a (long) video",
+                       description="Sliding windows of the clip length with overlap, segments merged across windows; "
+                       "JSON (one entry per segment: start, end, sentiment, confidence, attribution, scene_weights) "
+                       "and a timeline PNG. Partial results are written as windows complete.",
+                       formatter_class=_Formatter)  # fmt: skip
+    p.add_argument("video", metavar="VIDEO", help="the video file")
+    p.add_argument("--model", help="model folder or Hub id (default: $ICM_MODEL, else icm-demo/model)")
+    p.add_argument("--config", choices=("explicit", "implicit"), default="implicit", help="which sentiments to ask for")
+    p.add_argument("--out", help="analysis JSON (default: VIDEO_STEM.analysis.json)")
+    p.add_argument("--timeline", help="timeline PNG (default: next to --out)")
+    p.add_argument("--window", type=float, default=10.0, help="window length in seconds (the model's clip length)")
+    p.add_argument("--overlap", type=float, default=None, help="overlap of consecutive windows in seconds (default: half a window)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per generate call (left-padded batch)")
+    p.add_argument("--max-new-tokens", type=int, default=96, help="answer length")
+    p.add_argument("--gap", type=float, default=0.0, help="merge same-sentiment segments separated by at most this (s)")
+    p.add_argument("--seed", type=int, default=0, help="seed (decoding is greedy)")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--no-resume", action="store_true", help="start over instead of continuing an interrupted run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_analyze)
+
+    # push
+    p = sub.add_parser("push", help="write the Hub layout (model, data set or metric Space) and upload it",
+                       description="Model: safetensors, remote code, processor, tokenizer, config with auto_map and a "
+                       "generated model card (model-index from `icm evaluate` JSON). Data set: Parquet + card. "
+                       "Metric: the evaluate Space.", formatter_class=_Formatter)  # fmt: skip
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="a saved ICM model folder")
+    what.add_argument("--dataset", help="a data folder (exported or raw annotations + media)")
+    what.add_argument("--metric", action="store_true", help="the omnisila evaluate module as a Space")
+    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
+    p.add_argument("--private", action="store_true", help="create a private repository")
+    p.add_argument("--dry-run", action="store_true", help="write the folder only, upload nothing")
+    p.add_argument("--out", help="folder of the Hub layout (default: hub/NAME)")
+    p.add_argument("--eval-results", action="append", help="`icm evaluate` JSON for the card's model-index (repeatable)")
+    p.add_argument("--license", help="license (model default apache-2.0, data set default other)")
+    p.add_argument("--datasets", nargs="+", help="data set ids the model was trained on (card metadata)")
+    p.add_argument("--base-model", default="auto",
+                   help=f"card base_model: auto ({'LanguageBind/Video-LLaVA-7B-hf'} for a 7B backbone, none otherwise), an id, or none")  # fmt: skip
+    p.add_argument("--config", choices=("explicit", "implicit"), default="implicit", help="metric: the widget's config")
+    p.add_argument("--token", help="Hub token (default: the logged-in one)")
+    p.set_defaults(func=cmd_push)
+
+    # demo
+    p = sub.add_parser("demo", help="the end-to-end CPU demo: mini set, features, two-stage training, evaluation, "
+                       "analysis, report", formatter_class=_Formatter)  # fmt: skip
+    p.add_argument("--out", default=DEMO_DIR, help="folder of the demo's outputs and report")
+    p.add_argument("--recipe", default="demo", help="the training recipe (a file or a shipped name)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    where = "icm " + args.command + (f" {args.data_command}" if getattr(args, "data_command", None) else "")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _eprint(f"{where}: interrupted")
+        return 130
+    except Exception as err:  # noqa: BLE001 - one line, never a traceback (unless --debug)
+        if args.debug:
+            raise
+        code = _exit_code(err)
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if code == 1:
+            message = f"unexpected {type(err).__name__}: {message} (run `icm --debug ...` for the traceback)"
+        _eprint(f"{where}: error: {message}")
+        return code
+
+
+def _exit_code(err: BaseException) -> int:
+    if isinstance(err, CliError):
+        return 2
+    if isinstance(err, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, ImportError)):
+        return 2  # bad input: a missing file, a bad value, a missing optional package (the message has the hint)
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

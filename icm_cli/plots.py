@@ -1,0 +1,114 @@
+"""PNG charts of the ``icm`` command (matplotlib, Agg backend): per-label FNR and per-label Atr-R as in the paper's
+Figure 3 (line charts over the labels, one line per system), and the timeline of a video analysis."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+#: One colour per scene (router weights) — explicit face first, then the implicit scenes.
+SCENE_COLORS = {"face": "#e6550d", "action": "#3182bd", "object": "#31a354", "background": "#756bb1"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def per_label_chart(
+    systems: Mapping[str, Mapping[str, float]],
+    labels: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    ylabel: str,
+    ylim: tuple[float, float] | None = None,
+) -> Path:
+    """A Figure-3 style line chart: x = the labels (numbered), y = one value per label, one line per system.
+    Missing or NaN values leave a gap. Returns the PNG path."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(labels) + 2), 4.2))
+    x = list(range(1, len(labels) + 1))
+    markers = "osD^v<>"
+    for k, (name, values) in enumerate(systems.items()):
+        y = [values.get(label, math.nan) for label in labels]
+        y = [math.nan if v is None else float(v) for v in y]
+        ax.plot(x, y, marker=markers[k % len(markers)], label=name, linewidth=1.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"({i}) {label}" for i, label in zip(x, labels)], rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    if len(systems) > 1:
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def timeline_chart(document: Mapping, path: str | os.PathLike) -> Path:
+    """The timeline of an ``icm analyze`` document: the merged segments per sentiment (opacity = confidence, value
+    printed), the analysed windows, and the router's scene weights over time (which scenes drove the judgement)."""
+    plt = _pyplot()
+    duration = float(document.get("duration") or 0.0) or 1.0
+    segments = list(document.get("segments", []))
+    windows = list(document.get("windows", []))
+    sentiments = sorted({s["sentiment"] for s in segments}) or ["(no segment located)"]
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(10, 2.2 + 0.45 * len(sentiments) + 2.2), sharex=True, height_ratios=[1 + 0.3 * len(sentiments), 1.2]
+    )
+    cmap = plt.get_cmap("tab10")
+    rows = {label: k for k, label in enumerate(sentiments)}
+    for segment in segments:
+        row = rows[segment["sentiment"]]
+        alpha = 0.25 + 0.75 * max(0.0, min(1.0, float(segment.get("confidence", 0.0))))
+        top.barh(row, segment["end"] - segment["start"], left=segment["start"], height=0.6, color=cmap(row % 10),
+                 alpha=alpha, edgecolor="black", linewidth=0.6)  # fmt: skip
+        top.text((segment["start"] + segment["end"]) / 2, row, f"{segment.get('confidence', 0):.2f}", ha="center",
+                 va="center", fontsize=8)  # fmt: skip
+    for k, window in enumerate(windows):
+        y = -0.7 - 0.12 * (k % 3)
+        top.plot([window["start"], window["end"]], [y, y], color="grey", linewidth=1.2)
+    top.set_yticks(list(rows.values()) + [-0.82])
+    top.set_yticklabels(list(rows) + ["windows"], fontsize=8)
+    top.set_ylim(-1.2, len(sentiments) - 0.4)
+    status = "" if document.get("complete", True) else f" (partial: {document.get('windows_done')} windows)"
+    top.set_title(f"{Path(str(document.get('video', ''))).name} — {document.get('config', '')} visual sentiments{status}")
+
+    frames: dict[float, list[dict]] = {}
+    for window in windows:
+        for t, weights in zip(window.get("frame_times", []), window.get("frame_weights", [])):
+            if weights:
+                frames.setdefault(round(float(t), 3), []).append(weights)
+    scenes = list(document.get("scenes") or SCENE_COLORS)
+    if frames:
+        times = sorted(frames)
+        stacks = [[sum(w.get(s, 0.0) for w in frames[t]) / len(frames[t]) for t in times] for s in scenes]
+        bottom.stackplot(times, stacks, labels=scenes, colors=[SCENE_COLORS.get(s, None) for s in scenes], alpha=0.85)
+        bottom.legend(loc="upper right", fontsize=7, ncol=len(scenes))
+    else:
+        bottom.text(duration / 2, 0.5, "no scene present in the analysed frames", ha="center", va="center")
+    bottom.set_ylim(0, 1)
+    bottom.set_ylabel("router weight")
+    bottom.set_xlabel("time (s)")
+    bottom.set_xlim(0, duration)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["per_label_chart", "timeline_chart"]
