@@ -131,3 +131,28 @@ def test_frozen_and_movable(pipeline):
     pipeline.train()
     assert not pipeline.training
     assert pipeline.to("cpu") is pipeline and pipeline.device.type == "cpu"
+
+
+@pytest.mark.slow
+def test_real_size_architectures_match_the_contracts_default_dims():
+    """The paper's extractors at their real sizes (random weights: nothing is downloaded) give DEFAULT_SCENE_DIMS."""
+    from transformers import ResNetConfig, ViTConfig
+
+    from modeling_icm.scene_contract import DEFAULT_SCENE_DIMS, DEFAULT_SCENE_ITEMS
+    from processing.action import ActionExtractor, HigherHRNet, HigherHRNetConfig
+    from processing.relation import RelationExtractor, RelTR, RelTRConfig
+
+    resnet18 = ResNetConfig(
+        embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2], layer_type="basic"
+    )
+    real = ScenePipeline(
+        {
+            "face": FaceExtractor(encoder=resnet18),
+            "action": ActionExtractor(HigherHRNet(HigherHRNetConfig()).eval()),
+            "object": RelationExtractor(RelTR(RelTRConfig()).eval()),
+            "background": BackgroundExtractor(encoder=ViTConfig(), sam_type="vit_b"),
+        }
+    )
+    assert real.output_dims == DEFAULT_SCENE_DIMS
+    assert real.max_items == DEFAULT_SCENE_ITEMS
+    assert real.extractors["background"].vit_size == (224, 224)
