@@ -41,8 +41,9 @@ def _examples_for(result: dict, config: str):
     split = r["data"]["eval_split"]
     ids = {rec.id for rec in _clip_records(r, data_dir, config, split, "max_eval_clips")}
     examples = omnisila_examples(
-        data_dir, config, split, cache, pipeline_hash, int(r["features"]["num_frames"]), tasks=("combined",)
-    )
+        data_dir, config, split, cache, pipeline_hash, int(r["features"]["num_frames"]), tasks=("combined",),
+        on_missing="skip",  # clips beyond max_eval_clips were never extracted
+    )  # fmt: skip
     return examples.filter(lambda e: e["clip_id"] in ids), data_dir
 
 
@@ -73,14 +74,7 @@ def _long_video(data_dir: Path, config: str, out: Path) -> tuple[Path, list[dict
 
 def run_demo(out_dir: str | os.PathLike = "icm-demo", recipe: str = "demo", log: Callable[[str], None] = print) -> Path:
     """Run the demo into ``out_dir`` and return the path of ``report.md``."""
-    import torch
-
-    from trainers.evaluation import generate_answers, references_of
     from trainers.recipe import load_recipe, run_recipe
-
-    from .evaluation import evaluate_files, write_charts
-    from .inference import analyze_video, load_model
-    from .plots import timeline_chart
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -88,9 +82,22 @@ def run_demo(out_dir: str | os.PathLike = "icm-demo", recipe: str = "demo", log:
     load_recipe(recipe)  # a bad recipe fails here, before anything runs
     log(f"1/4 training with the '{recipe}' recipe (mini set, scene features, scene-tuning, Omni-SILA tuning)")
     result = run_recipe(recipe, output_dir=out / "run", log=log)
-    r = result["recipe"]
     timings = {k: round(float(v), 1) for k, v in result.get("timings", {}).items()}
     timings["train_total_s"] = round(time.perf_counter() - started, 1)
+    return evaluate_and_report(result, out, timings, started, log)
+
+
+def evaluate_and_report(result: dict, out: Path, timings: dict, started: float, log: Callable[[str], None]) -> Path:
+    """Steps 2-4 of the demo on a finished ``run_recipe`` result."""
+    import torch
+
+    from trainers.evaluation import generate_answers, references_of
+
+    from .evaluation import evaluate_files, write_charts
+    from .inference import analyze_video, load_model
+    from .plots import timeline_chart
+
+    r = result["recipe"]
 
     log("2/4 evaluating the untrained and the trained model on the held-out clips")
     step = time.perf_counter()

@@ -231,6 +231,7 @@ def analysis_document(
         "config": header["config"],
         "window": header["window"],
         "overlap": header["overlap"],
+        "scenes": header["scenes"],
         "num_windows": total,
         "windows_done": len(ordered),
         "complete": complete,
@@ -284,6 +285,7 @@ def analyze_video(
         "num_frames": processor.num_frames,
         "max_new_tokens": max_new_tokens,
         "seed": seed,
+        "scenes": list(model.config.active_scenes),
     }
     out_json.parent.mkdir(parents=True, exist_ok=True)
     partial = out_json.with_name(out_json.name + ".partial.jsonl")
@@ -337,7 +339,6 @@ def analyze_video(
     finally:
         bar.close()
     document = analysis_document(header, info, list(done.values()), len(windows), True, gap)
-    document["scenes"] = list(model.config.active_scenes)
     _atomic_write_json(out_json, document)
     partial.unlink(missing_ok=True)
     return document

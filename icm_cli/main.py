@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import CliError
 
-DEMO_DIR = "icm-demo"
+DEMO_DIR = "icm_demo"
 
 
 def _eprint(*parts) -> None:
@@ -148,23 +148,24 @@ def _build_pipeline(args):
         raise CliError(f"cannot build the pretrained scene extractors: {str(err).splitlines()[0]}") from err
 
 
-def _dataset_items(data_dir: Path, num_frames: int) -> tuple[list, list]:
+def _dataset_items(data_dir: Path) -> tuple[list, list[str]]:
+    """What ``--dataset DIR`` extracts: every clip of explicit.jsonl / implicit.jsonl (both splits), the scene-tuning
+    video segments (``{"video", "start", "end"}``) and still images. Unique, in file order."""
     from datasets_scripts.schema import read_annotations
     from modeling_icm.templates import CONFIG_NAMES
 
     if not data_dir.is_dir():
         raise CliError(f"--dataset {data_dir}: not a folder")
+    files = [data_dir / f"{c}.jsonl" for c in CONFIG_NAMES if (data_dir / f"{c}.jsonl").is_file()]
+    if not files:
+        raise CliError(f"--dataset {data_dir}: no explicit.jsonl or implicit.jsonl in it")
     videos: list = []
-    found = False
-    for config in CONFIG_NAMES:
-        path = data_dir / f"{config}.jsonl"
-        if path.is_file():
-            found = True
-            records, report = read_annotations(path, strict=False, check_video=False, config=config)
-            for issue in report.issues:
-                _eprint(f"  skipped record {issue}")
-            videos += [r.video for r in records]
-    images: list = []
+    for path in files:
+        records, report = read_annotations(path, strict=False, check_video=False, config=path.stem)
+        for issue in report.issues:
+            _eprint(f"  skipped record {issue}")
+        videos += [r.video for r in records]
+    images: list[str] = []
     scene_dir = data_dir / "scene_tuning"
     if scene_dir.is_dir():
         from trainers.data import scene_tuning_sources
@@ -173,9 +174,8 @@ def _dataset_items(data_dir: Path, num_frames: int) -> tuple[list, list]:
             items, stills = scene_tuning_sources(scene_dir, split=split)
             videos += items
             images += stills
-    if not found:
-        raise CliError(f"--dataset {data_dir}: no explicit.jsonl or implicit.jsonl in it")
-    return list(dict.fromkeys(v if isinstance(v, str) else json.dumps(v, sort_keys=True) for v in videos)), images
+    unique = {json.dumps(v, sort_keys=True): v for v in videos}
+    return list(unique.values()), list(dict.fromkeys(images))
 
 
 def cmd_extract(args) -> int:
@@ -185,8 +185,7 @@ def cmd_extract(args) -> int:
         raise CliError("give video files or --dataset DIR")
     images: list = []
     if args.dataset:
-        keyed, images = _dataset_items(Path(args.dataset), args.num_frames)
-        items = [json.loads(k) if k.startswith("{") else k for k in keyed]
+        items, images = _dataset_items(Path(args.dataset))
     else:
         items = list(args.videos)
     pipeline = _build_pipeline(args)
@@ -327,10 +326,10 @@ def cmd_evaluate(args) -> int:
 def _default_model() -> str:
     if os.environ.get("ICM_MODEL"):
         return os.environ["ICM_MODEL"]
-    candidate = Path(DEMO_DIR) / "model"
+    candidate = Path(DEMO_DIR) / "run" / "model"
     if candidate.is_dir():
         return str(candidate)
-    raise CliError("no model given: pass --model DIR_OR_HUB_ID (e.g. the one `icm demo` trains: icm-demo/model)")
+    raise CliError(f"no model given: pass --model DIR_OR_HUB_ID (e.g. the one `icm demo` trains: {candidate})")
 
 
 def cmd_analyze(args) -> int:
@@ -447,9 +446,14 @@ def cmd_push(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    import torch
+
     from .demo import run_demo
 
     _quiet_transformers()
+    if "OMP_NUM_THREADS" not in os.environ:
+        # Tiny models: one intra-op thread beats several busy-waiting ones on a small (or shared) machine.
+        torch.set_num_threads(1)
     report = run_demo(args.out, recipe=args.recipe, log=lambda line: _eprint(f"[icm demo] {line}"))
     print(f"report: {report}")
     return 0
@@ -587,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "and a timeline PNG. Partial results are written as windows complete.",
                        formatter_class=_Formatter)  # fmt: skip
     p.add_argument("video", metavar="VIDEO", help="the video file")
-    p.add_argument("--model", help="model folder or Hub id (default: $ICM_MODEL, else icm-demo/model)")
+    p.add_argument("--model", help=f"model folder or Hub id (default: $ICM_MODEL, else {DEMO_DIR}/run/model, the model `icm demo` trains)")
     p.add_argument("--config", choices=("explicit", "implicit"), default="implicit", help="which sentiments to ask for")
     p.add_argument("--out", help="analysis JSON (default: VIDEO_STEM.analysis.json)")
     p.add_argument("--timeline", help="timeline PNG (default: next to --out)")

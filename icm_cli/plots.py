@@ -64,7 +64,8 @@ def timeline_chart(document: Mapping, path: str | os.PathLike) -> Path:
     duration = float(document.get("duration") or 0.0) or 1.0
     segments = list(document.get("segments", []))
     windows = list(document.get("windows", []))
-    sentiments = sorted({s["sentiment"] for s in segments}) or ["(no segment located)"]
+    truth = list(document.get("ground_truth", []))  # the demo knows the answer of its held-out video
+    sentiments = sorted({s["sentiment"] for s in segments} | {t["sentiment"] for t in truth}) or ["(no segment located)"]
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(10, 2.2 + 0.45 * len(sentiments) + 2.2), sharex=True, height_ratios=[1 + 0.3 * len(sentiments), 1.2]
     )
@@ -77,6 +78,12 @@ def timeline_chart(document: Mapping, path: str | os.PathLike) -> Path:
                  alpha=alpha, edgecolor="black", linewidth=0.6)  # fmt: skip
         top.text((segment["start"] + segment["end"]) / 2, row, f"{segment.get('confidence', 0):.2f}", ha="center",
                  va="center", fontsize=8)  # fmt: skip
+    for t in truth:
+        row = rows[t["sentiment"]]
+        top.barh(row + 0.38, t["end"] - t["start"], left=t["start"], height=0.14, color="black", alpha=0.8)
+    if truth:
+        top.text(0.01, 0.98, "black: ground truth; coloured: located (opacity = confidence)", transform=top.transAxes,
+                 fontsize=7, va="top")  # fmt: skip
     for k, window in enumerate(windows):
         y = -0.7 - 0.12 * (k % 3)
         top.plot([window["start"], window["end"]], [y, y], color="grey", linewidth=1.2)

@@ -535,3 +535,62 @@ def test_demo_trains_a_model_that_beats_the_untrained_one(capsys, tmp_path):
     assert analysis["complete"] and all(0 <= s["start"] < s["end"] <= analysis["duration"] for s in analysis["segments"])
     assert Path(analysis["timeline"]).is_file()
     print(json.dumps(summary["timings"]), json.dumps(summary["metrics"]), file=sys.__stderr__)
+
+
+@pytest.mark.slow
+def test_train_runs_a_recipe_end_to_end(capsys, tmp_path):
+    recipe = tmp_path / "quick.yaml"
+    recipe.write_text(
+        "base: demo.yaml\nname: quick\n"
+        "data:\n  mini_set: {seed: 0, size: tiny}\n  max_train_clips: 6\n  max_eval_clips: 4\n"
+        "stages:\n  scene: {num_train_epochs: 1}\n  omnisila: {num_train_epochs: 1}\n"
+        "evaluate: {before_training: false, max_new_tokens: 24}\n"
+    )
+    code, out, err = run_icm(capsys, "train", "--recipe", recipe, "--output-dir", tmp_path / "run")
+    assert code == 0, err[-3000:]
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(results["stages"]) == {"scene", "omnisila"}
+    assert f"model: {tmp_path / 'run' / 'model'}" in out and "[icm train] stage omnisila" in err
+
+
+def test_extract_dataset_lists_clips_scene_segments_and_images(mini_tiny):
+    from icm_cli.main import _dataset_items
+
+    videos, images = _dataset_items(mini_tiny)
+    clips = [v for v in videos if isinstance(v, str)]
+    segments = [v for v in videos if isinstance(v, dict)]
+    assert len(clips) == 30 and all(Path(c).is_file() for c in clips)
+    assert segments and all({"video", "start", "end"} <= set(s) for s in segments)
+    assert images and all(Path(i).is_file() and i.endswith(".png") for i in images)
+    assert len(set(map(json.dumps, videos))) == len(videos)
+
+
+class _RecordingHub:
+    """Records the Hub calls (no Hub is reachable here): checks the upload wiring, not the Hub."""
+
+    def __init__(self, fail: bool = False):
+        self.calls, self.fail = [], fail
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        if self.fail:
+            raise OSError("Connection refused\nmore details")
+        self.calls.append(("upload_folder", kwargs["repo_id"], kwargs))
+        return "https://huggingface.co/org/x/commit/0"
+
+
+def test_upload_wiring_and_one_line_failure(tmp_path):
+    from icm_cli.errors import CliError
+    from icm_cli.hub import upload
+
+    hub = _RecordingHub()
+    assert upload(tmp_path, "org/x", "space", private=True, space_sdk="gradio", api=hub).endswith("/commit/0")
+    assert hub.calls[0] == ("create_repo", "org/x", {"repo_type": "space", "private": True, "exist_ok": True,
+                                                     "space_sdk": "gradio"})  # fmt: skip
+    assert hub.calls[1][2]["folder_path"] == str(tmp_path) and hub.calls[1][2]["repo_type"] == "space"
+    with pytest.raises(CliError, match="Connection refused") as info:
+        upload(tmp_path, "org/x", "model", api=_RecordingHub(fail=True))
+    assert "\n" not in str(info.value)
