@@ -133,7 +133,7 @@ def _check(node: Any, schema: Any, where: str) -> None:
         names = _training_arg_names()
         for key in node:
             if key not in names:
-                raise RecipeError(f"unknown recipe field {where}.{key!r}: not an IcmTrainingArguments field")
+                raise RecipeError(f"unknown recipe field '{where}.{key}': not an IcmTrainingArguments field")
         for forbidden in ("output_dir", "stage"):
             if forbidden in node:
                 raise RecipeError(f"recipe field {where}.{forbidden!r} is set by the recipe itself")
