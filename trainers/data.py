@@ -188,15 +188,20 @@ def omnisila_examples(
     backend: str | None = None,
     on_missing: str = "raise",
     limit: int | None = None,
+    clip_ids: Iterable[str] | None = None,
 ) -> IcmExamples:
     """The instruction examples (paper §4.1: identify, locate, attribute and the combined test-time instruction) of
-    one Omni-SILA config and split, with frames and cached scene features."""
+    one Omni-SILA config and split, with frames and cached scene features. ``clip_ids`` keeps only those clips
+    (before anything is read); ``limit`` the first ``limit`` clips."""
     from datasets_scripts.builders import instruction_rows
 
     if on_missing not in ("raise", "skip"):
         raise ValueError(f"on_missing must be 'raise' or 'skip', got {on_missing!r}")
     pipeline_hash = _config_hash(pipeline_or_hash)
     records = read_clip_records(data_dir, config_name, split)
+    if clip_ids is not None:
+        wanted = set(clip_ids)
+        records = [r for r in records if r.id in wanted]
     if limit is not None:
         records = records[: int(limit)]
     examples, skipped = [], []
@@ -232,8 +237,14 @@ def omnisila_examples(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def read_scene_records(data_dir: str | os.PathLike, scenes: Sequence[str] = SCENE_NAMES, split: str = "train"):
-    """``(scene, record dict with absolute paths)`` of the scene-tuning JSONL files (``<scene>.jsonl``)."""
+def read_scene_records(
+    data_dir: str | os.PathLike,
+    scenes: Sequence[str] = SCENE_NAMES,
+    split: str = "train",
+    max_per_scene: int | None = None,
+):
+    """``(scene, record dict with absolute paths)`` of the scene-tuning JSONL files (``<scene>.jsonl``); at most
+    ``max_per_scene`` records per scene (the first ones)."""
     data_dir = Path(data_dir)
     out = []
     for scene in scenes:
@@ -249,6 +260,8 @@ def read_scene_records(data_dir: str | os.PathLike, scenes: Sequence[str] = SCEN
                 raise ValueError(f"{path}:{line_no}: not JSON ({err})") from err
             if row.get("split") != split:
                 continue
+            if max_per_scene is not None and sum(1 for sc, _ in out if sc == scene) >= max_per_scene:
+                break
             for field_name in ("video", "image"):
                 if row.get(field_name):
                     row[field_name] = str((data_dir / row[field_name]).resolve())
@@ -256,10 +269,12 @@ def read_scene_records(data_dir: str | os.PathLike, scenes: Sequence[str] = SCEN
     return out
 
 
-def scene_tuning_sources(data_dir, scenes: Sequence[str] = SCENE_NAMES, split: str = "train"):
+def scene_tuning_sources(
+    data_dir, scenes: Sequence[str] = SCENE_NAMES, split: str = "train", max_per_scene: int | None = None
+):
     """What must be extracted for scene tuning: ``(video items [{"video", "start", "end"}], images [paths])``."""
     videos, images = [], []
-    for _, row in read_scene_records(data_dir, scenes, split):
+    for _, row in read_scene_records(data_dir, scenes, split, max_per_scene):
         if row.get("image"):
             images.append(row["image"])
         elif row.get("video"):
@@ -276,11 +291,12 @@ def scene_tuning_examples(
     num_frames: int = 8,
     backend: str | None = None,
     on_missing: str = "raise",
+    max_per_scene: int | None = None,
 ) -> IcmExamples:
     """Scene-tuning examples (§3.4 stage 1: "Please describe the facial/action/image region/background")."""
     pipeline_hash = _config_hash(pipeline_or_hash)
     examples, skipped = [], []
-    for scene, row in read_scene_records(data_dir, scenes, split):
+    for scene, row in read_scene_records(data_dir, scenes, split, max_per_scene):
         try:
             if row.get("image"):
                 key = still_image_key(cache, row["image"], pipeline_hash, num_frames)

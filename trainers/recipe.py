@@ -31,6 +31,7 @@ raise :class:`RecipeError` (a ``ValueError``) naming the field. The fields (defa
       train_tasks: [identify, locate, attribute, combined]
       max_train_clips: null       # per config
       max_eval_clips: null        # per config
+      max_scene_items: null       # scene-tuning records per scene
     features:
       pipeline: tiny              # tiny | pretrained
       pipeline_kwargs: {}         # ScenePipeline.tiny/from_pretrained arguments
@@ -98,6 +99,7 @@ SCHEMA: dict[str, Any] = {
         "train_tasks": ["identify", "locate", "attribute", "combined"],
         "max_train_clips": None,
         "max_eval_clips": None,
+        "max_scene_items": None,
     },
     "features": {"pipeline": "tiny", "pipeline_kwargs": _FREE, "cache_dir": None, "num_frames": 8},
     "model": {"preset": "tiny", "pretrained": None, "config_overrides": _FREE},
@@ -328,7 +330,9 @@ def _extract(r: dict, data_dir: Path, cache, pipeline, log) -> None:
     if r["ablation"]["scene_tuning"]:
         scene_dir = data_dir / "scene_tuning"
         scenes = list(r["ablation"]["scenes"])
-        video_items, images = scene_tuning_sources(scene_dir, scenes, r["data"]["train_split"])
+        video_items, images = scene_tuning_sources(
+            scene_dir, scenes, r["data"]["train_split"], r["data"]["max_scene_items"]
+        )
         started = time.perf_counter()
         report = extract_videos(video_items, pipeline, cache, num_frames=num_frames, progress=False)
         still = extract_still_images(images, pipeline, cache, num_frames=num_frames)
@@ -450,6 +454,12 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
     _extract(r, data_dir, cache, pipeline, log)
     pipeline_hash, scene_dims = pipeline.config_hash(), dict(pipeline.output_dims)
     del pipeline  # the extractors are done: training reads the cache
+    result["features"] = {
+        "pipeline_hash": pipeline_hash,
+        "scene_dims": scene_dims,
+        "cache_dir": str(cache.root),
+        "data_dir": str(data_dir),
+    }
     timings["features_s"] = time.perf_counter() - started
 
     num_frames = int(r["features"]["num_frames"])
@@ -459,16 +469,22 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
             (r["data"]["train_split"], "max_train_clips", train_sets, r["data"]["train_tasks"]),
             (r["data"]["eval_split"], "max_eval_clips", eval_sets, ["combined"]),
         ):
-            limit_ids = {rec.id for rec in _clip_records(r, data_dir, config, split, key)}
-            examples = omnisila_examples(data_dir, config, split, cache, pipeline_hash, num_frames, tasks=tasks)
-            target[config] = examples.filter(lambda e, ids=limit_ids: e["clip_id"] in ids)
+            ids = [rec.id for rec in _clip_records(r, data_dir, config, split, key)]
+            target[config] = omnisila_examples(
+                data_dir, config, split, cache, pipeline_hash, num_frames, tasks=tasks, clip_ids=ids
+            )
     train_examples = [e for ex in train_sets.values() for e in ex]
     scene_examples = []
     if r["ablation"]["scene_tuning"]:
         scene_examples = list(
             scene_tuning_examples(
-                data_dir / "scene_tuning", cache, pipeline_hash, list(r["ablation"]["scenes"]),
-                r["data"]["train_split"], num_frames,
+                data_dir / "scene_tuning",
+                cache,
+                pipeline_hash,
+                list(r["ablation"]["scenes"]),
+                r["data"]["train_split"],
+                num_frames,
+                max_per_scene=r["data"]["max_scene_items"],
             )
         )
     log(
