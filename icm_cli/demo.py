@@ -35,9 +35,10 @@ def _examples_for(result: dict, config: str):
 
     r = result["recipe"]
     out = Path(result["output_dir"])
-    data_dir = Path(r["data"]["data_dir"] or out / "data")
-    cache = FeatureCache(Path(r["features"]["cache_dir"] or out / "cache"))
-    pipeline_hash = _pipeline(r).config_hash()
+    features = result.get("features") or {}  # what run_recipe extracted (pipeline hash, cache, data)
+    data_dir = Path(features.get("data_dir") or r["data"]["data_dir"] or out / "data")
+    cache = FeatureCache(Path(features.get("cache_dir") or r["features"]["cache_dir"] or out / "cache"))
+    pipeline_hash = features.get("pipeline_hash") or _pipeline(r).config_hash()
     split = r["data"]["eval_split"]
     ids = {rec.id for rec in _clip_records(r, data_dir, config, split, "max_eval_clips")}
     examples = omnisila_examples(
