@@ -80,9 +80,11 @@ def run_demo(out_dir: str | os.PathLike = "icm-demo", recipe: str = "demo", log:
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    load_recipe(recipe)  # a bad recipe fails here, before anything runs
+    resolved = load_recipe(recipe)  # a bad recipe fails here, before anything runs
+    # The untrained model is evaluated below, with the trained one, on the same examples and the same generation.
+    resolved["evaluate"]["before_training"] = False
     log(f"1/4 training with the '{recipe}' recipe (mini set, scene features, scene-tuning, Omni-SILA tuning)")
-    result = run_recipe(recipe, output_dir=out / "run", log=log)
+    result = run_recipe(resolved, output_dir=out / "run", log=log)
     timings = {k: round(float(v), 1) for k, v in result.get("timings", {}).items()}
     timings["train_total_s"] = round(time.perf_counter() - started, 1)
     return evaluate_and_report(result, out, timings, started, log)
@@ -92,10 +94,10 @@ def evaluate_and_report(result: dict, out: Path, timings: dict, started: float, 
     """Steps 2-4 of the demo on a finished ``run_recipe`` result."""
     import torch
 
-    from trainers.evaluation import generate_answers, references_of
+    from trainers.evaluation import references_of
 
     from .evaluation import evaluate_files, write_charts
-    from .inference import analyze_video, load_model
+    from .inference import analyze_video, generate_answers, load_model
     from .plots import timeline_chart
 
     r = result["recipe"]
@@ -117,9 +119,15 @@ def evaluate_and_report(result: dict, out: Path, timings: dict, started: float, 
         ref_path.write_text("".join(json.dumps({"id": e["clip_id"], **ref}) + "\n" for e, ref in zip(examples, refs)))
         documents[config] = {}
         for tag, model in (("untrained", untrained), ("trained", trained)):
-            answers = generate_answers(
-                model, processor, examples, int(r["evaluate"]["batch_size"]), int(r["evaluate"]["max_new_tokens"])
-            )
+            answers = []
+            size = int(r["evaluate"]["batch_size"])
+            for k in range(0, len(examples), size):
+                chunk = [examples[i] for i in range(k, min(k + size, len(examples)))]
+                answers += [a["answer"] for a in generate_answers(
+                    model, processor, [e["frames"] for e in chunk], [e["timestamps"] for e in chunk],
+                    chunk[0]["instruction"], config, scene_features=[e["scene_features"] for e in chunk],
+                    scene_masks=[e["scene_masks"] for e in chunk], max_new_tokens=int(r["evaluate"]["max_new_tokens"]),
+                )]  # fmt: skip
             pred_path = eval_dir / f"predictions-{tag}-{config}.jsonl"
             pred_path.write_text("".join(json.dumps({"id": e["clip_id"], "answer": a}) + "\n" for e, a in zip(examples, answers)))
             document = evaluate_files(pred_path, ref_path, config_name=config, dataset={"name": f"Omni-SILA mini {config}", "split": r["data"]["eval_split"]})

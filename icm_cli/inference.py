@@ -115,6 +115,14 @@ def _token_spans(tokenizer, ids: Sequence[int]) -> tuple[str, list[tuple[int, in
     return tokenizer.decode(ids, skip_special_tokens=True), spans
 
 
+def placeholder_token_ids(model) -> list[int]:
+    """The ``<scene>``/``<video>``/``<image>`` placeholder ids: an answer must never contain them (a generated
+    placeholder would be read as a slot for features on the next step), so generation suppresses them."""
+    config = model.config
+    ids = [config.scene_token_id, config.backbone_config.video_token_index, config.backbone_config.image_token_index]
+    return sorted({int(i) for i in ids if i is not None})
+
+
 def generate_answers(
     model,
     processor,
@@ -148,6 +156,7 @@ def generate_answers(
             **batch,
             max_new_tokens=int(max_new_tokens),
             do_sample=False,
+            suppress_tokens=placeholder_token_ids(model),
             output_logits=True,
             return_dict_in_generate=True,
             pad_token_id=tokenizer.pad_token_id,
