@@ -139,14 +139,25 @@ def test_collator_names_the_missing_field(tiny):
         IcmDataCollator(processor)([broken])
 
 
-def test_train_updates_lora_sbm_iec_and_leaves_frozen_weights(tiny, tmp_path):
+@pytest.fixture(scope="module")
+def trained_run(tiny, tmp_path_factory):
+    """One short training (4 steps) shared by the tests below: parameters before/after, logs, router records."""
     from trainers.trainer import IcmTrainer
 
     model, processor, examples = _fresh(tiny)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer = IcmTrainer(model=model, args=_args(tmp_path), processor=processor, train_dataset=examples)
+    # large router weights so that L_rb is far from 0; they must reach the model's config (one source of truth)
+    args = _args(tmp_path_factory.mktemp("run"), router_alpha=0.3, router_beta=0.7, num_train_epochs=2)
+    trainer = IcmTrainer(model=model, args=args, processor=processor, train_dataset=examples, record_router_probs=True)
+    config_weights = (model.config.router_alpha, model.config.router_beta)
     lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
     trainer.train()
+    return {"trainer": trainer, "model": model, "before": before, "lora_before": lora_before,
+            "config_weights": config_weights}
+
+
+def test_train_updates_lora_sbm_iec_and_leaves_frozen_weights(trained_run):
+    trainer, before, lora_before = trained_run["trainer"], trained_run["before"], trained_run["lora_before"]
     # PEFT renames a wrapped layer's own weight to ``<layer>.base_layer.weight``
     after = {n.replace(".base_layer", ""): p for n, p in trainer.model.get_base_model().named_parameters()}
     changed = {n for n, p in before.items() if not torch.equal(p, after[n].detach())}
@@ -158,16 +169,11 @@ def test_train_updates_lora_sbm_iec_and_leaves_frozen_weights(tiny, tmp_path):
     assert lora_before and all(not torch.equal(lora_before[n], lora_after[n].detach()) for n in lora_before)
 
 
-def test_router_loss_logged_and_equals_eq2_on_logged_probs(tiny, tmp_path):
+def test_router_loss_logged_and_equals_eq2_on_logged_probs(trained_run):
     from modeling_icm.modeling_icm import router_balance_loss
-    from trainers.trainer import IcmTrainer
 
-    model, processor, examples = _fresh(tiny)
-    # large weights so that L_rb is far from 0; they must reach the model's config (one source of truth)
-    args = _args(tmp_path, router_alpha=0.3, router_beta=0.7, num_train_epochs=2)
-    trainer = IcmTrainer(model=model, args=args, processor=processor, train_dataset=examples, record_router_probs=True)
-    assert model.config.router_alpha == 0.3 and model.config.router_beta == 0.7
-    trainer.train()
+    trainer, model = trained_run["trainer"], trained_run["model"]
+    assert trained_run["config_weights"] == (0.3, 0.7)
     logged = [h for h in trainer.state.log_history if "router_loss" in h and "train_runtime" not in h]
     assert len(logged) == 4
     for entry in logged:
