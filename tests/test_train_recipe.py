@@ -100,7 +100,7 @@ def test_recipe_training_args_reach_the_trainer_arguments(tmp_path):
 
 @pytest.mark.parametrize(
     "name,kind",
-    [("cpu_ddp_2proc", "MULTI_CPU"), ("ddp_multi_gpu", "MULTI_GPU"), ("fsdp", "FSDP"),
+    [("cpu_ddp_2proc", "MULTI_GPU"), ("ddp_multi_gpu", "MULTI_GPU"), ("fsdp", "FSDP"),
      ("deepspeed_zero2", "DEEPSPEED"), ("deepspeed_zero3", "DEEPSPEED")],
 )
 def test_accelerate_config_files_load(name, kind):

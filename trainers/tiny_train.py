@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         ddp_find_unused_parameters=False,
         lora_modules_to_save=["lm_head"],
     )
+    router_init = float(model.sbm.router.weight.detach().sum())
     callbacks = []
     if ns.pause_after_save:
         callbacks.append(_PauseAfterSave(Path(ns.output_dir) / "saved.marker", ns.pause_after_save).callback)
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "world_size": trainer.accelerator.num_processes,
             "dictionary_sum": float(base.iec.dictionary.sum()),
             "router_weight_sum": float(base.sbm.router.weight.detach().sum()),
+            "router_weight_sum_init": router_init,
         }
         (Path(ns.output_dir) / "log_history.json").write_text(json.dumps(summary, indent=1))
     return history
