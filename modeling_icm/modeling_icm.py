@@ -446,6 +446,14 @@ class IcmForVideoSentiment(IcmPreTrainedModel, GenerationMixin):
         self.scene_norm = nn.LayerNorm(config.expert_hidden_size, eps=config.layer_norm_eps)
         self.scene_projector = IcmSceneProjector(config)
         self.post_init()
+        # Placeholders are inputs only: a generated <scene>/<video>/<image> would ask for features nobody gave.
+        if self.generation_config is not None:
+            self.generation_config.suppress_tokens = self.placeholder_token_ids
+
+    @property
+    def placeholder_token_ids(self) -> list[int]:
+        backbone = self.config.backbone_config
+        return sorted({self.config.scene_token_id, backbone.video_token_index, backbone.image_token_index})
 
     # -- embeddings -------------------------------------------------------------------------------------------
     def get_input_embeddings(self) -> nn.Module:

@@ -446,3 +446,20 @@ def test_sbm_and_iec_are_standalone_modules(tiny_config):
     assert out.y_moe.shape == (1, tiny_config.num_frames, tiny_config.expert_hidden_size)
     y = iec(out.y_moe, out.expert_outputs.flatten(1, 2), out.available.flatten(1, 2))
     assert y.shape == out.y_moe.shape
+
+
+def test_generation_never_emits_placeholder_tokens(tiny_config, tiny_processor):
+    """A generated <scene>/<video> would ask the next step for features nobody gave: placeholders are suppressed."""
+    model = make_tiny_model(tiny_config)
+
+    def favour_scene(module, inputs, output):  # make <scene> the model's favourite next token everywhere
+        output[..., tiny_config.scene_token_id] += 1000.0
+        return output
+
+    model.backbone.lm_head.register_forward_hook(favour_scene)
+    batch = make_batch(tiny_processor, tiny_config)
+    with torch.no_grad():
+        logits = model(**batch).logits[:, -1]
+        assert (logits.argmax(-1) == tiny_config.scene_token_id).all()
+        new = model.generate(**batch, max_new_tokens=6, do_sample=False)[:, batch["input_ids"].shape[1] :]
+    assert not set(new.flatten().tolist()) & set(model.placeholder_token_ids)
