@@ -2,15 +2,16 @@
 
 Model: ``modeling_icm.presets.mid_icm_config()`` (the 7B model's widths / 8 and depths / 4, 224 px video of 8 frames,
 2056 video tokens) with LoRA on the LLM (``trainers.lora.apply_lora``), the paper's default scene dimensions and item
-counts, batch ``--batch``. Each mode runs in its own fresh subprocess: the model and the batch are built, one
-warm-up step runs, the kernel's peak-RSS counter is reset (``/proc/self/clear_refs`` 5), and a second
-forward + backward step runs; the step's peak is ``VmHWM - RSS before the step``. The two processes run one after
+counts, batch ``--batch``. Each mode runs in its own fresh subprocess: the model and the batch are built, the kernel's
+peak-RSS counter is reset (``/proc/self/clear_refs`` 5), and one forward + backward step runs; the step's peak is
+``VmHWM - RSS before the step`` (the first step: after it the allocator keeps freed activations resident). The two processes run one after
 the other in the same invocation and the ratio is printed.
 
-The LM logits (``tokens × 32064`` floats and their gradient) are not checkpointable activations; the script prints
-their share so the ratio can be read honestly.
+The step is the trainer's: the LM head runs only over the answer positions (``IcmTrainingArguments.
+answer_only_logits``, default); ``--full-logits`` measures the head over all ~2100 positions instead, whose
+``tokens × 32064`` logits and their gradient are not checkpointable activations and cap the ratio.
 
-    python bench/bench_p7_memory.py [--batch 1] [--threads 2]
+    python bench/bench_p7_memory.py [--batch 1] [--threads 2] [--full-logits]
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def child(checkpointing: bool, batch: int, threads: int) -> dict:
+def child(checkpointing: bool, batch: int, threads: int, full_logits: bool) -> dict:
     import torch
 
     from modeling_icm.modeling_icm import IcmForVideoSentiment
     from modeling_icm.presets import mid_icm_config
     from modeling_icm.scene_contract import DEFAULT_SCENE_ITEMS
     from trainers.lora import apply_lora
+    from trainers.trainer import answer_only_logits
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -64,6 +66,8 @@ def child(checkpointing: bool, batch: int, threads: int) -> dict:
     masks = {s: torch.ones(batch, config.num_frames, DEFAULT_SCENE_ITEMS[s], dtype=torch.bool) for s in feats}
     inputs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), pixel_values_videos=pixel,
                   scene_features=feats, scene_masks=masks, labels=labels, use_cache=False)
+    if not full_logits:  # what IcmTrainer does by default (IcmTrainingArguments.answer_only_logits)
+        inputs = answer_only_logits(inputs)
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step():
@@ -73,7 +77,8 @@ def child(checkpointing: bool, batch: int, threads: int) -> dict:
             p.grad = None
         return out
 
-    step()  # warm-up: allocator pools, lazy kernels
+    # Measure the FIRST step: after a warm-up step the allocator keeps the freed activations resident (glibc does not
+    # return them), so a second step's growth above RSS would not show the activation peak at all.
     before = _status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM (peak RSS) to the current RSS
@@ -83,7 +88,7 @@ def child(checkpointing: bool, batch: int, threads: int) -> dict:
     step()
     seconds = time.perf_counter() - started
     peak = _status_kib("VmHWM")
-    logits_bytes = batch * seq * config.vocab_size * 4
+    logits_bytes = batch * (seq if full_logits else answer + 1) * config.vocab_size * 4
     return {
         "checkpointing": checkpointing,
         "rss_before_mib": before / 1024,
@@ -100,16 +105,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child", choices=["on", "off"], default=None)
+    parser.add_argument("--full-logits", action="store_true",
+                        help="LM head over every position (the trainer's default is the answer positions only)")
     ns = parser.parse_args()
     if ns.child is not None:
-        print("RESULT " + json.dumps(child(ns.child == "on", ns.batch, ns.threads)))
+        print("RESULT " + json.dumps(child(ns.child == "on", ns.batch, ns.threads, ns.full_logits)))
         return
     if not os.path.exists("/proc/self/clear_refs"):
         sys.exit("bench_p7_memory needs Linux /proc (peak-RSS reset)")
     results = {}
     for mode in ("off", "on"):
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", mode, "--batch", str(ns.batch), "--threads", str(ns.threads)],
+            [sys.executable, __file__, "--child", mode, "--batch", str(ns.batch), "--threads", str(ns.threads)]
+            + (["--full-logits"] if ns.full_logits else []),
             capture_output=True, text=True,
         )
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]

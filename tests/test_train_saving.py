@@ -32,7 +32,7 @@ REMOTE_SCRIPT = textwrap.dedent(
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
     batch = torch.load(batch_file, weights_only=False)
     with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=24, do_sample=False)
+        out = model.generate(**batch, max_new_tokens=16, do_sample=False)
     texts = processor.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
     dictionary = model.iec.dictionary
     json.dump({"texts": texts, "module": type(model).__module__, "dictionary_sum": float(dictionary.sum()),
@@ -49,7 +49,7 @@ def trained(tmp_path_factory):
     from trainers.tiny import synthetic_examples, tiny_icm
     from trainers.trainer import IcmTrainer
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # tiny matrices: one thread is fastest
     model, processor = tiny_icm(DIMS, seed=0)
     examples = synthetic_examples(DIMS, 4, ANSWERS, T.combined_instruction("implicit"))
     initialize_iec_dictionary(model, examples)
@@ -71,7 +71,7 @@ def trained(tmp_path_factory):
 
 def _generate(model, processor, batch):
     with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=24, do_sample=False)
+        out = model.generate(**batch, max_new_tokens=16, do_sample=False)
     return processor.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
@@ -91,7 +91,7 @@ def test_merged_save_reloads_as_remote_code_and_generates_the_same(trained, tmp_
     assert _generate(peft_model, processor, batch) == expected
     torch.save(dict(batch), tmp_path / "batch.pt")
     (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, str(tmp_path / "remote.py"), str(model_dir), str(tmp_path / "batch.pt"),
          str(tmp_path / "out.json")],
@@ -124,12 +124,11 @@ def test_adapter_save_reloads_with_the_documented_loader(trained, tmp_path):
     base_state = {k.replace(".original_module", ""): v for k, v in base_state.items()}
     missing, unexpected = base.load_state_dict(base_state, strict=False)
     assert not unexpected and all(not k.startswith("backbone.") for k in missing)
-    base.save_pretrained(tmp_path / "base")
     out = save_icm(peft_model, tmp_path / "adapter", merge_lora=False, processor=processor)
     files = set(os.listdir(out))
     assert {"adapter_config.json", "adapter_model.safetensors", "icm_modules.safetensors"} <= files
     assert "model.safetensors" not in files
-    reloaded = load_icm_adapter(out, base_model=str(tmp_path / "base"))
+    reloaded = load_icm_adapter(out, base_model=base)
     assert _generate(reloaded, processor, batch) == expected
 
 

@@ -21,7 +21,7 @@ ANSWERS = [
 def tiny():
     from trainers.tiny import synthetic_examples, tiny_icm
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # tiny matrices: one thread is fastest
     model, processor = tiny_icm(DIMS, seed=0)
     examples = synthetic_examples(DIMS, 8, ANSWERS, T.combined_instruction("implicit"))
     return model, processor, examples
@@ -217,3 +217,20 @@ def test_kmeans_skips_a_model_without_iec(tiny):
     model, _, examples = tiny
     no_iec = IcmForVideoSentiment(type(model.config)(**{**model.config.to_dict(), "use_iec": False}))
     assert initialize_iec_dictionary(no_iec, examples) == {"skipped": "use_iec=False"}
+
+
+def test_answer_only_logits_keeps_the_loss(tiny):
+    """The trainer's default LM head over the answer positions only gives exactly the full-sequence L_lm."""
+    from trainers.collator import IcmDataCollator
+    from trainers.trainer import answer_only_logits
+
+    model, processor, examples = _fresh(tiny)
+    model.eval()
+    batch = dict(IcmDataCollator(processor)(examples[:3]))
+    sliced = answer_only_logits(batch)
+    assert sliced["logits_to_keep"] < batch["input_ids"].shape[1]
+    with torch.no_grad():
+        full, part = model(**batch), model(**sliced)
+    assert part.logits.shape[1] == sliced["logits_to_keep"]
+    assert torch.allclose(full.lm_loss, part.lm_loss, rtol=1e-6, atol=1e-7)
+    assert answer_only_logits({k: v for k, v in batch.items() if k != "labels"}).get("logits_to_keep") is None

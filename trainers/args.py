@@ -72,6 +72,13 @@ class IcmTrainingArguments(TrainingArguments):
         },
     )
     kmeans_max_iter: int = field(default=50, metadata={"help": "Lloyd iterations of the dictionary K-means (§3.3)."})
+    answer_only_logits: bool = field(
+        default=True,
+        metadata={
+            "help": "Compute the LM head only where L_lm has labels (the answer), not over the thousands of video "
+            "tokens: the same L_lm (§3.4), a fraction of the logits memory."
+        },
+    )
     generation_max_new_tokens: int = field(
         default=96, metadata={"help": "Tokens generated per answer when evaluating through generation (§4.4)."}
     )

@@ -22,6 +22,7 @@ raise :class:`RecipeError` (a ``ValueError``) naming the field. The fields (defa
     name: my-run                  # [recipe file name]
     output_dir: runs/my-run       # [runs/<name>]
     seed: 0
+    threads: null                 # torch intra-op threads (null: torch's default); 1 is fastest for tiny models
     data:
       data_dir: null              # folder with explicit.jsonl / implicit.jsonl (+ scene_tuning/)
       mini_set: {seed: 0, size: small}   # or generate the embedded mini set (when data_dir is null)
@@ -90,6 +91,7 @@ SCHEMA: dict[str, Any] = {
     "name": None,
     "output_dir": None,
     "seed": 0,
+    "threads": None,
     "data": {
         "data_dir": None,
         "mini_set": {"seed": 0, "size": "small"},
@@ -443,6 +445,8 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
     timings: dict[str, float] = {}
     result: dict[str, Any] = {"name": r["name"], "output_dir": str(out), "recipe": r, "metrics": {}, "stages": {}}
     torch.manual_seed(int(r["seed"]))
+    if r["threads"] is not None:
+        torch.set_num_threads(int(r["threads"]))
 
     started = time.perf_counter()
     data_dir = _prepare_data(r, out, log)

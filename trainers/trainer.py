@@ -51,6 +51,24 @@ def load_icm_module_state_dict(model: nn.Module, path: str | os.PathLike) -> Non
     base.load_state_dict(state, strict=False)
 
 
+def answer_only_logits(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Restrict the LM head to the positions that predict a label (from the token before the first supervised one to
+    the end) with ``logits_to_keep`` and the labels sliced alike. The loss is unchanged (the other positions are -100)
+    but the ``tokens × vocab`` logits — thousands of video tokens long — shrink to the answer's length."""
+    labels = inputs.get("labels")
+    if labels is None or "logits_to_keep" in inputs:
+        return inputs
+    supervised = labels != -100
+    rows = supervised.any(1)
+    if not bool(rows.any()):
+        return inputs
+    first = int(supervised.float().argmax(1)[rows].min())
+    keep = labels.shape[1] - max(first - 1, 0)
+    if keep >= labels.shape[1]:
+        return inputs
+    return {**inputs, "labels": labels[:, -keep:], "logits_to_keep": keep}
+
+
 class IcmTrainer(Trainer):
     """``Trainer`` for ICM.
 
@@ -127,6 +145,8 @@ class IcmTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         """``L = L_lm + L_rb`` (§3.4); both parts and the router's mean expert weights go to the metrics buffer."""
+        if self.args.answer_only_logits:
+            inputs = answer_only_logits(inputs)
         outputs = model(**inputs)
         if outputs.lm_loss is None:
             raise ValueError("the batch has no labels: IcmTrainer trains on answers (collator with_answers=True)")
