@@ -134,10 +134,10 @@ def test_missing_cache_entry_names_the_video(tmp_path):
 LEARNING_RECIPE = {
     "base": "demo.yaml",
     "name": "learning-test",
-    "data": {"mini_set": {"seed": 0, "size": "small"}, "configs": ["explicit"], "max_train_clips": 24,
+    "threads": 1,
+    "data": {"mini_set": {"seed": 0, "size": "small"}, "configs": ["explicit"], "max_train_clips": 30,
              "max_eval_clips": 12},
-    "ablation": {"scene_tuning": False},
-    "stages": {"omnisila": {"num_train_epochs": 10}},
+    "stages": {"omnisila": {"num_train_epochs": 30}},
     "evaluate": {"before_training": True, "attribution_metrics": ["sem_r"], "max_new_tokens": 64},
 }
 
