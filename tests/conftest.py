@@ -72,19 +72,9 @@ def tiny_model(tiny_config):
 
 
 def make_tiny_processor(tokenizer, num_frames: int = 8):
-    from transformers import VideoLlavaVideoProcessor
+    from trainers.tiny import tiny_processor
 
-    from modeling_icm.processing_icm import IcmProcessor
-
-    video_processor = VideoLlavaVideoProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    return IcmProcessor(
-        video_processor,
-        tokenizer,
-        num_frames=num_frames,
-        num_scene_tokens=num_frames,
-        patch_size=8,
-        scene_extraction={"pipeline": "tiny"},
-    )
+    return tiny_processor(tokenizer, num_frames=num_frames)
 
 
 @pytest.fixture(scope="session")
