@@ -100,3 +100,10 @@ def random_frames(count: int, num_frames: int = 8, seed: int = 0):
 
     gen = torch.Generator().manual_seed(seed)
     return [torch.randint(0, 256, (num_frames, 40, 56, 3), generator=gen, dtype=torch.uint8) for _ in range(count)]
+
+
+def checkpoint_layout(name: str) -> Path:
+    """The official checkpoint layout ``name`` from ``../shared/checkpoint-layouts`` (the project's reference), or
+    the copy kept in ``tests/data`` when the tests run where shared/ is not beside the checkout."""
+    shared = Path(__file__).resolve().parents[2] / "shared" / "checkpoint-layouts" / name
+    return shared if shared.exists() else Path(__file__).resolve().parent / "data" / "checkpoint-layouts" / name

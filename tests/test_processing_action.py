@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import checkpoint_layout
 
 from modeling_icm.scene_contract import DEFAULT_SCENE_DIMS
 from processing.action import (
@@ -25,7 +26,7 @@ from processing.action import (
 )
 from processing.video import sample_frames
 
-LAYOUT = Path(__file__).resolve().parents[2] / "shared" / "checkpoint-layouts" / "higherhrnet_w32_512.json"
+LAYOUT = checkpoint_layout("higherhrnet_w32_512.json")
 
 
 @pytest.fixture(scope="module")

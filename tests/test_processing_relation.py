@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import checkpoint_layout
 
 from modeling_icm.scene_contract import (
     DEFAULT_SCENE_DIMS,
@@ -27,7 +28,7 @@ from processing.relation import (
     ResNetBody,
 )
 
-LAYOUT = Path(__file__).resolve().parents[2] / "shared" / "checkpoint-layouts" / "reltr_vg.json"
+LAYOUT = checkpoint_layout("reltr_vg.json")
 OFFICIAL_NUM_PARAMETERS = 63_901_928
 
 
