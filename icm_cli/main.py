@@ -454,7 +454,7 @@ def cmd_demo(args) -> int:
     if "OMP_NUM_THREADS" not in os.environ:
         # Tiny models: one intra-op thread beats several busy-waiting ones on a small (or shared) machine.
         torch.set_num_threads(1)
-    report = run_demo(args.out, recipe=args.recipe, log=lambda line: _eprint(f"[icm demo] {line}"))
+    report = run_demo(args.out, recipe=args.recipe, log=lambda line: _eprint(f"[icm demo] {line}"), seed=args.seed)
     print(f"report: {report}")
     return 0
 
@@ -633,6 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "analysis, report", formatter_class=_Formatter)  # fmt: skip
     p.add_argument("--out", default=DEMO_DIR, help="folder of the demo's outputs and report")
     p.add_argument("--recipe", default="demo", help="the training recipe (a file or a shipped name)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="training seed (initial weights, data order); default: the recipe's (0). The mini set is fixed")  # fmt: skip
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,10 +1,25 @@
 #!/usr/bin/env bash
 # One set-up path for a fresh machine with no hub access (README, .ci/run).
-# torch first and pinned, so that no resolver ever picks another torch; then the package with its extras;
-# facenet-pytorch without its dependencies (it pins an old torch). Idempotent: fast when everything is present.
+#
+# It makes the project's own virtualenv, `.venv/` in the checkout (ICM_VENV=DIR puts it elsewhere), created without
+# the system site-packages, so nothing installed on the machine by hand can mask a missing or too-old requirement:
+# what the suite sees is exactly what this script installs. Then torch first and pinned, so that no resolver ever
+# picks another torch; then the package with its extras; facenet-pytorch without its dependencies (it pins an old
+# torch). Idempotent: fast when everything is present. Use the environment as `.venv/bin/icm`, `.venv/bin/python`, or
+# `source .venv/bin/activate`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-$PY -m pip install -q torch==2.14.1 torchvision==0.29.1
-$PY -m pip install -q -c <(printf 'torch==2.14.1\ntorchvision==0.29.1\n') -e ".[dev]"
-$PY -m pip install -q --no-deps "facenet-pytorch>=2.6"
+VENV=${ICM_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[setup] creating the virtualenv $VENV (no system site-packages)"
+    "${PYTHON:-python3}" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+PINS=$(mktemp)
+trap 'rm -f "$PINS"' EXIT
+printf 'torch==2.14.1\ntorchvision==0.29.1\n' >"$PINS"
+"$PY" -m pip install -q --upgrade pip
+"$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1
+"$PY" -m pip install -q -c "$PINS" -e ".[dev]"
+"$PY" -m pip install -q --no-deps "facenet-pytorch>=2.6"
+echo "[setup] ready: $VENV ($("$PY" -c 'import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")'))"

@@ -78,14 +78,13 @@ def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted(tmp_path):
 
 @pytest.mark.slow
 def test_accelerate_ddp_two_cpu_processes_matches_single_process(tmp_path):
-    if shutil.which("accelerate") is None:
-        pytest.skip("the accelerate launcher is not on PATH")
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     _run(["--output-dir", str(single), "--max-steps", "4", "--per-device-batch", "4"])
     # accelerate 1.x runs `--cpu --num_processes 2` only through mpirun; the shipped config uses the torchrun launcher
     # and the Trainer's use_cpu=True turns it into gloo DDP on 2 CPU processes
     config = Path(__file__).resolve().parents[1] / "trainers" / "accelerate_configs" / "cpu_ddp_2proc.yaml"
-    cmd = ["accelerate", "launch", "--config_file", str(config), "-m", "trainers.tiny_train", "--output-dir", str(ddp),
+    # the launcher of this interpreter's environment (a virtualenv's bin/ need not be on PATH)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "-m", "trainers.tiny_train", "--output-dir", str(ddp),
            "--max-steps", "4", "--per-device-batch", "2"]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
