@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -45,7 +46,8 @@ LEGACY_PREFIXES = (  # transformers 5 module path -> the key prefix of the publi
 BASE_VOCAB = 32000  # LLaMA's SentencePiece vocabulary; <image> <video> <pad> follow, then spare rows up to 32064
 
 
-def _llama_vocab(corpus: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+@functools.lru_cache(maxsize=1)
+def _llama_vocab(corpus: tuple[str, ...]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """A LLaMA-shaped BPE vocabulary of exactly 32,000 pieces: ``<unk> <s> </s>``, ``<0x00>..<0xFF>``, pieces and
     merges learned on ``corpus`` (▁-prefixed words, single digits), then unused filler pieces."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
@@ -69,21 +71,23 @@ def _llama_vocab(corpus: list[str]) -> tuple[dict[str, int], list[tuple[str, str
     return vocab, merges
 
 
-def _corpus() -> list[str]:
+def _corpus() -> tuple[str, ...]:
     from modeling_icm.presets import template_corpus
 
-    return template_corpus() + ["USER: ASSISTANT: The frames are sampled at"]
+    return tuple(template_corpus() + ["USER: ASSISTANT: The frames are sampled at"])
 
 
-def save_video_llava_tokenizer(out: Path, with_scene: int | None = None) -> None:
-    """The VideoLlavaProcessor's tokenizer files of Video-LLaVA-7B-hf (``with_scene``: also an added ``<scene>``
-    token at that id, for the bad-input tests)."""
+def save_video_llava_tokenizer(out: Path, with_scene: bool = False) -> None:
+    """The VideoLlavaProcessor's tokenizer files of Video-LLaVA-7B-hf (``with_scene``: with an added ``<scene>``
+    token after ``<pad>``, as a tokenizer someone already extended)."""
     from tokenizers import processors
     from transformers import AddedToken, LlamaTokenizer
 
     vocab, merges = _llama_vocab(_corpus())
+    vocab, merges = dict(vocab), list(merges)
     tok = LlamaTokenizer(vocab=vocab, merges=merges, add_prefix_space=True)
-    extra = [AddedToken(t, special=True, normalized=False) for t in ("<image>", "<video>", "<pad>")]
+    names = ("<image>", "<video>", "<pad>") + (("<scene>",) if with_scene else ())
+    extra = [AddedToken(t, special=True, normalized=False) for t in names]
     tok.add_tokens(extra, special_tokens=True)
     # LLaMA's tokenizer.json prepends <s> (add_bos_token) through its post-processor
     tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
@@ -91,11 +95,6 @@ def save_video_llava_tokenizer(out: Path, with_scene: int | None = None) -> None
     )
     assert [tok.convert_tokens_to_ids(t) for t in ("<image>", "<video>", "<pad>")] == [32000, 32001, 32002]
     backend = json.loads(tok.backend_tokenizer.to_str())
-    if with_scene is not None:
-        backend["added_tokens"].append(
-            {"id": with_scene, "content": "<scene>", "single_word": False, "lstrip": False, "rstrip": False,
-             "normalized": False, "special": True}
-        )  # fmt: skip
     (out / "tokenizer.json").write_text(json.dumps(backend, ensure_ascii=False, indent=2))
     added = {t["content"]: t["id"] for t in backend["added_tokens"] if t["id"] >= BASE_VOCAB}
     decoder = {
@@ -179,7 +178,7 @@ def video_llava_7b_standin_config(text_hidden: int = 64, text_layers: int = 2, v
     }
 
 
-def save_video_llava_processor_files(out: Path, with_scene: int | None = None) -> None:
+def save_video_llava_processor_files(out: Path, with_scene: bool = False) -> None:
     save_video_llava_tokenizer(out, with_scene=with_scene)
     preprocessor = {
         "crop_size": {"height": 224, "width": 224},
@@ -202,7 +201,7 @@ def save_video_llava_processor_files(out: Path, with_scene: int | None = None) -
     (out / "chat_template.json").write_text(json.dumps({"chat_template": VIDEO_LLAVA_CHAT_TEMPLATE}, indent=2))
 
 
-def save_video_llava_7b_standin(out: str | Path, seed: int = 0, shards: int = 2, with_scene: int | None = None,
+def save_video_llava_7b_standin(out: str | Path, seed: int = 0, shards: int = 2, with_scene: bool = False,
                                 **sizes) -> Path:
     """Write the stand-in of ``LanguageBind/Video-LLaVA-7B-hf`` to ``out`` (see the module docstring)."""
     from safetensors.torch import save_file

@@ -108,6 +108,30 @@ def test_a_checkpoint_without_spare_rows_is_resized_and_says_so(tmp_path, caplog
     assert model.config.scene_token_id == 32003
 
 
+def test_a_scene_token_the_tokenizer_already_has_is_used(tmp_path):
+    from modeling_icm.modeling_icm import IcmForVideoSentiment
+
+    path = save_video_llava_7b_standin(tmp_path / "vl", shards=1, with_scene=True)
+    model, processor = IcmForVideoSentiment.from_video_llava(path, _small_config(), dtype=torch.float32)
+    assert processor.scene_token_id == model.config.scene_token_id == 32003
+    assert len(processor.tokenizer) == 32004 and model.get_input_embeddings().weight.shape[0] == 32064  # not re-added
+
+
+def test_an_icm_checkpoint_whose_tokenizer_disagrees_on_scene_is_named(tmp_path, tiny_tokenizer):
+    from trainers.recipe import RecipeError, load_recipe, preflight
+    from trainers.tiny import tiny_icm
+
+    model, processor = tiny_icm({"face": 24, "action": 20, "object": 28, "background": 16})
+    model.save_pretrained(tmp_path / "icm")
+    processor.save_pretrained(tmp_path / "icm")
+    config = json.loads((tmp_path / "icm" / "config.json").read_text())
+    config["scene_token_id"] = processor.scene_token_id + 1  # not where the tokenizer has <scene>
+    (tmp_path / "icm" / "config.json").write_text(json.dumps(config))
+    recipe = load_recipe({"model": {"preset": "pretrained", "pretrained": str(tmp_path / "icm")}})
+    with pytest.raises(RecipeError, match=rf"already has <scene> with id {processor.scene_token_id} but config"):
+        preflight(recipe)
+
+
 def _break(folder: Path, how: str) -> str:
     if how == "architecture":
         config = json.loads((folder / "config.json").read_text())
@@ -168,14 +192,20 @@ def test_an_explicit_empty_mapping_or_null_replaces_what_the_base_holds(tmp_path
     assert load_recipe({"base": "paper.yaml", "data": None})["data"]["configs"] == ["implicit"]  # the defaults
 
 
-def test_the_shipped_paper_recipe_names_its_missing_files_before_any_work(tmp_path, monkeypatch):
-    from trainers.recipe import RecipeError, run_recipe
+@pytest.mark.parametrize("command", ["extract", "train"])
+def test_the_shipped_paper_recipe_names_its_missing_files_before_any_work(tmp_path, monkeypatch, capsys, command):
+    from icm_cli.main import main
 
     monkeypatch.chdir(tmp_path)
+    assert main([command, "--recipe", "paper"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'data.data_dir': data/omnisila is not a folder" in err, err
     (tmp_path / "data" / "omnisila").mkdir(parents=True)
-    with pytest.raises(RecipeError, match=r"features\.pipeline_kwargs\.action_checkpoint.*pose_higher_hrnet"):
-        run_recipe("paper", output_dir=tmp_path / "run")
-    assert not (tmp_path / "run").exists()
+    assert main([command, "--recipe", "paper", "--output-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert "'features.pipeline_kwargs.action_checkpoint': checkpoints/pose_higher_hrnet_w32_512.pth: file not found" in err
+    assert not (tmp_path / "run").exists()  # nothing started
 
 
 def test_a_recipe_with_a_missing_or_wrong_checkpoint_is_named(tmp_path, video_llava):
@@ -201,11 +231,11 @@ def _paper_overrides(tmp: Path, video_llava: Path, data_dir: Path, kwargs: dict)
         "threads": 1,
         "data": {"data_dir": str(data_dir), "max_train_clips": 1, "max_eval_clips": 1, "max_scene_items": 1,
                  "train_tasks": ["combined"]},  # fmt: skip
-        "features": {"pipeline_kwargs": kwargs, "num_frames": 2},
+        "features": {"pipeline_kwargs": kwargs},  # num_frames: the paper's 8
         "model": {"pretrained": str(video_llava), "config_overrides": SMALL_ICM},
         "training": {"bf16": False, "use_cpu": True, "per_device_train_batch_size": 2, "num_train_epochs": 1,
                      "logging_steps": 1, "save_strategy": "no", "dataloader_num_workers": 0},  # fmt: skip
-        "evaluate": {"max_new_tokens": 6, "batch_size": 2, "attribution_metrics": ["sem_r"]},
+        "evaluate": {"max_new_tokens": 6, "batch_size": 2},  # attribution_metrics: the paper's (all)
     }
 
 

@@ -399,11 +399,11 @@ def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
     scene_extraction.setdefault("scenes", list(r["ablation"]["scenes"]))
     config = AutoConfig.from_pretrained(source, trust_remote_code=True)
     if getattr(config, "model_type", None) == "icm":
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+        _check_token_ids(config, processor, source)
         model = AutoModel.from_pretrained(
             source, trust_remote_code=True, dtype=dtype, **{"scene_dims": scene_dims, **overrides}
         )
-        processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
-        _check_token_ids(model.config, processor, source)
     else:  # a Video-LLaVA checkpoint: build ICM (and its processor) around it
         model, processor = IcmForVideoSentiment.from_video_llava(
             source,
@@ -463,6 +463,16 @@ def preflight(r: dict) -> None:
                     )
                 if not Path(path).is_file():
                     raise RecipeError(f"recipe field 'features.pipeline_kwargs.{field}': {path}: file not found")
+        import inspect
+
+        from processing.pipeline import ScenePipeline
+
+        defaults = inspect.signature(ScenePipeline.from_pretrained).parameters
+        for scene, field in (("face", "face_encoder"), ("background", "background_encoder")):
+            if scene in r["ablation"]["scenes"]:
+                value = kwargs.get(field, defaults[field].default)
+                if isinstance(value, str):
+                    _check_pretrained_ref(f"recipe field 'features.pipeline_kwargs.{field}'", value)
     if r["model"]["preset"] != "pretrained":
         return
     source = str(r["model"]["pretrained"])
@@ -476,6 +486,13 @@ def preflight(r: dict) -> None:
         except ValueError as err:
             raise RecipeError(f"{field}: {config_file}: not valid JSON ({err})") from err
         if model_type == "icm":
+            from transformers import AutoConfig, AutoProcessor
+
+            _check_token_ids(
+                AutoConfig.from_pretrained(source, trust_remote_code=True),
+                AutoProcessor.from_pretrained(source, trust_remote_code=True),
+                source,
+            )
             return
         from modeling_icm.processing_icm import check_video_llava_folder
 
@@ -484,6 +501,13 @@ def preflight(r: dict) -> None:
         except (OSError, ValueError) as err:
             raise RecipeError(f"{field}: {err}") from err
         return
+    _check_pretrained_ref(field, source)
+
+
+def _check_pretrained_ref(field: str, source: str) -> None:
+    """``source`` is a local folder or a Hub id whose config loads (from the cache when offline)."""
+    if Path(source).is_dir():
+        return
     try:
         from transformers import AutoConfig
 
@@ -491,9 +515,8 @@ def preflight(r: dict) -> None:
     except Exception as err:  # noqa: BLE001 - offline, unknown id, no access: all mean "cannot start"
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise RecipeError(
-            f"{field}: {source} is not a local folder and does not load as a Hub id ({first[:200]}); download it "
-            "(e.g. huggingface-cli download LanguageBind/Video-LLaVA-7B-hf --local-dir checkpoints/Video-LLaVA-7B-hf)"
-            " and point model.pretrained at the folder"
+            f"{field}: {source} is not a local folder and does not load as a Hub id ({first[:160]}); download it "
+            f"(huggingface-cli download {source} --local-dir checkpoints/{source.rsplit('/', 1)[-1]}) and name the folder"
         ) from err
 
 
