@@ -724,7 +724,9 @@ class IcmForVideoSentiment(IcmPreTrainedModel, GenerationMixin):
 
         ``<scene>`` takes a spare embedding row when the checkpoint has one (7B-hf: 32,064 rows for 32,003 tokens, so
         ``<scene>`` = 32003 needs no resizing); otherwise the embeddings are resized to the tokenizer's length and a
-        warning says so. The ICM modules (SBM, IEC, projector) are freshly initialised. Errors name the file: a
+        warning says so. The ICM modules (SBM, IEC, projector) are freshly initialised in float32 (they are trained;
+        mixed-precision training wants float32 master weights), the backbone keeps the ``dtype`` it is loaded in
+        (e.g. ``dtype=torch.bfloat16`` for a frozen 7B backbone under LoRA). Errors name the file: a
         checkpoint of another architecture, missing processor files, a tokenizer without ``<video>`` or whose
         ``<video>`` id differs from ``config.json``'s ``video_token_index``.
         """
@@ -776,12 +778,7 @@ class IcmForVideoSentiment(IcmPreTrainedModel, GenerationMixin):
         with torch.device("meta"):
             model = cls(config)
         model.backbone = backbone
-        model.to_empty_icm(backbone.device)
-        dtype = backbone.get_input_embeddings().weight.dtype
-        for name in model.icm_module_names:
-            module = getattr(model, name)
-            if module is not None:
-                module.to(dtype)
+        model.to_empty_icm(backbone.device)  # float32 whatever the backbone's dtype: these modules train
         if model.generation_config is not None:
             model.generation_config.suppress_tokens = model.placeholder_token_ids
             for key in ("bos_token_id", "eos_token_id", "pad_token_id"):

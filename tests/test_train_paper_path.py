@@ -270,9 +270,13 @@ def test_paper_recipe_end_to_end_from_a_video_llava_checkpoint(tmp_path, video_l
         "m = AutoModel.from_pretrained(d, trust_remote_code=True)\n"
         "p = AutoProcessor.from_pretrained(d, trust_remote_code=True)\n"
         "assert 'modeling_icm' not in sys.modules, 'the project leaked into the clean interpreter'\n"
+        "frames = torch.randint(0, 256, (8, 40, 56, 3), dtype=torch.uint8)\n"
+        "feats = {s: torch.randn(8, 2, d) for s, d in m.config.scene_dims.items()}\n"
+        "b = p(videos=[frames], text=['Describe.'], scene_features=[feats])\n"
+        "out = m.generate(**b, max_new_tokens=3, do_sample=False)\n"
         "print(json.dumps({'model': type(m).__name__, 'processor': type(p).__name__, 'scene': p.scene_token_id,"
         " 'config_scene': m.config.scene_token_id, 'rows': m.get_input_embeddings().weight.shape[0],"
-        " 'vocab': len(p.tokenizer)}))\n"
+        " 'vocab': len(p.tokenizer), 'new_tokens': out.shape[1] - b['input_ids'].shape[1]}))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run([sys.executable, "-I", "-c", script, str(model_dir)], capture_output=True, text=True,
@@ -280,7 +284,7 @@ def test_paper_recipe_end_to_end_from_a_video_llava_checkpoint(tmp_path, video_l
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded == {"model": "IcmForVideoSentiment", "processor": "IcmProcessor", "scene": 32003,
-                      "config_scene": 32003, "rows": 32064, "vocab": 32004}  # fmt: skip
+                      "config_scene": 32003, "rows": 32064, "vocab": 32004, "new_tokens": 3}  # fmt: skip
 
     video = next((data_dir / "videos").rglob("*.mp4"))
     out = tmp_path / "analysis.json"
