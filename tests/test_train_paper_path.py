@@ -174,6 +174,19 @@ def test_bad_checkpoints_are_named_in_one_line(video_llava, tmp_path, how):
     assert str(folder) in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_chat_template_of_another_conversation_format_is_said(video_llava, tmp_path):
+    import shutil
+
+    from modeling_icm.processing_icm import IcmProcessor
+
+    folder = tmp_path / "other-format"
+    shutil.copytree(video_llava, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    template = "{% for m in messages %}<|{{ m['role'] }}|>{% endfor %}{% if add_generation_prompt %}<|bot|>{% endif %}"
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    with pytest.warns(UserWarning, match=r"other-format: the chat template renders '<\|user\|><\|bot\|>'"):
+        IcmProcessor.from_video_llava(folder)
+
+
 # ------------------------------------------------------------------------------------------ recipe inheritance
 def test_an_explicit_empty_mapping_or_null_replaces_what_the_base_holds(tmp_path):
     from trainers.recipe import load_recipe
