@@ -434,6 +434,11 @@ def _check_token_ids(config, processor, source: str) -> None:
     )
     for token, field, wanted in pairs:
         got = tokenizer.convert_tokens_to_ids(token)
+        if got in (None, tokenizer.unk_token_id) and got != wanted:
+            raise RecipeError(
+                f"recipe field 'model.pretrained': {source}: the tokenizer has no {token} token but config.json has "
+                f"{field}={wanted}"
+            )
         if got != wanted:
             raise RecipeError(
                 f"recipe field 'model.pretrained': {source}: the tokenizer already has {token} with id {got} but "
