@@ -178,9 +178,26 @@ def _dataset_items(data_dir: Path) -> tuple[list, list[str]]:
     return list(unique.values()), list(dict.fromkeys(images))
 
 
+def cmd_extract_recipe(args) -> int:
+    """``icm extract --recipe R``: the recipe's data and scene features into its cache (``icm train`` reuses them)."""
+    from trainers.recipe import extract_features
+
+    _quiet_transformers()
+    result = extract_features(args.recipe, output_dir=args.output_dir, log=lambda line: _eprint(f"[icm extract] {line}"))
+    print(f"scene features in {result['cache_dir']} (pipeline {result['pipeline_hash'][:12]}); data {result['data_dir']}")
+    return 0
+
+
 def cmd_extract(args) -> int:
     from processing.cache import FeatureCache, extract_videos
 
+    if args.recipe:
+        if args.videos or args.dataset or args.cache:
+            raise CliError("--recipe takes the videos, the pipeline and the cache from the recipe: give none of "
+                           "VIDEO, --dataset, --cache with it")  # fmt: skip
+        return cmd_extract_recipe(args)
+    if not args.cache:
+        raise CliError("--cache is required (or give --recipe)")
     if not args.videos and not args.dataset:
         raise CliError("give video files or --dataset DIR")
     images: list = []
@@ -537,7 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "bad videos are skipped and reported.", formatter_class=_Formatter)  # fmt: skip
     p.add_argument("videos", nargs="*", metavar="VIDEO", help="video files")
     p.add_argument("--dataset", help="a data folder (explicit.jsonl / implicit.jsonl / scene_tuning/) instead of videos")
-    p.add_argument("--cache", required=True, help="the feature cache folder")
+    p.add_argument("--cache", help="the feature cache folder (required unless --recipe)")
+    p.add_argument("--recipe", help="extract what a training recipe needs, with its pipeline, into its cache")
+    p.add_argument("--output-dir", help="with --recipe: override the recipe's output_dir")
     p.add_argument("--pipeline", choices=("tiny", "pretrained"), default="pretrained",
                    help="tiny: the real MTCNN + tiny random encoders (tests, the demo); pretrained: the paper's extractors")  # fmt: skip
     p.add_argument("--scenes", nargs="+", choices=("face", "action", "object", "background"), help="default: all four")

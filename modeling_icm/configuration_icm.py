@@ -97,8 +97,9 @@ class IcmConfig(PretrainedConfig):
         router_beta (`float`, *optional*, defaults to 1e-2):
             β of Eq. 2, weight of the dimension-balancing term.
         scene_token_id (`int`, *optional*, defaults to 32003):
-            Token id of the ``<scene>`` placeholder (the first free id after Video-LLaVA's ``<pad>``; inside the
-            padded 32064-row vocabulary, so no resizing is needed).
+            Token id of the ``<scene>`` placeholder. The default is the id Video-LLaVA-7B-hf's tokenizer gives it
+            (the first free id after ``<pad>``, inside the padded 32064-row vocabulary, so no resizing is needed);
+            `IcmForVideoSentiment.from_video_llava` always sets it from the tokenizer it adds ``<scene>`` to.
         scene_projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the two-layer projector from d to the LLM width (as Video-LLaVA's projector).
         layer_norm_eps (`float`, *optional*, defaults to 1e-5):

@@ -16,6 +16,7 @@ a plain causal LM.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,11 +26,16 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel, VideoLlavaForConditionalGeneration
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_icm import IcmConfig
 from .kmeans import kmeans
 from .scene_contract import validate_scene_inputs
+from .templates import IMAGE_TOKEN as T_IMAGE
+from .templates import SCENE_TOKEN as T_SCENE
+from .templates import VIDEO_TOKEN as T_VIDEO
+
+logger = logging.get_logger(__name__)
 
 try:  # transformers >= 5: initialisers that respect the "already initialised" flags of from_pretrained
     from transformers import initialization as hf_init
@@ -695,21 +701,91 @@ class IcmForVideoSentiment(IcmPreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_video_llava(
-        cls, backbone: str | VideoLlavaForConditionalGeneration, config: IcmConfig | None = None, **kw
+        cls,
+        pretrained: str | VideoLlavaForConditionalGeneration,
+        config: IcmConfig | None = None,
+        processor=None,
+        processor_kwargs: dict | None = None,
+        **from_pretrained_kwargs,
     ):
-        """Build ICM around a pretrained Video-LLaVA (a model or an id/path loaded with ``from_pretrained``); the
-        ICM modules are freshly initialised. ``config`` (optional) supplies the ICM hyper-parameters; its
-        ``backbone_config`` is replaced by the loaded backbone's."""
-        if not isinstance(backbone, VideoLlavaForConditionalGeneration):
-            backbone = VideoLlavaForConditionalGeneration.from_pretrained(backbone, **kw)
-        config_dict = (config or IcmConfig()).to_dict()
+        """Build ICM around a pretrained Video-LLaVA; returns ``(model, processor)``.
+
+        Args:
+            pretrained: a Video-LLaVA checkpoint (folder or Hub id, e.g. ``LanguageBind/Video-LLaVA-7B-hf``, loaded
+                with ``VideoLlavaForConditionalGeneration.from_pretrained``) or such a model.
+            config: the ICM hyper-parameters (default: the paper's, ``IcmConfig()``). Its ``backbone_config`` is
+                replaced by the checkpoint's and its ``scene_token_id`` by the id the tokenizer gives ``<scene>``.
+            processor: where the tokenizer and video processor come from (default: ``pretrained``): a folder / Hub
+                id, a ``VideoLlavaProcessor``, or a ready ``IcmProcessor``.
+            processor_kwargs: further arguments of ``IcmProcessor.from_video_llava`` (``scene_extraction``,
+                ``max_length``).
+            from_pretrained_kwargs: passed to ``VideoLlavaForConditionalGeneration.from_pretrained`` (``dtype``,
+                ``device_map``...).
+
+        ``<scene>`` takes a spare embedding row when the checkpoint has one (7B-hf: 32,064 rows for 32,003 tokens, so
+        ``<scene>`` = 32003 needs no resizing); otherwise the embeddings are resized to the tokenizer's length and a
+        warning says so. The ICM modules (SBM, IEC, projector) are freshly initialised in float32 (they are trained;
+        mixed-precision training wants float32 master weights), the backbone keeps the ``dtype`` it is loaded in
+        (e.g. ``dtype=torch.bfloat16`` for a frozen 7B backbone under LoRA). Errors name the file: a
+        checkpoint of another architecture, missing processor files, a tokenizer without ``<video>`` or whose
+        ``<video>`` id differs from ``config.json``'s ``video_token_index``.
+        """
+        from .processing_icm import IcmProcessor, check_video_llava_folder
+
+        if processor is None:
+            if not isinstance(pretrained, (str, os.PathLike)):
+                raise ValueError("from_video_llava(model) needs processor= (the checkpoint folder or its processor)")
+            processor = pretrained
+        where = os.fspath(pretrained) if isinstance(pretrained, (str, os.PathLike)) else "the given backbone"
+        if isinstance(pretrained, (str, os.PathLike)):
+            check_video_llava_folder(pretrained, need_weights=True)
+        config = config if config is not None else IcmConfig()
+        if not isinstance(processor, IcmProcessor):
+            processor = IcmProcessor.from_video_llava(
+                processor,
+                num_frames=config.num_frames,
+                num_scene_tokens=config.num_scene_tokens,
+                **(processor_kwargs or {}),
+            )
+        if not isinstance(pretrained, VideoLlavaForConditionalGeneration):
+            pretrained = VideoLlavaForConditionalGeneration.from_pretrained(pretrained, **from_pretrained_kwargs)
+        backbone = pretrained
+        tokenizer = processor.tokenizer
+        vision_patch = backbone.config.vision_config.patch_size
+        if processor.patch_size != vision_patch:
+            raise ValueError(
+                f"{where}: the processor's patch_size ({processor.patch_size}, processor_config.json) differs from the "
+                f"vision tower's ({vision_patch}, config.json vision_config.patch_size)"
+            )
+        for token, field in ((T_VIDEO, "video_token_index"), (T_IMAGE, "image_token_index")):
+            token_id = tokenizer.convert_tokens_to_ids(token)
+            wanted = getattr(backbone.config, field)
+            if token_id != wanted and not (token == T_IMAGE and token_id in (None, tokenizer.unk_token_id)):
+                raise ValueError(
+                    f"{where}: the tokenizer gives {token} the id {token_id} but config.json has {field}={wanted}"
+                )
+        rows = backbone.get_input_embeddings().weight.shape[0]
+        if len(tokenizer) > rows:
+            backbone.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+            logger.warning(
+                f"{where}: the embeddings have no spare row for {T_SCENE} (id {processor.scene_token_id}): resized "
+                f"them from {rows} to {len(tokenizer)} rows (the new rows are the mean of the old ones)"
+            )
+        config_dict = config.to_dict()
         config_dict["backbone_config"] = backbone.config.to_dict()
+        config_dict["scene_token_id"] = processor.scene_token_id
         config = IcmConfig(**{k: v for k, v in config_dict.items() if k not in ("model_type", "transformers_version")})
         with torch.device("meta"):
             model = cls(config)
         model.backbone = backbone
-        model.to_empty_icm(backbone.device)
-        return model
+        model.to_empty_icm(backbone.device)  # float32 whatever the backbone's dtype: these modules train
+        if model.generation_config is not None:
+            model.generation_config.suppress_tokens = model.placeholder_token_ids
+            for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+                value = getattr(backbone.generation_config, key, None) if backbone.generation_config else None
+                if value is not None:
+                    setattr(model.generation_config, key, value)
+        return model, processor
 
     def to_empty_icm(self, device) -> None:
         """Materialise and initialise the ICM modules (after the backbone was swapped in on a real device)."""

@@ -64,6 +64,69 @@ def _import_processing(what: str):
     return video, pipeline
 
 
+#: Files a Video-LLaVA checkpoint folder must hold for its processor (``LanguageBind/Video-LLaVA-7B-hf`` layout):
+#: one of each group.
+VIDEO_LLAVA_PROCESSOR_FILES: tuple[tuple[str, ...], ...] = (
+    ("tokenizer_config.json",),
+    ("tokenizer.json", "tokenizer.model"),
+    ("preprocessor_config.json", "video_preprocessor_config.json"),
+)
+
+
+def check_video_llava_folder(path: str | os.PathLike, need_weights: bool = False) -> None:
+    """Raise naming the file when the local folder ``path`` is not a Video-LLaVA checkpoint: ``config.json`` missing
+    or of another architecture, a processor file missing, or (``need_weights``) no safetensors/bin weights. A path
+    that is not a local folder (a Hub id) is left to ``from_pretrained``."""
+    import json
+
+    folder = os.fspath(path)
+    if not os.path.isdir(folder):
+        return
+    config_file = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"{config_file}: not found; {folder} is not a Video-LLaVA checkpoint folder")
+    try:
+        config = json.loads(open(config_file, encoding="utf-8").read())
+    except ValueError as err:
+        raise ValueError(f"{config_file}: not valid JSON ({err})") from err
+    model_type = config.get("model_type")
+    if model_type != "video_llava":
+        raise ValueError(
+            f"{config_file}: model_type {model_type!r} (architectures {config.get('architectures')}) is not a "
+            "Video-LLaVA checkpoint (model_type 'video_llava', VideoLlavaForConditionalGeneration)"
+        )
+    for group in VIDEO_LLAVA_PROCESSOR_FILES:
+        if not any(os.path.isfile(os.path.join(folder, name)) for name in group):
+            names = " or ".join(group)
+            raise FileNotFoundError(f"{os.path.join(folder, group[0])}: not found; a Video-LLaVA processor needs {names}")
+    if need_weights:
+        names = os.listdir(folder)
+        if not any(n.endswith((".safetensors", ".bin")) or n.endswith(".index.json") for n in names):
+            raise FileNotFoundError(f"{folder}: no model weights (model*.safetensors or model.safetensors.index.json)")
+
+
+def _check_scene_token(tokenizer, where: str) -> int | None:
+    """The id of an existing ``<scene>`` token (None if absent), after checking that it is an added special token
+    apart from the other placeholders (a ``<scene>`` inside the base vocabulary would overwrite a text token)."""
+    scene_id = tokenizer.convert_tokens_to_ids(T.SCENE_TOKEN)
+    if scene_id is None or scene_id == tokenizer.unk_token_id:
+        return None
+    taken = {
+        T.IMAGE_TOKEN: tokenizer.convert_tokens_to_ids(T.IMAGE_TOKEN),
+        T.VIDEO_TOKEN: tokenizer.convert_tokens_to_ids(T.VIDEO_TOKEN),
+        "pad": tokenizer.pad_token_id,
+    }
+    clash = [name for name, token_id in taken.items() if token_id == scene_id]
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    if clash or scene_id not in added:
+        why = f"the id of {clash[0]}" if clash else "a token of the base vocabulary, not an added special token"
+        raise ValueError(
+            f"{where}: the tokenizer already has {T.SCENE_TOKEN} with id {scene_id}, {why}; remove it from the "
+            "tokenizer files (ICM adds its own <scene> token)"
+        )
+    return scene_id
+
+
 class IcmProcessor(ProcessorMixin):
     r"""Processor of ICM (Omni-SILA).
 
@@ -108,6 +171,77 @@ class IcmProcessor(ProcessorMixin):
                 raise ValueError(f"the tokenizer has no {token} token; add it as a special token")
         self.video_token_id = tokenizer.convert_tokens_to_ids(T.VIDEO_TOKEN)
         self.scene_token_id = tokenizer.convert_tokens_to_ids(T.SCENE_TOKEN)
+
+    @classmethod
+    def from_video_llava(
+        cls,
+        pretrained,
+        num_frames: int = 8,
+        num_scene_tokens: int | None = None,
+        scene_extraction: dict | None = None,
+        max_length: int | None = None,
+        patch_size: int | None = None,
+        **from_pretrained_kwargs,
+    ) -> IcmProcessor:
+        """The ICM processor of a Video-LLaVA checkpoint (e.g. ``LanguageBind/Video-LLaVA-7B-hf``).
+
+        The tokenizer, the video processor (resize / crop / CLIP normalisation), the patch size and the chat template
+        come from the checkpoint's ``VideoLlavaProcessor`` (``pretrained``: its folder / Hub id, or the processor
+        itself); ``<scene>`` is added as a special token after the checkpoint's own tokens (7B: id 32003, right after
+        ``<image>`` 32000, ``<video>`` 32001, ``<pad>`` 32002) unless the tokenizer already has it as an added token.
+        The prompt keeps the backbone's conversation format ``USER: ... ASSISTANT:`` (a warning says so when the
+        checkpoint's chat template writes another one).
+
+        Raises ``FileNotFoundError`` / ``ValueError`` naming the file when the checkpoint is not a Video-LLaVA one
+        (another architecture, a processor file missing, a tokenizer without ``<video>``), or when its tokenizer has a
+        ``<scene>`` token that is not a separate added token.
+        """
+        import copy
+
+        from transformers import AddedToken, AutoProcessor
+
+        if isinstance(pretrained, (str, os.PathLike)):
+            where = os.fspath(pretrained)
+            check_video_llava_folder(where)
+            try:
+                backbone = AutoProcessor.from_pretrained(where, **from_pretrained_kwargs)
+            except (OSError, ValueError, KeyError) as err:
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise ValueError(f"{where}: cannot load the Video-LLaVA processor: {first}") from err
+        else:
+            where, backbone = f"the given {type(pretrained).__name__}", pretrained
+        tokenizer = getattr(backbone, "tokenizer", None)
+        video_processor = getattr(backbone, "video_processor", None)
+        if tokenizer is None or video_processor is None:
+            raise ValueError(
+                f"{where}: {type(backbone).__name__} is not a Video-LLaVA processor (it needs a tokenizer and a video "
+                "processor: tokenizer_config.json, tokenizer.json, preprocessor_config.json)"
+            )
+        video_id = tokenizer.convert_tokens_to_ids(T.VIDEO_TOKEN)
+        if video_id is None or video_id == tokenizer.unk_token_id:
+            raise ValueError(
+                f"{where}: the tokenizer (tokenizer.json / tokenizer_config.json) has no {T.VIDEO_TOKEN} token: not a "
+                "Video-LLaVA tokenizer"
+            )
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"{where}: the tokenizer has no pad token (Video-LLaVA's is <pad>)")
+        if not isinstance(pretrained, (str, os.PathLike)):
+            tokenizer = copy.deepcopy(tokenizer)  # adding <scene> must not change the caller's tokenizer
+        if _check_scene_token(tokenizer, where) is None:
+            tokenizer.add_tokens([AddedToken(T.SCENE_TOKEN, special=True, normalized=False)], special_tokens=True)
+        chat_template = getattr(backbone, "chat_template", None)
+        if isinstance(chat_template, str):
+            _warn_if_other_conversation_format(chat_template, where)
+        return cls(
+            video_processor,
+            tokenizer,
+            num_frames=num_frames,
+            num_scene_tokens=num_scene_tokens or num_frames,
+            patch_size=patch_size or getattr(backbone, "patch_size", None) or 14,
+            scene_extraction=scene_extraction,
+            max_length=max_length,
+            chat_template=chat_template,
+        )
 
     # -- scene extraction -------------------------------------------------------------------------------------------
     @property
@@ -327,6 +461,29 @@ class IcmProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "pixel_values_videos", "scene_features", "scene_masks"]
 
 
+def _warn_if_other_conversation_format(chat_template: str, where: str) -> None:
+    """ICM writes Video-LLaVA's ``USER: <video>\\n... ASSISTANT:`` itself (``templates.build_prompt``); say so when the
+    backbone's chat template renders a user turn differently."""
+    import warnings
+
+    try:
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        rendered = render_jinja_template(
+            conversations=[[{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "X"}]}]],
+            chat_template=chat_template,
+            add_generation_prompt=True,
+        )[0][0]
+    except Exception:  # noqa: BLE001 - a template we cannot render says nothing about the format
+        return
+    if not (rendered.strip().startswith("USER:") and rendered.strip().endswith("ASSISTANT:")):
+        warnings.warn(
+            f"{where}: the chat template renders {rendered!r}, not Video-LLaVA's 'USER: ... ASSISTANT:' that ICM's "
+            "prompts use (modeling_icm.templates.build_prompt)",
+            stacklevel=3,
+        )
+
+
 IcmProcessor.register_for_auto_class("AutoProcessor")
 
 if __name__.startswith("modeling_icm."):  # imported as the library (not as Hub remote code): register for Auto*
@@ -336,4 +493,4 @@ if __name__.startswith("modeling_icm."):  # imported as the library (not as Hub 
 
     AutoProcessor.register(IcmConfig, IcmProcessor, exist_ok=True)
 
-__all__ = ["IcmProcessor", "IcmBatch"]
+__all__ = ["IcmProcessor", "IcmBatch", "check_video_llava_folder"]

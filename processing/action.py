@@ -368,6 +368,8 @@ class HigherHRNet(nn.Module):
         accepted: a ``{"state_dict": ...}`` training checkpoint, ``module.``-prefixed keys from DataParallel, or a
         ``.safetensors`` file) with ``weights_only=True`` and ``strict=True``."""
         state_dict = load_higherhrnet_state_dict(path)
+        if isinstance(config, dict):  # a recipe's JSON/YAML sizes
+            config = HigherHRNetConfig(**{**config, **config_overrides})
         config = config or HigherHRNetConfig(**config_overrides)
         with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
             model = cls(config)

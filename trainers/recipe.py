@@ -13,8 +13,12 @@
 7. **evaluation through generation** on the test split, and **saving** (``trainers.saving.save_icm``).
 
 Recipe files are YAML or JSON. A recipe may name a ``base`` recipe (path relative to itself, or the name of a
-recipe shipped in ``trainers/recipes/``) and override any of its fields (mappings merge key by key). Unknown fields
-raise :class:`RecipeError` (a ``ValueError``) naming the field. The fields (defaults in brackets):
+recipe shipped in ``trainers/recipes/``) and override any of its fields: non-empty mappings merge key by key; an
+explicit empty mapping ``{}`` or ``null`` *replaces* what the base holds (``pipeline_kwargs: {}`` drops every key the
+base set; ``null`` on a section such as ``stages.scene`` or ``data`` means that section's defaults; ``null`` on a
+single value is that value). Unknown fields raise :class:`RecipeError` (a ``ValueError``) naming the field. Files a
+recipe names (data folder, extractor checkpoints, the pretrained model) are checked before any work starts
+(:func:`preflight`). The fields (defaults in brackets):
 
 .. code-block:: yaml
 
@@ -42,6 +46,8 @@ raise :class:`RecipeError` (a ``ValueError``) naming the field. The fields (defa
       preset: tiny                # tiny | 7b | pretrained
       pretrained: null            # preset pretrained: an ICM folder/id (AutoModel) or a Video-LLaVA id (from_video_llava)
       config_overrides: {}        # IcmConfig fields
+      dtype: auto                 # weights of a pretrained model: auto (bfloat16/float16 when training.bf16/fp16 is
+                                  # set, else float32) | float32 | bfloat16 | float16
     ablation:                     # Tables 1-3
       scene_tuning: true          # false = "w/o scene-tuning"
       sbm: true                   # false = "w/o SBM"
@@ -104,7 +110,7 @@ SCHEMA: dict[str, Any] = {
         "max_scene_items": None,
     },
     "features": {"pipeline": "tiny", "pipeline_kwargs": _FREE, "cache_dir": None, "num_frames": 8},
-    "model": {"preset": "tiny", "pretrained": None, "config_overrides": _FREE},
+    "model": {"preset": "tiny", "pretrained": None, "config_overrides": _FREE, "dtype": "auto"},
     "ablation": {
         "scene_tuning": True,
         "sbm": True,
@@ -155,7 +161,9 @@ def _check(node: Any, schema: Any, where: str) -> None:
 
 
 def _merge(base: Any, override: Any) -> Any:
-    if isinstance(base, Mapping) and isinstance(override, Mapping):
+    """``override`` on top of ``base``: non-empty mappings merge key by key; anything else, an empty mapping and
+    ``None`` included, replaces the base's value."""
+    if isinstance(base, Mapping) and isinstance(override, Mapping) and override:
         out = dict(base)
         for key, value in override.items():
             out[key] = _merge(base.get(key), value) if key in base else copy.deepcopy(value)
@@ -169,6 +177,16 @@ def _defaults(schema: Any) -> Any:
     if isinstance(schema, dict):
         return {k: _defaults(v) for k, v in schema.items()}
     return copy.deepcopy(schema)
+
+
+def _fill_defaults(schema: Any, node: Any) -> Any:
+    """The schema's defaults under ``node``: a missing or ``None`` section is its defaults; a leaf keeps ``None``."""
+    if schema is _FREE or schema is _ARGS:
+        return copy.deepcopy(node) if node is not None else {}
+    if isinstance(schema, dict):
+        node = node or {}
+        return {k: _fill_defaults(v, node[k]) if k in node else _defaults(v) for k, v in schema.items()}
+    return copy.deepcopy(node)
 
 
 def _read_file(path: Path) -> dict:
@@ -225,10 +243,13 @@ def load_recipe(recipe: str | os.PathLike | Mapping) -> dict:
         override = {k: v for k, v in data.items() if k != "base"}
         data = _merge(base, override)
         source_dir = base_path.parent
-    resolved = _merge(_defaults(SCHEMA), data)
+    resolved = _fill_defaults(SCHEMA, data)
     resolved.pop("base", None)
     _validate_values(resolved)
     return resolved
+
+
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _validate_values(r: dict) -> None:
@@ -246,6 +267,8 @@ def _validate_values(r: dict) -> None:
         raise RecipeError("recipe field 'model.preset' must be 'tiny', '7b' or 'pretrained'")
     if r["model"]["preset"] == "pretrained" and not r["model"]["pretrained"]:
         raise RecipeError("recipe field 'model.pretrained' is required with model.preset 'pretrained'")
+    if r["model"]["dtype"] not in _DTYPES:
+        raise RecipeError(f"recipe field 'model.dtype' must be one of {list(_DTYPES)}, got {r['model']['dtype']!r}")
     from .data import OMNISILA_TASKS
 
     for task in r["data"]["train_tasks"]:
@@ -371,15 +394,135 @@ def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
             "model.pretrained = a Video-LLaVA-7B id/folder (LanguageBind/Video-LLaVA-7B-hf) to start from its weights"
         )
     source = r["model"]["pretrained"]
+    dtype = _model_dtype(r)
+    scene_extraction = {"pipeline": r["features"]["pipeline"], **(r["features"]["pipeline_kwargs"] or {})}
+    scene_extraction.setdefault("scenes", list(r["ablation"]["scenes"]))
     config = AutoConfig.from_pretrained(source, trust_remote_code=True)
     if getattr(config, "model_type", None) == "icm":
-        model = AutoModel.from_pretrained(source, trust_remote_code=True, **{"scene_dims": scene_dims, **overrides})
-    else:  # a Video-LLaVA checkpoint: build ICM around it
-        model = IcmForVideoSentiment.from_video_llava(
-            source, IcmConfig(scene_dims=scene_dims, num_frames=num_frames, num_scene_tokens=num_frames, **overrides)
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+        _check_token_ids(config, processor, source)
+        model = AutoModel.from_pretrained(
+            source, trust_remote_code=True, dtype=dtype, **{"scene_dims": scene_dims, **overrides}
         )
-    processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+    else:  # a Video-LLaVA checkpoint: build ICM (and its processor) around it
+        model, processor = IcmForVideoSentiment.from_video_llava(
+            source,
+            IcmConfig(scene_dims=scene_dims, num_frames=num_frames, num_scene_tokens=num_frames, **overrides),
+            processor_kwargs={"scene_extraction": scene_extraction},
+            dtype=dtype,
+        )
+    processor.scene_extraction = scene_extraction  # icm analyze on the saved model extracts scenes the same way
     return model, processor
+
+
+def _model_dtype(r: dict):
+    import torch
+
+    name = r["model"]["dtype"]
+    if name == "auto":
+        training = r["training"] or {}
+        name = "bfloat16" if training.get("bf16") else "float16" if training.get("fp16") else "float32"
+    return getattr(torch, name)
+
+
+def _check_token_ids(config, processor, source: str) -> None:
+    """An ICM checkpoint's config and its tokenizer must agree on the placeholder ids."""
+    tokenizer = processor.tokenizer
+    pairs = (
+        ("<scene>", "scene_token_id", config.scene_token_id),
+        ("<video>", "backbone_config.video_token_index", config.backbone_config.video_token_index),
+    )
+    for token, field, wanted in pairs:
+        got = tokenizer.convert_tokens_to_ids(token)
+        if got in (None, tokenizer.unk_token_id) and got != wanted:
+            raise RecipeError(
+                f"recipe field 'model.pretrained': {source}: the tokenizer has no {token} token but config.json has "
+                f"{field}={wanted}"
+            )
+        if got != wanted:
+            raise RecipeError(
+                f"recipe field 'model.pretrained': {source}: the tokenizer already has {token} with id {got} but "
+                f"config.json has {field}={wanted}"
+            )
+
+
+_CHECKPOINT_FIELDS = {"face": (), "action": ("action_checkpoint",), "object": ("relation_checkpoint",),
+                      "background": ("sam_checkpoint",)}  # fmt: skip
+
+
+def preflight(r: dict) -> None:
+    """Check the files a resolved recipe names before any work starts; raise :class:`RecipeError` naming the field
+    and the file: the data folder, the extractor checkpoints of the enabled scenes (``features.pipeline:
+    pretrained``), and ``model.pretrained`` (a local ICM / Video-LLaVA folder with its processor files, or a Hub
+    id that loads)."""
+    if r["data"]["data_dir"] and not Path(r["data"]["data_dir"]).is_dir():
+        raise RecipeError(f"recipe field 'data.data_dir': {r['data']['data_dir']} is not a folder")
+    if r["features"]["pipeline"] == "pretrained":
+        kwargs = r["features"]["pipeline_kwargs"] or {}
+        for scene in r["ablation"]["scenes"]:
+            for field in _CHECKPOINT_FIELDS[scene]:
+                path = kwargs.get(field)
+                if not path:
+                    raise RecipeError(
+                        f"recipe field 'features.pipeline_kwargs.{field}' is required for the {scene!r} scene"
+                    )
+                if not Path(path).is_file():
+                    raise RecipeError(f"recipe field 'features.pipeline_kwargs.{field}': {path}: file not found")
+        import inspect
+
+        from processing.pipeline import ScenePipeline
+
+        defaults = inspect.signature(ScenePipeline.from_pretrained).parameters
+        for scene, field in (("face", "face_encoder"), ("background", "background_encoder")):
+            if scene in r["ablation"]["scenes"]:
+                value = kwargs.get(field, defaults[field].default)
+                if isinstance(value, str):
+                    _check_pretrained_ref(f"recipe field 'features.pipeline_kwargs.{field}'", value)
+    if r["model"]["preset"] != "pretrained":
+        return
+    source = str(r["model"]["pretrained"])
+    field = "recipe field 'model.pretrained'"
+    if Path(source).is_dir():
+        config_file = Path(source) / "config.json"
+        if not config_file.is_file():
+            raise RecipeError(f"{field}: {config_file}: file not found")
+        try:
+            model_type = json.loads(config_file.read_text()).get("model_type")
+        except ValueError as err:
+            raise RecipeError(f"{field}: {config_file}: not valid JSON ({err})") from err
+        if model_type == "icm":
+            from transformers import AutoConfig, AutoProcessor
+
+            _check_token_ids(
+                AutoConfig.from_pretrained(source, trust_remote_code=True),
+                AutoProcessor.from_pretrained(source, trust_remote_code=True),
+                source,
+            )
+            return
+        from modeling_icm.processing_icm import check_video_llava_folder
+
+        try:
+            check_video_llava_folder(source, need_weights=True)
+        except (OSError, ValueError) as err:
+            raise RecipeError(f"{field}: {err}") from err
+        return
+    _check_pretrained_ref(field, source)
+
+
+def _check_pretrained_ref(field: str, source: str) -> None:
+    """``source`` is a local folder or a Hub id whose config loads (from the cache when offline)."""
+    if Path(source).is_dir():
+        return
+    try:
+        from transformers import AutoConfig
+
+        AutoConfig.from_pretrained(source, trust_remote_code=True)
+    except Exception as err:  # noqa: BLE001 - offline, unknown id, no access: all mean "cannot start"
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise RecipeError(
+            f"{field}: {source} is not a local folder and does not load as a Hub id ({first[:160]}); download it "
+            f"(huggingface-cli download {source} --local-dir checkpoints/{source.rsplit('/', 1)[-1]}) and name the folder"
+        ) from err
 
 
 def _training_args(r: dict, stage: str, out: Path):
@@ -421,6 +564,41 @@ def _evaluate(model, processor, eval_sets: dict, r: dict, log, tag: str) -> dict
     return results
 
 
+def _data_and_features(r: dict, out: Path, log, timings: dict) -> dict:
+    """Steps 1-2: the data folder and the scene features of every clip/image into the cache."""
+    from processing.cache import FeatureCache
+
+    started = time.perf_counter()
+    data_dir = _prepare_data(r, out, log)
+    timings["data_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    pipeline = _pipeline(r)
+    cache = FeatureCache(Path(r["features"]["cache_dir"] or out / "cache"))
+    _extract(r, data_dir, cache, pipeline, log)
+    features = {
+        "pipeline_hash": pipeline.config_hash(),
+        "scene_dims": dict(pipeline.output_dims),
+        "cache_dir": str(cache.root),
+        "data_dir": str(data_dir),
+    }
+    del pipeline  # the extractors are done: training reads the cache
+    timings["features_s"] = time.perf_counter() - started
+    return features
+
+
+def extract_features(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLike | None = None, log=None) -> dict:
+    """Only steps 1-2 of :func:`run_recipe` (``icm extract --recipe``): the recipe's data and its scene features
+    in its feature cache, which a later ``run_recipe`` of the same recipe reuses. Returns ``{"pipeline_hash",
+    "scene_dims", "cache_dir", "data_dir", "timings"}``."""
+    r = load_recipe(recipe)
+    preflight(r)
+    out = Path(output_dir or r["output_dir"] or Path("runs") / (r["name"] or "recipe"))
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    features = _data_and_features(r, out, log or logger.info, timings)
+    return {**features, "timings": timings}
+
+
 def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLike | None = None, log=None) -> dict:
     """Run a recipe (see the module docstring). ``output_dir`` overrides the recipe's. ``log`` receives progress
     lines (default: the ``logging`` module).
@@ -438,6 +616,7 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
     from .trainer import IcmTrainer
 
     r = load_recipe(recipe)
+    preflight(r)
     log = log or logger.info
     out = Path(output_dir or r["output_dir"] or Path("runs") / (r["name"] or "recipe"))
     out.mkdir(parents=True, exist_ok=True)
@@ -448,23 +627,10 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
     if r["threads"] is not None:
         torch.set_num_threads(int(r["threads"]))
 
-    started = time.perf_counter()
-    data_dir = _prepare_data(r, out, log)
-    timings["data_s"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    pipeline = _pipeline(r)
-    cache = FeatureCache(Path(r["features"]["cache_dir"] or out / "cache"))
-    _extract(r, data_dir, cache, pipeline, log)
-    pipeline_hash, scene_dims = pipeline.config_hash(), dict(pipeline.output_dims)
-    del pipeline  # the extractors are done: training reads the cache
-    result["features"] = {
-        "pipeline_hash": pipeline_hash,
-        "scene_dims": scene_dims,
-        "cache_dir": str(cache.root),
-        "data_dir": str(data_dir),
-    }
-    timings["features_s"] = time.perf_counter() - started
+    result["features"] = _data_and_features(r, out, log, timings)
+    data_dir, pipeline_hash = Path(result["features"]["data_dir"]), result["features"]["pipeline_hash"]
+    scene_dims = result["features"]["scene_dims"]
+    cache = FeatureCache(result["features"]["cache_dir"])
 
     num_frames = int(r["features"]["num_frames"])
     train_sets, eval_sets = {}, {}
@@ -555,4 +721,4 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
     return result
 
 
-__all__ = ["RecipeError", "SCHEMA", "load_recipe", "run_recipe"]
+__all__ = ["RecipeError", "SCHEMA", "extract_features", "load_recipe", "preflight", "run_recipe"]
