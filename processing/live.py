@@ -335,6 +335,7 @@ class _Watcher:
         self.delivery = kw["delivery"]
         self.sink = kw["sink"]
         self.on_window = kw["on_window"]
+        self.on_alert = kw["on_alert"]
         self._next_end: float | None = None
         self._index = 0
         self._last_time: float | None = None  # stream time of the last frame
@@ -543,6 +544,8 @@ class _Watcher:
         if message["event"] == "start":
             self.summary.alerts += 1
         self.delivery.deliver(message)
+        if self.on_alert is not None:
+            self.on_alert(message)
 
     def _record(self, job: WindowJob, result: Mapping[str, Any]) -> dict[str, Any]:
         segments = []
@@ -601,6 +604,7 @@ def watch(
     drain_timeout: float = 10.0,
     stop_event: threading.Event | None = None,
     on_window: Callable[[dict], None] | None = None,
+    on_alert: Callable[[dict], None] | None = None,
 ) -> WatchSummary:
     """Watch ``source`` and analyse it live until it ends, ``stop_event`` is set, or a limit is reached (see the
     module docstring); returns a :class:`WatchSummary`.
@@ -631,7 +635,7 @@ def watch(
         max_seconds, max_windows: stop after this much stream time / this many windows.
         drain_timeout: at the end, seconds to keep trying to deliver the outbox.
         stop_event: set it to stop the watch from another thread.
-        on_window: called with each window's JSON record.
+        on_window, on_alert: called with each window's JSON record / each alert message.
     """
     source = os.fspath(source)
     for name, value in (("window", window), ("stride", stride)):
@@ -651,7 +655,7 @@ def watch(
         stall_timeout=stall_timeout, open_timeout=open_timeout, give_up_after=give_up_after, max_gap=max_gap,
         follow=follow, reconnect_files=reconnect_files, kind=kind, av_options=av_options, max_seconds=max_seconds,
         max_windows=max_windows, stop_event=stop_event, delivery=AlertDelivery(sink, sender), sink=sink,
-        on_window=on_window,
+        on_window=on_window, on_alert=on_alert,
     )  # fmt: skip
     worker = threading.Thread(target=watcher.analyse, name="icm-analyser", daemon=True)
     worker.start()
