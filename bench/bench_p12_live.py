@@ -76,8 +76,9 @@ def _percentile(values, q):
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-def held_out_stretch(data_dir: Path, calm_between: int = 2):
-    """Frames of [calm × calm_between, negative] × each held-out negative clip, + calm; the events (stream s)."""
+def held_out_stretch(data_dir: Path, calm_between: int = 2, repeats: int = 1):
+    """Frames of [calm × calm_between, negative] × each held-out negative clip (× ``repeats``), + calm; the events
+    (stream s)."""
     from datasets_scripts.mini_set import read_video_frames
     from trainers.data import read_clip_records
 
@@ -85,7 +86,7 @@ def held_out_stretch(data_dir: Path, calm_between: int = 2):
     negatives = [r for r in records if r.label == "negative"]
     calm = [r for r in records if r.label != "negative"]
     pieces, events, t, c = [], [], 0.0, 0
-    for neg in negatives:
+    for neg in negatives * repeats:
         for _ in range(calm_between):
             frames, _ = read_video_frames(calm[c % len(calm)].video)
             c += 1
@@ -174,6 +175,7 @@ def main() -> None:
     parser.add_argument("--fast-pace", type=float, default=4.0)
     parser.add_argument("--long-minutes", type=float, default=30.0)
     parser.add_argument("--long-pace", type=float, default=16.0)
+    parser.add_argument("--repeats", type=int, default=1, help="stream the held-out negatives this many times")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
@@ -196,7 +198,7 @@ def main() -> None:
     model, processor = load_model(model_dir)
     analyzer = model_analyzer(model, processor, config_name="explicit")
 
-    frames, events = held_out_stretch(data_dir)
+    frames, events = held_out_stretch(data_dir, repeats=args.repeats)
     duration = len(frames) / FPS
     print(f"P12 live analysis: tiny ICM ({model_dir}), window {args.window} s, stride {args.stride} s, threshold "
           f"{args.threshold}; {os.cpu_count()} CPU cores, {args.threads} torch thread(s)")  # fmt: skip
@@ -210,7 +212,7 @@ def main() -> None:
         stretch = Path(tmp) / "stretch.ts"
         send_mpegts(frames, str(stretch), FPS, pace=1e6)
         summary4, _ = run_file(analyzer, stretch, args.fast_pace, args)
-        repeats = max(1, int(np.ceil(args.long_minutes * 60 / duration)))
+        repeats = max(1, int(np.ceil(args.long_minutes * 60 / duration)))  # the stretch looped to the long length
         long_path = Path(tmp) / "long.ts"
         n = len(frames)
         send_mpegts(lambda i: frames[i % n] if i < n * repeats else None, str(long_path), FPS, pace=1e6)

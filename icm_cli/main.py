@@ -439,6 +439,8 @@ def cmd_watch(args) -> int:
         raise CliError(str(err)) from err
     if args.summary:
         _write_json(Path(args.summary), summary.to_dict())
+    if summary.frames == 0:
+        raise CliError(f"source {args.source}: no frame received ({summary.ended_by or 'the stream never started'})")
     return 0
 
 

@@ -341,7 +341,7 @@ class _Watcher:
         self._last_time: float | None = None  # stream time of the last frame
         self._last_wall: float | None = None
         self._offset = 0.0
-        self._raw_last: float | None = None
+        self._last_frame_mono: float | None = None  # monotonic clock of the last frame (for giving up)
         self._skip_logged = False
 
     # -- faults ------------------------------------------------------------------------------------------------
@@ -386,9 +386,12 @@ class _Watcher:
         pace = kw["pace"] if kw["pace"] is not None else (1.0 if kind == "file" else None)
         backoff = Backoff(initial=0.5, factor=2.0, maximum=5.0, jitter=0.0)
         failures = 0
-        away_since: float | None = None
         connected_once = False
         started = time.monotonic()
+
+        def away() -> float:  # seconds without a frame
+            return time.monotonic() - (self._last_frame_mono or started)
+
         while not self.stop.is_set():
             try:
                 container, handle = open_source(
@@ -399,11 +402,9 @@ class _Watcher:
                 if not connected_once and kind == "file":
                     raise
                 failures += 1
-                away_since = away_since or time.monotonic()
-                away = time.monotonic() - away_since
-                if away >= kw["give_up_after"]:
-                    self.summary.ended_by = f"no data for {away:.1f} s"
-                    logger.warning("%s: giving up after %.1f s without data (%d attempts)", self.source, away, failures)
+                if away() >= kw["give_up_after"]:
+                    self.summary.ended_by = f"no data for {away():.1f} s"
+                    logger.warning("%s: giving up after %.1f s without data (%d attempts)", self.source, away(), failures)
                     return
                 wait = backoff.delay(failures)
                 self.fault("reconnect_failed", "reconnect attempt %d failed (%s); next in %.1f s",
@@ -411,10 +412,12 @@ class _Watcher:
                 self.stop.wait(wait)
                 continue
             if connected_once:
-                logger.warning("%s: reconnected after %.1f s", self.source, time.monotonic() - (away_since or started))
-            failures, away_since = 0, None
+                logger.warning("%s: reconnected after %.1f s without a frame", self.source, away())
+            frames_before = self.summary.frames
             reason = self._consume(container, pace, reconnected=connected_once)
             connected_once = True
+            if self.summary.frames > frames_before:
+                failures = 0
             try:
                 container.close()
             finally:
@@ -423,7 +426,6 @@ class _Watcher:
             if reason in ("stopped", "limit"):
                 self.summary.ended_by = self.summary.ended_by or reason
                 return
-            away_since = time.monotonic()
             if kind == "file" and not kw["reconnect_files"]:
                 self.summary.ended_by = "end of file"
                 logger.warning("%s: stream ended (%s)", self.source, reason)
@@ -431,6 +433,13 @@ class _Watcher:
             self.fault("ended" if reason == "ended" else "stall",
                        "stream %s; reconnecting (giving up after %.0f s without data)",
                        "ended" if reason == "ended" else f"stalled ({reason})", kw["give_up_after"])  # fmt: skip
+            if away() >= kw["give_up_after"]:
+                self.summary.ended_by = f"no data for {away():.1f} s"
+                logger.warning("%s: giving up after %.1f s without data", self.source, away())
+                return
+            if frames_before == self.summary.frames:  # opened but gave nothing: do not spin
+                failures += 1
+                self.stop.wait(backoff.delay(failures))
 
     def _consume(self, container, pace: float | None, reconnected: bool) -> str:
         kw = self.kw
@@ -467,6 +476,7 @@ class _Watcher:
                     self.ring.clear()
                 self.ring.add(Frame(t, wall, image))
                 self.summary.frames += 1
+                self._last_frame_mono = time.monotonic()
                 self._last_time, self._last_wall = t, wall
                 self.summary.stream_seconds = t
                 if self._next_end is None:

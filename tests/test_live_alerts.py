@@ -166,7 +166,7 @@ def test_webhook_sender_retries_through_500_timeouts_and_an_outage(tmp_path, cap
         time.sleep(0.7)
         hook.down()  # then down: connections refused
         delivery.deliver({"id": "a:end"})
-        time.sleep(0.4)
+        time.sleep(1.2)  # > time-out + longest back-off: some attempts meet the closed port
         hook.mode = "ok"
         hook.up()  # back on the same port
         assert hook.wait_for(2, timeout=10)

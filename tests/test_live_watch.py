@@ -208,3 +208,31 @@ def test_udp_stream_stalls_and_comes_back(caplog):
     assert "stream stalled" in caplog.text and "reconnected after" in caplog.text and "giving up" in caplog.text
     assert summary.frames >= 12 and summary.windows_analysed >= 4
     assert summary.alerts == 1
+
+
+def test_http_mpegts_source_with_a_stream_time_limit(tmp_path):
+    """An MPEG-TS file served over HTTP on 127.0.0.1 (``http://`` source), stopped by ``max_seconds``."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    _ts_file(tmp_path / "clip.ts", _clip(8, red=(3, 6)))
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        summary = watch(f"http://127.0.0.1:{server.server_address[1]}/clip.ts", red_analyzer, window=2, stride=1,
+                        pace=20.0, max_seconds=6.0, output=io.StringIO(), open_timeout=5)  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert summary.ended_by == "limit" and 6.0 <= summary.stream_seconds < 7.0
+    assert summary.windows_analysed == 5 and summary.alerts == 1
+
+
+def test_a_stream_that_never_comes_is_given_up(caplog):
+    caplog.set_level(logging.WARNING, logger="icm.watch")
+    url = f"http://127.0.0.1:{free_port()}/live.ts"  # nobody listens
+    summary = watch(url, red_analyzer, output=io.StringIO(), give_up_after=1.0, open_timeout=1.0)
+    assert summary.frames == 0 and summary.faults.get("reconnect_failed", 0) >= 1
+    assert "giving up after" in caplog.text and summary.ended_by.startswith("no data")
