@@ -333,7 +333,7 @@ def post_json(url: str, message: Mapping[str, Any], timeout: float = 5.0) -> int
         if isinstance(reason, (TimeoutError, socket.timeout)):
             raise DeliveryError("timeout", f"no answer within {timeout} s") from err
         raise DeliveryError("unreachable", str(reason)) from err
-    except (TimeoutError, socket.timeout) as err:
+    except TimeoutError as err:
         raise DeliveryError("timeout", f"no answer within {timeout} s") from err
     except (ConnectionError, OSError) as err:  # reset, broken pipe, a server that closed without answering
         raise DeliveryError("connection error", f"{type(err).__name__}: {err}") from err

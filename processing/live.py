@@ -722,8 +722,9 @@ def send_mpegts(
     (``udp://127.0.0.1:PORT``, a file ...) at ``pace`` × real time, like ``ffmpeg -re``; ``on_frame(i, wall)`` is
     called as frame ``i`` leaves. ``pts_offset`` (frames) shifts the timestamps (a restarted sender). Returns the
     number of frames sent."""
-    import av
     from fractions import Fraction
+
+    import av
 
     get = frames if callable(frames) else (lambda i: frames[i] if i < len(frames) else None)
     limit = max_frames if max_frames is not None else 10**9
