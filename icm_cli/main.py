@@ -405,6 +405,63 @@ def cmd_analyze(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# icm watch
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def cmd_watch(args) -> int:
+    import logging
+
+    from processing.alerts import AlertRule, Backoff
+    from processing.live import SourceError, model_analyzer, source_kind, watch
+
+    if source_kind(args.source) == "file" and not Path(args.source).is_file():
+        raise CliError(f"source {args.source}: no such file (give a file, a stream URL such as udp://HOST:PORT, "
+                       "or a device /dev/videoN)")  # fmt: skip
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("icm watch: %(message)s"))
+    log = logging.getLogger("icm.watch")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    options = {}
+    for item in args.av_option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--av-option {item!r}: expected KEY=VALUE")
+        options[key] = value
+    try:
+        rule = AlertRule(threshold=args.threshold, consecutive=args.consecutive,
+                         clear_consecutive=args.clear_consecutive, clear_threshold=args.clear_threshold)  # fmt: skip
+        backoff = Backoff(initial=args.retry_initial, maximum=args.retry_max)
+    except ValueError as err:
+        raise CliError(str(err)) from err
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    _quiet_transformers()
+    from .inference import load_model
+
+    model, processor = load_model(args.model or _default_model(), device=args.device)
+    analyzer = model_analyzer(model, processor, config_name=args.config, max_new_tokens=args.max_new_tokens)
+    try:
+        summary = watch(
+            args.source, analyzer, window=args.window, stride=args.stride, rule=rule, output=args.out or None,
+            webhook=args.webhook, outbox=args.outbox, webhook_timeout=args.webhook_timeout, backoff=backoff,
+            queue_size=args.queue_size, pace=args.pace, stall_timeout=args.stall_timeout,
+            give_up_after=args.give_up_after, max_seconds=args.max_seconds, follow=not args.no_follow,
+            av_options=options,
+        )  # fmt: skip
+    except SourceError as err:
+        raise CliError(str(err)) from err
+    if args.summary:
+        _write_json(Path(args.summary), summary.to_dict())
+    if summary.frames == 0:
+        raise CliError(f"source {args.source}: no frame received ({summary.ended_by or 'the stream never started'})")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # icm push
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -624,6 +681,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="start over instead of continuing an interrupted run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_analyze)
+
+    # watch
+    p = sub.add_parser("watch", help="live analysis of a stream, a growing file or a camera, with alerts",
+                       description="Analyses the last --window seconds every --stride seconds; one JSON line per "
+                       "window and per alert message (stdout or --out). An alert opens after --consecutive windows "
+                       "with a negative sentiment (explicit 'negative', any implicit label but 'Normal') at "
+                       "confidence >= --threshold and ends after --clear-consecutive windows that are not; alerts "
+                       "are POSTed to --webhook with retries, and kept in --outbox until delivered (a restart "
+                       "re-sends them). Never falls behind: windows the model cannot keep up with are dropped "
+                       "and counted. Faults are logged on stderr, one line each.",
+                       formatter_class=_Formatter)  # fmt: skip
+    p.add_argument("source", metavar="SOURCE", help="udp://HOST:PORT, rtp://, http(s):// MPEG-TS, rtsp://, a "
+                   "(growing) file, or a camera /dev/videoN")  # fmt: skip
+    p.add_argument("--model", help=f"model folder or Hub id (default: $ICM_MODEL, else {DEMO_DIR}/run/model)")
+    p.add_argument("--config", choices=("explicit", "implicit"), default="implicit", help="which sentiments to ask for")
+    p.add_argument("--window", type=float, default=8.0, help="seconds analysed per window")
+    p.add_argument("--stride", type=float, default=2.0, help="seconds between two windows")
+    p.add_argument("--threshold", type=float, default=0.5, help="confidence an alarming window needs")
+    p.add_argument("--consecutive", type=int, default=1, help="alarming windows in a row that open an alert")
+    p.add_argument("--clear-consecutive", type=int, default=2, help="quiet windows in a row that end an alert")
+    p.add_argument("--clear-threshold", type=float, default=None, help="confidence that keeps an open alert (default: --threshold)")
+    p.add_argument("--out", help="JSON-lines file (default: stdout)")
+    p.add_argument("--webhook", help="POST alert messages as JSON to this URL")
+    p.add_argument("--outbox", default="icm-watch-outbox", help="folder of undelivered alert messages")
+    p.add_argument("--webhook-timeout", type=float, default=5.0, help="seconds to wait for the webhook's answer")
+    p.add_argument("--retry-initial", type=float, default=0.5, help="first retry back-off (s), doubling per failure")
+    p.add_argument("--retry-max", type=float, default=30.0, help="longest retry back-off (s)")
+    p.add_argument("--queue-size", type=int, default=2, help="windows waiting for the model before the oldest is dropped")
+    p.add_argument("--pace", type=float, default=None, help="read at this multiple of real time (default: 1 for files, as it comes for streams)")
+    p.add_argument("--stall-timeout", type=float, default=5.0, help="seconds without data that count as a stall")
+    p.add_argument("--give-up-after", type=float, default=60.0, help="end after this many seconds without a frame")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this much stream time")
+    p.add_argument("--no-follow", action="store_true", help="read a file as it is instead of following it as it grows")
+    p.add_argument("--av-option", action="append", metavar="KEY=VALUE", help="FFmpeg option for opening the source (repeatable), e.g. rtsp_transport=tcp")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="answer length")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--summary", help="write the run's summary (windows analysed/dropped, alerts, faults) as JSON here")
+    p.set_defaults(func=cmd_watch)
 
     # push
     p = sub.add_parser("push", help="write the Hub layout (model, data set or metric Space) and upload it",

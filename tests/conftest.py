@@ -107,3 +107,27 @@ def checkpoint_layout(name: str) -> Path:
     the copy kept in ``tests/data`` when the tests run where shared/ is not beside the checkout."""
     shared = Path(__file__).resolve().parents[2] / "shared" / "checkpoint-layouts" / name
     return shared if shared.exists() else Path(__file__).resolve().parent / "data" / "checkpoint-layouts" / name
+
+
+# ---- the slow tests' shared training (issue 15) -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def explicit_demo_run(tmp_path_factory):
+    """``(result, log lines)`` of ``trainers.live_demo.train_explicit_demo``: the demo recipe on the explicit mini set
+    (a few CPU minutes), trained once per session — test_train_recipe checks that it learned, test_live_e2e watches
+    a stream with it."""
+    import json
+    import time
+
+    from trainers.live_demo import train_explicit_demo
+
+    reuse = os.environ.get("ICM_TEST_EXPLICIT_RUN")  # a finished run of the same recipe (developers' shortcut)
+    if reuse and (Path(reuse) / "results.json").is_file():
+        result = json.loads((Path(reuse) / "results.json").read_text())
+        return {**result, "data_dir": str(Path(reuse) / "data")}, [f"reused the run in {reuse}"]
+    lines: list[str] = []
+    started = time.perf_counter()
+    result = train_explicit_demo(tmp_path_factory.mktemp("explicit-demo") / "run",
+                                 log=lambda m: lines.append(f"[{time.perf_counter() - started:6.1f}s] {m}"))  # fmt: skip
+    return result, lines

@@ -131,28 +131,10 @@ def test_missing_cache_entry_names_the_video(tmp_path):
     assert len(skipped) == 0 and skipped.skipped[0][0] == str(video)
 
 
-LEARNING_RECIPE = {
-    "base": "demo.yaml",
-    "name": "learning-test",
-    "threads": 1,
-    "data": {"mini_set": {"seed": 0, "size": "small"}, "configs": ["explicit"], "max_train_clips": 30,
-             "max_eval_clips": 12},
-    "stages": {"omnisila": {"num_train_epochs": 30}},
-    "evaluate": {"before_training": True, "attribution_metrics": ["sem_r"], "max_new_tokens": 64},
-}
-
-
 @pytest.mark.slow
-def test_learning_is_real_on_the_mini_set(tmp_path):
+def test_learning_is_real_on_the_mini_set(explicit_demo_run):
     """A tiny ICM trained for a few CPU minutes on the embedded mini set beats its untrained self by a wide margin."""
-    import time
-
-    from trainers.recipe import run_recipe
-
-    lines = []
-    started = time.perf_counter()
-    result = run_recipe(LEARNING_RECIPE, output_dir=tmp_path / "run",
-                        log=lambda m: lines.append(f"[{time.perf_counter() - started:6.1f}s] {m}"))
+    result, lines = explicit_demo_run  # trainers.live_demo.EXPLICIT_RECIPE, shared with test_live_e2e
     print("\n".join(lines))
     before = result["metrics"]["untrained"]["explicit"]["metrics"]
     after = result["metrics"]["trained"]["explicit"]["metrics"]
