@@ -10,10 +10,10 @@ in a list).
 Construction (every choice a :class:`WindowConfig` field; the defaults are the paper's reading):
 
 * **Windows.** A source of duration ``D`` gives the windows ``[k·stride, min(k·stride + window, D))`` for
-  ``k = 0, 1, …`` while ``k·stride < D`` — one clip per started ``stride`` (default 1 s), so the count of a split is
-  ``Σ ceil(D / stride)``, the paper's one-clip-per-second count. Windows near the end are cut at the video's end
-  (a source shorter than ``window`` is reported once, and all its windows are cut). ``min_length`` drops windows
-  shorter than that many seconds (default 0: none dropped, the paper's count).
+  ``k = 0, 1, …`` while ``k·stride < D``. Windows near the end are cut at the video's end (a source shorter than
+  ``window`` is reported once, and all its windows are cut); ``min_length`` (default 1 s) drops the cut windows
+  shorter than that, so a source gives ``floor(D) `` windows at the default 1-s stride — one clip per whole second
+  of source video, the paper's count.
 * **Window length** (``window``, default :data:`DEFAULT_WINDOW` = 20 s): the paper's answers locate "from 4s to
   18s", so a clip lasts tens of seconds; TSL-300's median segment lasts 8.9 s, and 20 s keeps a median segment
   on about 3 of the clip's 8 frames (one frame every 2.5 s).
@@ -66,7 +66,8 @@ class WindowConfig:
     Args:
         window: window length in seconds (default 20 s; the paper's locate answers span tens of seconds).
         stride: seconds between window starts (default 1 s: the paper's one clip per second of source video).
-        min_length: drop windows shorter than this (seconds) — the cut windows at a source's end; 0 keeps all.
+        min_length: drop windows shorter than this (seconds) — the cut windows at a source's end (default 1 s, so a
+            window holds at least a second of video); 0 keeps every started stride.
         min_overlap: ignore intersections of a segment with a window shorter than this (seconds).
         label_rule: ``"majority"``: the sentiment covering most of the window's annotated time.
         decimals: rounding of the re-based segment times.
@@ -74,7 +75,7 @@ class WindowConfig:
 
     window: float = DEFAULT_WINDOW
     stride: float = DEFAULT_STRIDE
-    min_length: float = 0.0
+    min_length: float = 1.0
     min_overlap: float = 0.0
     label_rule: str = "majority"
     decimals: int = 3
@@ -114,7 +115,7 @@ def window_spans(duration: float, config: WindowConfig) -> Iterator[tuple[float,
     for k in range(count):
         start = round(k * config.stride, 6)
         end = min(start + config.window, duration)
-        if end - start >= config.min_length and end > start:
+        if end - start >= config.min_length - 1e-9 and end > start:
             yield start, end
 
 

@@ -540,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check-video", action="store_true", help="do not require the video files to exist")
     p.add_argument("--window", type=float, default=20.0, help="clip window length in seconds (datasets_scripts.windows)")
     p.add_argument("--stride", type=float, default=1.0, help="seconds between window starts (paper: 1 clip per second)")
-    p.add_argument("--min-length", type=float, default=0.0, help="drop windows shorter than this (the cut ones at a video's end)")
+    p.add_argument("--min-length", type=float, default=1.0, help="drop windows shorter than this (the cut ones at a video's end)")
     p.add_argument("--overshoot-frames", type=float, default=3.0,
                    help="clamp segments ending at most this many frames after the duration (larger: segment skipped)")  # fmt: skip
     p.set_defaults(func=cmd_data_convert)

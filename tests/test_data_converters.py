@@ -86,7 +86,7 @@ def test_tsl300_converter_windows_and_report(tsl300, tmp_path):
     )  # fmt: skip
     # 151.6 s sources, one window per started second; "beyond" keeps its video, only the overlong segment goes
     assert [s.source_id for s in windows.sources] == ["102_Ekman6_surprise_408", "183_CMU_MOSEI_9cSJglGi9Pg"]
-    assert windows.counts() == {"test": 152, "train": 152} and report.kept == 304
+    assert windows.counts() == {"test": 151, "train": 151} and report.kept == 302
     by_id = {r.id: r for r in windows}
     assert Path(by_id["183_CMU_MOSEI_9cSJglGi9Pg@0s"].video).suffix == ".mkv"
     w = by_id["102_Ekman6_surprise_408@15s"]  # [15, 35): positive 18.44-31.199 covers most
@@ -111,7 +111,7 @@ def test_tsl300_converter_windows_and_report(tsl300, tmp_path):
     ds = _build(OmniSila, tmp_path / "cache", config_name="explicit", data_dir=str(out.parent))
     locate = next(r for r in ds["test"] if r["task"] == "locate" and r["clip_id"] == "102_Ekman6_surprise_408@15s")
     assert locate["answer"] == "The location of positive is from 3.44s to 16.2s." and locate["offset"] == 15.0
-    assert len(ds["train"]) == 4 * 152 and len(ds["test"]) == 4 * 152
+    assert len(ds["train"]) == 4 * 151 and len(ds["test"]) == 4 * 151
 
 
 def test_tsl300_overshoot_is_clamped_or_drops_the_segment_only(tmp_path):

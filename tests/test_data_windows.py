@@ -29,11 +29,11 @@ def tsl300():
 def test_counts_per_split_match_the_papers_one_clip_per_second(tsl300):
     windows, report = tsl300
     durations = json.loads((TSL / "len_duration_dict.json").read_text())
-    # one window per started second of every annotated source video
+    # one window per whole second of every annotated source video
     by_split = {"train": 0, "test": 0}
     for source in windows.sources:
-        by_split[source.split] += math.ceil(durations[source.source_id])
-    assert windows.counts() == by_split == {"train": 52_190, "test": 25_118}  # paper: 52K / 25K
+        by_split[source.split] += math.floor(durations[source.source_id])
+    assert windows.counts() == by_split == {"train": 51_997, "test": 25_022}  # paper: 52K / 25K
     assert len(windows) == report.kept == sum(1 for _ in windows)
     assert len(windows.sources) == 298
 
@@ -46,7 +46,7 @@ def test_unannotated_videos_never_become_labels(tsl300):
     assert not unannotated & {r.source_id for r in windows}
     # gt.json annotates the test videos only: every train video is unannotated there, none becomes a label
     gt_windows, gt_report = _convert("gt.json")
-    assert set(gt_windows.counts()) == {"test"} and gt_windows.counts()["test"] == 25_118
+    assert set(gt_windows.counts()) == {"test"} and gt_windows.counts()["test"] == 25_022
     assert sum("unannotated" in i.reason and "videosenti_gt.json" in i.reason for i in gt_report.issues) == 201
 
 
@@ -133,5 +133,5 @@ def test_one_label_per_window_so_answers_never_contradict(tsl300, tmp_path):
     # the written file reads back through the strict schema validation
     path = ClipWindows([source], windows.config).write(tmp_path / "explicit.jsonl")
     records, report = read_annotations(path, check_video=False)
-    assert len(records) == math.ceil(source.duration) and not report
+    assert len(records) == math.floor(source.duration) and not report
     assert {r.split for r in records} == {source.split}
