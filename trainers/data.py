@@ -232,6 +232,51 @@ def omnisila_examples(
     return IcmExamples(examples, skipped)
 
 
+class WindowExamples(Dataset):
+    """Omni-SILA examples of clip windows, built lazily: ``rows`` are the instruction rows (a ``datasets.Dataset``
+    from the ``OmniSila`` builder or from ``load_dataset`` of its Parquet export — Arrow, memory-mapped) and each
+    item gathers its frames and scene features from the per-source frame grids (``processing.grid.GridClips``).
+
+    Nothing per clip is held in memory, so 200K clips cost what 20K do. ``video_root`` resolves relative ``video``
+    paths (an export written with ``relative_to``). Items are the dicts of the module docstring.
+    """
+
+    def __init__(self, rows, clips, config_name: str | None = None, video_root: str | os.PathLike | None = None):
+        self.rows = rows
+        self.clips = clips
+        label = rows.features["label"] if hasattr(rows, "features") else None
+        self._label_name = label.int2str if hasattr(label, "int2str") else (lambda v: v)
+        self.config_name = config_name or (
+            "explicit" if label is not None and "neutral" in getattr(label, "names", []) else "implicit"
+        )
+        self.video_root = None if video_root is None else Path(video_root)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows[int(index)]
+        video = row["video"]
+        if self.video_root is not None and not os.path.isabs(video):
+            video = str(self.video_root / video)
+        clip = self.clips.clip(video, float(row.get("offset") or 0.0), float(row["duration"]))
+        return {
+            **clip,
+            "instruction": row["instruction"],
+            "answer": row["answer"],
+            "config": self.config_name,
+            "label": self._label_name(row["label"]),
+            "segments": [list(map(float, s)) for s in row["segments"]],
+            "cause": row["cause"],
+            "duration": float(row["duration"]),
+            "clip_id": row["clip_id"],
+            "task": row["task"],
+            "video": video,
+            "source_id": row.get("source_id", ""),
+            "offset": float(row.get("offset") or 0.0),
+        }
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Scene tuning (stage 1)
 # ----------------------------------------------------------------------------------------------------------------
@@ -337,6 +382,7 @@ def scene_tuning_examples(
 __all__ = [
     "OMNISILA_TASKS",
     "IcmExamples",
+    "WindowExamples",
     "MissingFeaturesError",
     "extract_still_images",
     "omnisila_examples",
