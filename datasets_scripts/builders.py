@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from array import array
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,15 @@ def _split_order(splits) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+class _LastLine:
+    """A one-slot ``lines_out`` for :func:`iter_annotations`: the line number of the record just yielded."""
+
+    value = 0
+
+    def append(self, line: int) -> None:
+        self.value = line
+
+
 @dataclass
 class OmniSilaConfig(datasets.BuilderConfig):
     """Args:
@@ -235,14 +245,14 @@ class OmniSila(datasets.GeneratorBasedBuilder):
             )
         return files[0]
 
-    def _iter_records(self, split: str | None = None, report: ValidationReport | None = None):
+    def _iter_records(self, report: ValidationReport | None = None, **kwargs):
         return iter_annotations(
             self._annotation_path(),
             strict=not self.config.lenient,
             check_video=self.config.check_video,
             config=self.config.name,
-            split=split,
             report=report,
+            **kwargs,
         )
 
     def _records(self) -> tuple[list[ClipRecord], ValidationReport]:
@@ -262,23 +272,27 @@ class OmniSila(datasets.GeneratorBasedBuilder):
             self.config.lenient = lenient
 
     def _split_generators(self, dl_manager):
-        # one streaming pass validates and finds the splits; each split then streams the file again, so memory
-        # stays flat in the number of clips (200K clips never sit in a list)
+        # one streaming pass validates and notes each valid record's line number per split (4 bytes a clip); each
+        # split then reads only its lines, so no list of records is ever held (200K clips stream through)
         self.report = ValidationReport()
-        splits: set[str] = set()
-        for record in self._iter_records(report=self.report):
-            splits.add(record.split)
+        lines: dict[str, array] = {}
+        last = _LastLine()
+        for record in self._iter_records(report=self.report, lines_out=last):
+            lines.setdefault(record.split, array("I")).append(last.value)
         if self.report:
             logger.warning("OmniSila(%s): %s", self.config.name, self.report.summary())
-        if not splits:
+        if not lines:
             raise ValueError(f"no valid {self.config.name} clips in {self.config.data_dir}")
-        return [datasets.SplitGenerator(name=split, gen_kwargs={"split": split}) for split in _split_order(splits)]
+        return [
+            datasets.SplitGenerator(name=split, gen_kwargs={"split": split, "lines": lines[split]})
+            for split in _split_order(lines)
+        ]
 
-    def _generate_examples(self, split: str):
+    def _generate_examples(self, split: str, lines=None):
         index = 0
         tasks = tuple(self.config.tasks)
-        # the first pass reported the bad records; this one skips them silently
-        for record in self._iter_records(split=split, report=ValidationReport()):
+        # the first pass reported the bad records; this one reads only the valid lines of this split
+        for record in self._iter_records(report=ValidationReport(), split=split, only_lines=lines):
             for row in instruction_rows(record, tasks):
                 yield index, row
                 index += 1

@@ -34,7 +34,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,8 @@ class ClipRecord:
     offset: float = 0.0
 
     def to_json(self, relative_to: str | os.PathLike | None = None) -> dict[str, Any]:
-        row = asdict(self)
+        row = {name: getattr(self, name) for name in SCHEMA_FIELDS}  # asdict's deep copies cost at 200K clips
+        row["segments"] = [list(s) for s in self.segments]
         if relative_to is not None:
             try:
                 row["video"] = os.path.relpath(self.video, relative_to)
@@ -238,21 +239,22 @@ def validate_record(
     video = row["video"]
     if not isinstance(video, str) or not video.strip():
         raise issue("video", "must be a non-empty path", video)
-    path = Path(video)
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir) / path
-    memo_key = str(path)
-    if video_memo is not None and memo_key in video_memo:
-        resolved = video_memo[memo_key]
+    path = None
+    if video_memo is not None and video in video_memo:
+        resolved = video_memo[video]
     else:
+        path = Path(video)
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
         if check_video and not path.is_file():
             resolved = None
         else:
             resolved = str(path.resolve()) if check_video or path.is_absolute() else str(path)
         if video_memo is not None:
-            video_memo[memo_key] = resolved
+            video_memo[video] = resolved
     if resolved is None:
-        raise issue("video", f"file does not exist ({path})", video)
+        missing = path if path is not None else Path(base_dir or "") / video
+        raise issue("video", f"file does not exist ({missing})", video)
     return ClipRecord(
         id=clip_id,
         video=resolved,
@@ -275,12 +277,16 @@ def iter_annotations(
     config: str | None = None,
     split: str | None = None,
     report: ValidationReport | None = None,
+    lines_out: list[int] | None = None,
+    only_lines: Iterable[int] | None = None,
 ) -> Iterator[ClipRecord]:
     """Yield the valid records of an ``annotations.jsonl`` file one by one (constant memory but for the set of
     ids seen, which catches duplicates); bad records raise (``strict``) or go to ``report``.
 
     ``config`` / ``split`` keep only records of that config / split (others are validated, not yielded).
-    ``report.kept`` counts the records yielded.
+    ``report.kept`` counts the records yielded. ``lines_out`` (a list or ``array``) receives the line number of
+    each record yielded; ``only_lines`` (ascending line numbers, e.g. an earlier pass's ``lines_out``) reads only
+    those lines, the others are not even parsed — how the builder streams one split after a validating pass.
     """
     path = Path(path)
     if not path.is_file():
@@ -289,8 +295,16 @@ def iter_annotations(
     report = report if report is not None else ValidationReport()
     seen: dict[str, int] = {}
     memo: dict[str, str | None] = {}
+    wanted = iter(only_lines) if only_lines is not None else None
+    next_line = next(wanted, None) if wanted is not None else None
     with path.open(encoding="utf-8") as handle:
         for line_no, text in enumerate(handle, start=1):
+            if wanted is not None:
+                if next_line is None:
+                    break
+                if line_no != next_line:
+                    continue
+                next_line = next(wanted, None)
             if not text.strip():
                 continue
             try:
@@ -322,6 +336,8 @@ def iter_annotations(
             if split is not None and record.split != split:
                 continue
             report.kept += 1
+            if lines_out is not None:
+                lines_out.append(line_no)
             yield record
 
 
