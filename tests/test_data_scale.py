@@ -38,7 +38,8 @@ def test_200k_windows_convert_build_export_load_collate(tmp_path, tiny_processor
     builder.download_and_prepare()
     built = builder.as_dataset()
     assert {s: len(d) for s, d in built.items()} == {"train": 150_000, "test": 50_000}
-    export_parquet({"explicit": built}, tmp_path / "export")
+    card = export_parquet({"explicit": built}, tmp_path / "export").read_text()
+    assert "| explicit | train | 150,000 | 750 | 52,000 |" in card  # clips, sources and the paper's count
     del built
     loaded = datasets.load_dataset(str(tmp_path / "export"), "explicit", cache_dir=str(tmp_path / "hf2"))
     assert {s: len(d) for s, d in loaded.items()} == {"train": 150_000, "test": 50_000}

@@ -122,3 +122,21 @@ def test_accelerate_launch_shards_sources_not_clips(tmp_path, sources):
     assert sorted(report["computed"]) == sorted(sources) and report["frames_extracted"] == 12 + 9
     clips = GridClips(FeatureCache(tmp_path / "two"), ScenePipeline.tiny(seed=0, scenes=("background",)))
     assert clips.clip(sources[1], 1.0, 8.0)["frames"].shape == (8, 32, 32, 3)
+
+
+def test_omnisila_examples_gather_windows_from_the_grid(tmp_path, sources, pipeline):
+    from trainers.data import omnisila_examples
+
+    source = SourceVideo("a", sources[0], 12, FPS, "train", "implicit", segments=[(2.0, 5.0, "Fire")],
+                         causes={"Fire": "flames"})  # fmt: skip
+    ClipWindows([source], WindowConfig(window=8, stride=2)).write(tmp_path / "data" / "implicit.jsonl")
+    cache = FeatureCache(tmp_path / "cache")
+    extract_source_grids([sources[0]], pipeline, cache, progress=False)
+    with pytest.raises(ValueError, match="a@2s.*frame grid"):
+        omnisila_examples(tmp_path / "data", "implicit", "train", cache, pipeline)
+    examples = omnisila_examples(tmp_path / "data", "implicit", "train", cache, pipeline, tasks=("locate",),
+                                 grid=GridClips(cache, pipeline))  # fmt: skip
+    by_id = {e["clip_id"]: e for e in examples}
+    assert sorted(by_id) == ["a@0s", "a@10s", "a@2s", "a@4s", "a@6s", "a@8s"]
+    assert by_id["a@4s"]["answer"] == "The location of Fire is from 0s to 1s." and by_id["a@6s"]["label"] == "Normal"
+    assert by_id["a@4s"]["frames"].shape == (8, 32, 32, 3) and by_id["a@4s"]["timestamps"][-1] == 7.0

@@ -189,10 +189,15 @@ def omnisila_examples(
     on_missing: str = "raise",
     limit: int | None = None,
     clip_ids: Iterable[str] | None = None,
+    grid=None,
 ) -> IcmExamples:
     """The instruction examples (paper §4.1: identify, locate, attribute and the combined test-time instruction) of
     one Omni-SILA config and split, with frames and cached scene features. ``clip_ids`` keeps only those clips
-    (before anything is read); ``limit`` the first ``limit`` clips."""
+    (before anything is read); ``limit`` the first ``limit`` clips.
+
+    Without ``grid`` each clip is its whole video, sampled and cached as one entry (the mini set). Clip windows of
+    longer sources (``datasets_scripts.windows``) need ``grid``, a ``processing.grid.GridClips``: each clip gathers
+    its frames and features from its source's frame grid. For 200K clips use :class:`WindowExamples` (lazy)."""
     from datasets_scripts.builders import instruction_rows
 
     if on_missing not in ("raise", "skip"):
@@ -205,9 +210,21 @@ def omnisila_examples(
     if limit is not None:
         records = records[: int(limit)]
     examples, skipped = [], []
+    window = next((r for r in records if r.offset > 0), None) if grid is None else None
+    if window is not None:
+        raise ValueError(
+            f"clip {window.id!r} is a window at {window.offset:g} s of {window.video}: clip windows are served from "
+            "the per-source frame grid, pass grid=processing.grid.GridClips(...) (or use WindowExamples)"
+        )
     for record in records:
         try:
-            clip = _clip_example(cache, record.video, pipeline_hash, num_frames, backend=backend)
+            if grid is not None:
+                try:
+                    clip = grid.clip(record.video, record.offset, record.duration, num_frames)
+                except KeyError as err:  # processing.grid.MissingGridError
+                    raise MissingFeaturesError(str(err)) from None
+            else:
+                clip = _clip_example(cache, record.video, pipeline_hash, num_frames, backend=backend)
         except MissingFeaturesError as err:
             if on_missing == "raise":
                 raise
