@@ -501,6 +501,9 @@ def test_data_convert_cuva_reports_skipped_records(capsys, tmp_path, carphone_pa
     assert report["kept"] == 2 and {s["field"] for s in report["skipped"]} == {"category", "video"}
     assert report["counts"][0]["clips"] == 2 and report["warnings"] == []
     assert "2 clip(s) of 4 s every 2 s from 1 source video(s)" in out and "skipped 2" in out and "Explosion" in err
+    code, out, err = run_icm(capsys, "data", "convert", "--source", "cuva", "--annotations", tmp_path / "cuva.json",
+                             "--videos", videos, "--out", tmp_path / "out2", "--stride", "0")  # fmt: skip
+    assert code == 2 and "stride must be a positive number of seconds, got 0.0" in err
 
 
 def test_extract_skips_and_reports_bad_videos(capsys, tmp_path, carphone_path, bigbuckbunny_path):
