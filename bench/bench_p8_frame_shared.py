@@ -77,7 +77,9 @@ def main() -> None:
     print(f"{'':<14}{'per-window':>12}{'frame-shared':>14}{'ratio':>8}")
     print(f"{'extractor calls':<14}{per_window.frames_extracted:>12}{shared.frames_extracted:>14}"
           f"{shared.frames_extracted / per_window.frames_extracted:>7.3f}x")  # fmt: skip
-    print(f"{'wall time (s)':<14}{per_window_s:>12.1f}{shared_s:>14.1f}{shared_s / per_window_s:>7.3f}x   (goal <= 0.2x)")
+    print(
+        f"{'wall time (s)':<14}{per_window_s:>12.1f}{shared_s:>14.1f}{shared_s / per_window_s:>7.3f}x   (goal <= 0.2x)"
+    )
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def child(num_sources: int, tasks: list[str], work: str) -> dict:
                        tasks=tuple(tasks))  # fmt: skip
     built = stage("build", lambda: (builder.download_and_prepare(), builder.as_dataset())[1])
     stage("export", lambda: export_parquet({"explicit": built}, work / "export"))
-    del built
+    built = None  # the export is what is read next
     loaded = stage("load_dataset", lambda: datasets.load_dataset(str(work / "export"), "explicit",
                                                                  cache_dir=str(work / "hf2")))  # fmt: skip
     stage("read_all", lambda: sum(len(b["answer"]) for b in loaded["train"].iter(batch_size=4096)))
@@ -130,7 +130,9 @@ def main() -> None:
         peak_s = max(s[key] for s in small["stages"].values())
         peak_l = max(s[key] for s in large["stages"].values())
         print(f"{what}: {peak_s:.0f} MiB vs {peak_l:.0f} MiB, ratio {peak_l / peak_s:.2f}x (goal <= 1.5x)")
-    print(f"wall {wall_s:.1f} s vs {wall_l:.1f} s: {wall_l / wall_s:.1f}x for {large['clips'] / small['clips']:.0f}x clips")
+    print(
+        f"wall {wall_s:.1f} s vs {wall_l:.1f} s: {wall_l / wall_s:.1f}x for {large['clips'] / small['clips']:.0f}x clips"
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from array import array
 import os
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -45,7 +45,12 @@ def grid_sampling(grid_fps: float = DEFAULT_GRID_FPS, max_side: int | None = Non
     """The sampling part of a grid entry's cache key (``backend`` resolved)."""
     from .video import resolve_backend
 
-    if isinstance(grid_fps, bool) or not isinstance(grid_fps, (int, float)) or not math.isfinite(grid_fps) or grid_fps <= 0:
+    if (
+        isinstance(grid_fps, bool)
+        or not isinstance(grid_fps, (int, float))
+        or not math.isfinite(grid_fps)
+        or grid_fps <= 0
+    ):
         raise ValueError(f"grid_fps must be a positive number of frames per second, got {grid_fps!r}")
     return {
         "grid_fps": float(grid_fps),

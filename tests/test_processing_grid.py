@@ -42,7 +42,14 @@ def pipeline():
 
 
 def test_grid_and_clip_indices_follow_the_uniform_rule():
-    assert grid_times(3.5).tolist() == [0.0, 1.0, 2.0, 3.0] and grid_times(3.0, 2.0).tolist() == [0, 0.5, 1, 1.5, 2, 2.5]
+    assert grid_times(3.5).tolist() == [0.0, 1.0, 2.0, 3.0] and grid_times(3.0, 2.0).tolist() == [
+        0,
+        0.5,
+        1,
+        1.5,
+        2,
+        2.5,
+    ]
     assert grid_frame_indices(np.array([0.0, 1.0, 2.0]), 4.0, 9) == [0, 4, 8]
     grid = grid_times(12.0)
     assert clip_grid_indices(grid, 2.0, 8.0, 8) == [2, 3, 4, 5, 6, 7, 8, 9]
