@@ -147,3 +147,27 @@ def test_omnisila_examples_gather_windows_from_the_grid(tmp_path, sources, pipel
     assert sorted(by_id) == ["a@0s", "a@10s", "a@2s", "a@4s", "a@6s", "a@8s"]
     assert by_id["a@4s"]["answer"] == "The location of Fire is from 0s to 1s." and by_id["a@6s"]["label"] == "Normal"
     assert by_id["a@4s"]["frames"].shape == (8, 32, 32, 3) and by_id["a@4s"]["timestamps"][-1] == 7.0
+
+
+@pytest.mark.slow
+def test_recipe_trains_on_clip_windows_from_the_grid(tmp_path, sources):
+    from trainers.recipe import run_recipe
+
+    windows = ClipWindows(
+        [SourceVideo("a", sources[0], 12, FPS, "train", "implicit", [(4.0, 8.0, "Fire")], {"Fire": "flames rise"}),
+         SourceVideo("b", sources[1], 9, FPS, "test", "implicit", [(1.0, 3.0, "Fire")], {"Fire": "flames rise"})],
+        WindowConfig(window=8, stride=2),
+    )  # fmt: skip
+    windows.write(tmp_path / "data" / "implicit.jsonl")
+    lines = []
+    result = run_recipe(
+        {"base": "demo.yaml", "name": "windows", "threads": 1,
+         "data": {"data_dir": str(tmp_path / "data"), "configs": ["implicit"], "max_train_clips": 6,
+                  "max_eval_clips": 2},
+         "ablation": {"scene_tuning": False}, "stages": {"omnisila": {"num_train_epochs": 1}},
+         "evaluate": {"before_training": False, "attribution_metrics": ["sem_r"], "max_new_tokens": 16}},
+        output_dir=tmp_path / "run", log=lines.append,
+    )  # fmt: skip
+    assert any("Omni-SILA clips: 2 computed" in line for line in lines), lines  # each source once, on its grid
+    assert result["stages"]["omnisila"]["train_loss"] > 0
+    assert result["metrics"]["trained"]["implicit"]["metrics"]["num_examples"] == 2
