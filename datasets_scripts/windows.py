@@ -52,6 +52,10 @@ from .schema import ClipRecord, ValidationIssue, ValidationReport
 DEFAULT_WINDOW = 20.0
 #: Default stride in seconds: the paper's one clip per second of source video.
 DEFAULT_STRIDE = 1.0
+#: A source segment may end this many frames after the stated duration (sources round durations; TSL-300's worst
+#: is 2.8 frames, 0.093 s): the converters clamp it to the duration with a warning; a larger overshoot drops that
+#: segment (``datasets_scripts.converters.common.SourceCollector``).
+OVERSHOOT_FRAMES = 3.0
 #: The label of a window that no segment overlaps.
 BACKGROUND_LABELS = {"explicit": "neutral", "implicit": "Normal"}
 LABEL_RULES = ("majority",)
@@ -250,6 +254,7 @@ __all__ = [
     "ClipWindows",
     "DEFAULT_STRIDE",
     "DEFAULT_WINDOW",
+    "OVERSHOOT_FRAMES",
     "PAPER_COUNTS",
     "SourceVideo",
     "WindowConfig",

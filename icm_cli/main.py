@@ -538,10 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--durations-json", help="TSL-300 durations (default: len_duration_dict.json next to gt.json)")
     p.add_argument("--split", default="train", help="CUVA: split of records that do not name one")
     p.add_argument("--no-check-video", action="store_true", help="do not require the video files to exist")
-    p.add_argument("--window", type=float, default=20.0, help="clip window length in seconds (datasets_scripts.windows)")
-    p.add_argument("--stride", type=float, default=1.0, help="seconds between window starts (paper: 1 clip per second)")
-    p.add_argument("--min-length", type=float, default=1.0, help="drop windows shorter than this (the cut ones at a video's end)")
-    p.add_argument("--overshoot-frames", type=float, default=3.0,
+    from datasets_scripts.windows import OVERSHOOT_FRAMES, WindowConfig
+
+    windows = WindowConfig()
+    p.add_argument("--window", type=float, default=windows.window, help="clip window length in seconds (datasets_scripts.windows)")
+    p.add_argument("--stride", type=float, default=windows.stride, help="seconds between window starts (paper: 1 clip per second)")
+    p.add_argument("--min-length", type=float, default=windows.min_length, help="drop windows shorter than this (the cut ones at a video's end)")
+    p.add_argument("--overshoot-frames", type=float, default=OVERSHOOT_FRAMES,
                    help="clamp segments ending at most this many frames after the duration (larger: segment skipped)")  # fmt: skip
     p.set_defaults(func=cmd_data_convert)
 

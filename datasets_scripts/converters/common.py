@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..schema import ValidationIssue, ValidationReport
+from ..windows import OVERSHOOT_FRAMES
 
 
 def load_json(path: str | os.PathLike, what: str) -> Any:
@@ -43,9 +44,6 @@ def probe_video(path: str | os.PathLike) -> tuple[float, float]:
 
 #: Containers a source video may come in, in order of preference when several files share its id.
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".webm", ".mov")
-#: A segment may end this many frames after the stated duration (sources round durations; TSL-300's worst is 2.8
-#: frames, 0.093 s): it is clamped to the duration and reported as a warning. A larger overshoot drops that segment.
-OVERSHOOT_FRAMES = 3.0
 
 
 class VideoIndex:
