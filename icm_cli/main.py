@@ -172,7 +172,7 @@ def _build_pipeline(args):
 def _dataset_items(data_dir: Path) -> tuple[list, list[str]]:
     """What ``--dataset DIR`` extracts: every clip of explicit.jsonl / implicit.jsonl (both splits), the scene-tuning
     video segments (``{"video", "start", "end"}``) and still images. Unique, in file order."""
-    from datasets_scripts.schema import read_annotations
+    from datasets_scripts.schema import ValidationReport, iter_annotations
     from modeling_icm.templates import CONFIG_NAMES
 
     if not data_dir.is_dir():
@@ -182,10 +182,12 @@ def _dataset_items(data_dir: Path) -> tuple[list, list[str]]:
         raise CliError(f"--dataset {data_dir}: no explicit.jsonl or implicit.jsonl in it")
     videos: list = []
     for path in files:
-        records, report = read_annotations(path, strict=False, check_video=False, config=path.stem)
+        report = ValidationReport()
+        # streamed: the many clip windows of one source name one video
+        videos += list(dict.fromkeys(r.video for r in iter_annotations(path, strict=False, check_video=False,
+                                                                       config=path.stem, report=report)))  # fmt: skip
         for issue in report.issues:
             _eprint(f"  skipped record {issue}")
-        videos += [r.video for r in records]
     images: list[str] = []
     scene_dir = data_dir / "scene_tuning"
     if scene_dir.is_dir():
@@ -211,8 +213,9 @@ def cmd_extract(args) -> int:
         items = list(args.videos)
     pipeline = _build_pipeline(args)
     cache = FeatureCache(args.cache)
+    clips = [i for i in items if args.grid_fps is None or isinstance(i, dict)]  # scene-tuning segments stay per clip
     report = extract_videos(
-        items,
+        clips,
         pipeline,
         cache,
         num_frames=args.num_frames,
@@ -220,6 +223,13 @@ def cmd_extract(args) -> int:
         backend=args.backend,
         progress=not args.no_progress,
     )
+    if args.grid_fps is not None:  # frame-shared: each source once, on its frame grid (processing.grid)
+        from processing.grid import extract_source_grids
+
+        sources = [i for i in items if not isinstance(i, dict)]
+        report = report.merge(extract_source_grids(sources, pipeline, cache, grid_fps=args.grid_fps,
+                                                   max_side=args.max_side, backend=args.backend,
+                                                   progress=not args.no_progress))  # fmt: skip
     still = {"computed": [], "cached": [], "skipped": []}
     if images:
         from trainers.data import extract_still_images
@@ -572,6 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenes", nargs="+", choices=("face", "action", "object", "background"), help="default: all four")
     p.add_argument("--seed", type=int, default=0, help="seed of the tiny pipeline")
     p.add_argument("--num-frames", type=int, default=8, help="frames sampled per clip (paper: 8)")
+    p.add_argument("--grid-fps", type=float, default=None,
+                   help="frame-shared extraction of the videos / Omni-SILA sources: each decoded once on a grid of "
+                   "this many frames per second (clip windows gather their frames from it; processing.grid)")  # fmt: skip
     p.add_argument("--max-side", type=int, default=None, help="downscale frames so their longer side is at most this")
     p.add_argument("--backend", choices=("decord", "av"), default=None, help="video decoder (default: the faster)")
     p.add_argument("--face-encoder", default="microsoft/resnet-18", help="pretrained: the face CNN (id or folder)")

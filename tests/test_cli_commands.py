@@ -504,6 +504,13 @@ def test_data_convert_cuva_reports_skipped_records(capsys, tmp_path, carphone_pa
     code, out, err = run_icm(capsys, "data", "convert", "--source", "cuva", "--annotations", tmp_path / "cuva.json",
                              "--videos", videos, "--out", tmp_path / "out2", "--stride", "0")  # fmt: skip
     assert code == 2 and "stride must be a positive number of seconds, got 0.0" in err
+    # the two windows share one source: --grid-fps extracts it once, 5 grid frames for its 4.004 s
+    code, out, err = run_icm(capsys, "extract", "--dataset", tmp_path / "out", "--cache", tmp_path / "cache",
+                             "--pipeline", "tiny", "--scenes", "background", "--grid-fps", "1", "--no-progress")  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "cache" / "extract_report.json").read_text())
+    assert [Path(p).name for p in report["videos"]["computed"]] == ["00041.mp4"]
+    assert report["videos"]["frames_extracted"] == 5
 
 
 def test_extract_skips_and_reports_bad_videos(capsys, tmp_path, carphone_path, bigbuckbunny_path):
