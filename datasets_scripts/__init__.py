@@ -1,6 +1,6 @@
-"""Omni-SILA data (paper §4.1): the annotation schema, the ``OmniSila`` and ``SceneTuning`` builders, converters
-from the public sources (TSL-300, CUVA, CMU-MOSEI, HumanML3D, RefCOCO, Places365), Parquet + dataset-card export,
-and the embedded mini set.
+"""Omni-SILA data (paper §4.1): the annotation schema, clip windows over source videos, the ``OmniSila`` and
+``SceneTuning`` builders, converters from the public sources (TSL-300, CUVA, CMU-MOSEI, HumanML3D, RefCOCO,
+Places365), Parquet + dataset-card export, and the embedded mini set.
 
 Attributes are imported lazily, so ``import datasets_scripts`` is cheap; ``datasets`` is imported only by the
 builders and the export.
@@ -18,6 +18,11 @@ _LAZY = {
     "ValidationReport": ".schema",
     "AnnotationError": ".schema",
     "read_annotations": ".schema",
+    "iter_annotations": ".schema",
+    # clip windows (the one clip construction)
+    "ClipWindows": ".windows",
+    "SourceVideo": ".windows",
+    "WindowConfig": ".windows",
     "write_annotations": ".schema",
     "validate_record": ".schema",
     "SceneRecord": ".scene_schema",

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ from modeling_icm.templates import (
 )
 
 from .scene_schema import SceneRecord, read_scene_annotations
-from .schema import ClipRecord, ValidationReport, read_annotations
+from .schema import ClipRecord, ValidationReport, iter_annotations
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def instruction_rows(record: ClipRecord, tasks: tuple[str, ...] = TASKS) -> list
                 "cause": record.cause,
                 "source": record.source,
                 "source_id": record.source_id,
+                "offset": float(record.offset),
             }
         )
     return rows
@@ -130,6 +132,7 @@ def omnisila_features(config_name: str, video_feature: str = "path") -> datasets
             "cause": datasets.Value("string"),
             "source": datasets.Value("string"),
             "source_id": datasets.Value("string"),
+            "offset": datasets.Value("float64"),
         }
     )
 
@@ -155,7 +158,9 @@ def _digest(paths: list[Path], extra: str) -> str:
     sha = hashlib.sha256(extra.encode())
     for path in paths:
         sha.update(str(path.resolve()).encode())
-        sha.update(path.read_bytes())
+        with path.open("rb") as handle:  # streamed: a 200K-clip file never sits in memory
+            while block := handle.read(1 << 20):
+                sha.update(block)
     return sha.hexdigest()[:16]
 
 
@@ -167,6 +172,15 @@ def _split_order(splits) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------
 # Omni-SILA
 # ----------------------------------------------------------------------------------------------------------------
+
+
+class _LastLine:
+    """A one-slot ``lines_out`` for :func:`iter_annotations`: the line number of the record just yielded."""
+
+    value = 0
+
+    def append(self, line: int) -> None:
+        self.value = line
 
 
 @dataclass
@@ -219,7 +233,7 @@ class OmniSila(datasets.GeneratorBasedBuilder):
             citation=_CITATION,
         )
 
-    def _records(self) -> tuple[list[ClipRecord], ValidationReport]:
+    def _annotation_path(self) -> Path:
         if self.config.name not in CONFIG_NAMES:
             raise ValueError(f"config name must be one of {list(CONFIG_NAMES)}, got {self.config.name!r}")
         if not self.config.data_dir:
@@ -229,34 +243,57 @@ class OmniSila(datasets.GeneratorBasedBuilder):
             raise FileNotFoundError(
                 f"no annotations in {self.config.data_dir}: expected {self.config.name}.jsonl or annotations.jsonl"
             )
-        return read_annotations(
-            files[0], strict=not self.config.lenient, check_video=self.config.check_video, config=self.config.name
+        return files[0]
+
+    def _iter_records(self, report: ValidationReport | None = None, **kwargs):
+        return iter_annotations(
+            self._annotation_path(),
+            strict=not self.config.lenient,
+            check_video=self.config.check_video,
+            config=self.config.name,
+            report=report,
+            **kwargs,
         )
+
+    def _records(self) -> tuple[list[ClipRecord], ValidationReport]:
+        report = ValidationReport()
+        return list(self._iter_records(report=report)), report
 
     def validate(self) -> ValidationReport:
         """Validate the annotations (leniently) and return what would be skipped."""
         lenient = self.config.lenient
         self.config.lenient = True
         try:
-            return self._records()[1]
+            report = ValidationReport()
+            for _ in self._iter_records(report=report):
+                pass
+            return report
         finally:
             self.config.lenient = lenient
 
     def _split_generators(self, dl_manager):
-        records, self.report = self._records()
+        # one streaming pass validates and notes each valid record's line number per split (4 bytes a clip); each
+        # split then reads only its lines, so no list of records is ever held (200K clips stream through)
+        self.report = ValidationReport()
+        lines: dict[str, array] = {}
+        last = _LastLine()
+        for record in self._iter_records(report=self.report, lines_out=last):
+            lines.setdefault(record.split, array("I")).append(last.value)
         if self.report:
             logger.warning("OmniSila(%s): %s", self.config.name, self.report.summary())
-        if not records:
+        if not lines:
             raise ValueError(f"no valid {self.config.name} clips in {self.config.data_dir}")
         return [
-            datasets.SplitGenerator(name=split, gen_kwargs={"records": [r for r in records if r.split == split]})
-            for split in _split_order(r.split for r in records)
+            datasets.SplitGenerator(name=split, gen_kwargs={"split": split, "lines": lines[split]})
+            for split in _split_order(lines)
         ]
 
-    def _generate_examples(self, records: list[ClipRecord]):
+    def _generate_examples(self, split: str, lines=None):
         index = 0
-        for record in records:
-            for row in instruction_rows(record, tuple(self.config.tasks)):
+        tasks = tuple(self.config.tasks)
+        # the first pass reported the bad records; this one reads only the valid lines of this split
+        for record in self._iter_records(report=ValidationReport(), split=split, only_lines=lines):
+            for row in instruction_rows(record, tasks):
                 yield index, row
                 index += 1
 

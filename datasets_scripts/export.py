@@ -67,7 +67,36 @@ def dataset_card(
     return f"---\n{card_data.to_yaml()}\n---\n\n{body.strip()}\n"
 
 
-def _default_body(pretty_name: str, counts: Mapping[str, Mapping[str, int]], license: str) -> str:
+def _clip_lines(clips: Mapping[str, Mapping[str, tuple[int, int]]]) -> list[str]:
+    """The clips table: clip windows and source videos per config and split, next to the paper's counts."""
+    from .windows import PAPER_COUNTS
+
+    if not clips:
+        return []
+    lines = [
+        "",
+        "## Clips",
+        "",
+        "A clip is a window of a source video (`source_id`, `offset` in seconds; `datasets_scripts.windows`: "
+        "windows every second, the paper's construction — TSL-300's 52,275 train seconds are its \"52K\" train "
+        "clips). Splits are by source video.",
+        "",
+        "| config | split | clips | source videos | paper (Omni-SILA §4.1) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, splits in clips.items():
+        for split, (n_clips, n_sources) in splits.items():
+            paper = PAPER_COUNTS.get(name, {}).get(split)
+            lines.append(f"| {name} | {split} | {n_clips:,} | {n_sources:,} | {f'{paper:,}' if paper else '—'} |")
+    return lines
+
+
+def _default_body(
+    pretty_name: str,
+    counts: Mapping[str, Mapping[str, int]],
+    license: str,
+    clips: Mapping[str, Mapping[str, tuple[int, int]]] | None = None,
+) -> str:
     lines = [
         f"# {pretty_name}",
         "",
@@ -79,6 +108,7 @@ def _default_body(pretty_name: str, counts: Mapping[str, Mapping[str, int]], lic
     ]
     for name, splits in counts.items():
         lines += [f"| {name} | {split} | {n} |" for split, n in splits.items()]
+    lines += _clip_lines(clips or {})
     lines += [
         "",
         "## Usage",
@@ -116,6 +146,7 @@ def export_parquet(
     tags: tuple[str, ...] = ("omni-sila", "video-sentiment", "temporal-localization", "instruction-tuning"),
     relative_to: str | os.PathLike | None = None,
     body: str | None = None,
+    row_group_rows: int = 10_000,
 ) -> Path:
     """Write every config/split as one Parquet file plus a dataset card declaring them.
 
@@ -125,6 +156,9 @@ def export_parquet(
         pretty_name, license, task_categories, tags: card metadata.
         relative_to: write media paths relative to this folder.
         body: the card's markdown body (a default table of configs and usage otherwise).
+        row_group_rows: rows per Parquet row group. ``load_dataset`` reads one row group at a time, so bounded
+            row groups keep reading a 200K-clip export flat in memory (``datasets`` would otherwise size them to
+            ~100 MB, a whole split here).
 
     Returns:
         The path of the written ``README.md``.
@@ -134,6 +168,7 @@ def export_parquet(
     infos: dict[str, datasets.DatasetInfo] = {}
     data_files: dict[str, dict[str, str]] = {}
     counts: dict[str, dict[str, int]] = {}
+    clips: dict[str, dict[str, tuple[int, int]]] = {}
     for name, splits in sets.items():
         if not splits:
             raise ValueError(f"config {name!r} has no splits to export")
@@ -149,10 +184,12 @@ def export_parquet(
                 dataset = _relative_media(dataset, str(relative_to))
             relative = f"{name}/{PARQUET_NAME.format(split=split)}"
             (out / name).mkdir(parents=True, exist_ok=True)
-            num_bytes = dataset.to_parquet(str(out / relative))
+            num_bytes = dataset.to_parquet(str(out / relative), batch_size=int(row_group_rows))
             split_dict.add(datasets.SplitInfo(name=split, num_bytes=num_bytes, num_examples=len(dataset)))
             data_files[name][split] = relative
             counts[name][split] = len(dataset)
+            if {"clip_id", "source_id"} <= set(dataset.column_names):  # Omni-SILA rows: count clips and sources
+                clips.setdefault(name, {})[split] = (len(dataset.unique("clip_id")), len(dataset.unique("source_id")))
         source_info = next(iter(splits.values())).info
         infos[name] = datasets.DatasetInfo(
             description=source_info.description,
@@ -170,7 +207,7 @@ def export_parquet(
         license=license,
         task_categories=task_categories,
         tags=tags,
-        body=body if body is not None else _default_body(pretty_name, counts, license),
+        body=body if body is not None else _default_body(pretty_name, counts, license, clips),
     )
     readme.write_text(text, encoding="utf-8")
     return readme

@@ -69,6 +69,7 @@ from modeling_icm.templates import (
 )
 
 from .schema import ClipRecord, read_annotations, write_annotations
+from .windows import ClipWindows, SourceVideo, WindowConfig
 
 FPS = 4
 FRAME_SIZE = 64
@@ -631,26 +632,28 @@ def generate_mini_set(out_dir: str | os.PathLike, seed: int = 0, size: str = "de
     for stale in [*out.glob("videos/*/*.mp4"), *out.glob("scene_tuning/images/*.png")]:
         stale.unlink()
     records: list[ClipRecord] = []
+    # clips are cut by the one clip construction (datasets_scripts.windows): a mini source is as long as its clip,
+    # so a window as long as the longest source gives one clip per source, which keeps the source's id
+    whole = WindowConfig(window=float(max(DURATIONS)), stride=float(max(DURATIONS)))
     for plan in _plans(int(seed), size):
         video_dir = out / "videos" / plan.config
         video_dir.mkdir(parents=True, exist_ok=True)
         path = video_dir / f"{plan.clip_id}.mp4"
         write_video(path, render_clip_frames(plan))
-        records.append(
-            ClipRecord(
-                id=plan.clip_id,
-                video=str(path.resolve()),
-                duration=float(plan.duration),
-                fps=float(FPS),
-                split=plan.split,
-                config=plan.config,
-                label=plan.label,
-                segments=plan.segments,
-                cause=plan.cause,
-                source=SOURCE_NAME,
-                source_id=plan.clip_id,
-            )
+        source = SourceVideo(
+            source_id=plan.clip_id,
+            video=str(path.resolve()),
+            duration=float(plan.duration),
+            fps=float(FPS),
+            split=plan.split,
+            config=plan.config,
+            segments=[(float(s), float(e), plan.label) for s, e in plan.segments],
+            causes={plan.label: plan.cause},
+            source=SOURCE_NAME,
         )
+        (record,) = ClipWindows([source], whole).windows_of(source)
+        record.id = plan.clip_id
+        records.append(record)
     counts: dict[str, Any] = {}
     for config in CONFIG_NAMES:
         chosen = [r for r in records if r.config == config]

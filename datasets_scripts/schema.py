@@ -12,8 +12,10 @@ Fields
     ``duration`` (seconds, > 0) · ``fps`` (> 0) · ``split`` (a name such as ``train``/``test``: letters, digits,
     ``_``) · ``config`` (``explicit`` or ``implicit``, paper §4.1) · ``label`` (one of
     ``modeling_icm.templates.LABELS[config]``; case and spacing are normalised) · ``segments`` (a list of
-    ``[start, end]`` in seconds with ``0 <= start <= end <= duration``; may be empty) · ``cause`` (the
-    attribution text, may be empty) · ``source`` (the source data set) · ``source_id`` (its id there).
+    ``[start, end]`` in seconds with ``0 <= start <= end <= duration``, in clip time; may be empty) · ``cause`` (the
+    attribution text, may be empty) · ``source`` (the source data set) · ``source_id`` (the source video's id
+    there) · ``offset`` (the clip's start in its source video, seconds, default 0: a clip is a window of a source
+    video, see :mod:`datasets_scripts.windows`; ``video`` is then the source's file).
 
 Choices (the paper is silent): segments are kept in the order given; a segment's end may equal the duration;
 a small tolerance (``DURATION_TOLERANCE`` s) absorbs rounding of the duration in the sources; "Normal" and
@@ -31,8 +33,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,10 @@ SCHEMA_FIELDS: tuple[str, ...] = (
     "cause",
     "source",
     "source_id",
+    "offset",
 )
+#: Fields a record may leave out (their defaults: empty text, offset 0).
+OPTIONAL_FIELDS: tuple[str, ...] = ("cause", "source", "source_id", "offset")
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -71,9 +76,11 @@ class ClipRecord:
     cause: str = ""
     source: str = ""
     source_id: str = ""
+    offset: float = 0.0
 
     def to_json(self, relative_to: str | os.PathLike | None = None) -> dict[str, Any]:
-        row = asdict(self)
+        row = {name: getattr(self, name) for name in SCHEMA_FIELDS}  # asdict's deep copies cost at 200K clips
+        row["segments"] = [list(s) for s in self.segments]
         if relative_to is not None:
             try:
                 row["video"] = os.path.relpath(self.video, relative_to)
@@ -103,6 +110,7 @@ class ValidationReport:
 
     issues: list[ValidationIssue] = field(default_factory=list)
     kept: int = 0
+    warnings: list[ValidationIssue] = field(default_factory=list)  # clamped or noted, the record kept
 
     @property
     def skipped(self) -> int:
@@ -111,16 +119,21 @@ class ValidationReport:
     def add(self, issue: ValidationIssue) -> None:
         self.issues.append(issue)
 
+    def warn(self, issue: ValidationIssue) -> None:
+        self.warnings.append(issue)
+
     def extend(self, other: ValidationReport) -> None:
         self.issues.extend(other.issues)
+        self.warnings.extend(other.warnings)
         self.kept += other.kept
 
     def __bool__(self) -> bool:  # truthy when something was skipped
         return bool(self.issues)
 
     def summary(self) -> str:
-        lines = [f"kept {self.kept} record(s), skipped {self.skipped}"]
+        lines = [f"kept {self.kept} record(s), skipped {self.skipped}, {len(self.warnings)} warning(s)"]
         lines += [f"  - {issue}" for issue in self.issues]
+        lines += [f"  ~ {issue}" for issue in self.warnings]
         return "\n".join(lines)
 
 
@@ -151,10 +164,12 @@ def validate_record(
     line: int = 0,
     base_dir: str | os.PathLike | None = None,
     check_video: bool = True,
+    video_memo: dict[str, str | None] | None = None,
 ) -> ClipRecord:
     """Validate one parsed JSON object against the schema and return a :class:`ClipRecord`.
 
-    Raises :class:`AnnotationError` (a ``ValueError``) naming ``file``, ``line`` and the field at fault.
+    ``video_memo`` (a dict the caller keeps) remembers each video path's check, so that the many clips of one
+    source video stat its file once. Raises :class:`AnnotationError` (a ``ValueError``) naming ``file``, ``line`` and the field at fault.
     """
 
     def issue(name: str, reason: str, value: Any = None) -> AnnotationError:
@@ -163,7 +178,7 @@ def validate_record(
     if not isinstance(row, dict):
         raise issue("<record>", f"must be a JSON object, got {type(row).__name__}")
     for name in SCHEMA_FIELDS:
-        if name not in row and name not in ("cause", "source", "source_id"):
+        if name not in row and name not in OPTIONAL_FIELDS:
             raise issue(name, "is missing")
     unknown = sorted(set(row) - set(SCHEMA_FIELDS))
     if unknown:
@@ -207,6 +222,9 @@ def validate_record(
             raise issue(name, f"ends beyond the duration {duration:g} s", segment)
         clean.append([start, min(end, duration)])
 
+    offset = _number(row.get("offset", 0.0), "offset", issue)
+    if offset < 0:
+        raise issue("offset", "must be >= 0 seconds", row.get("offset"))
     texts = {}
     for name in ("cause", "source", "source_id"):
         value = row.get(name, "")
@@ -221,52 +239,72 @@ def validate_record(
     video = row["video"]
     if not isinstance(video, str) or not video.strip():
         raise issue("video", "must be a non-empty path", video)
-    path = Path(video)
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir) / path
-    if check_video and not path.is_file():
-        raise issue("video", f"file does not exist ({path})", video)
+    path = None
+    if video_memo is not None and video in video_memo:
+        resolved = video_memo[video]
+    else:
+        path = Path(video)
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+        if check_video and not path.is_file():
+            resolved = None
+        else:
+            resolved = str(path.resolve()) if check_video or path.is_absolute() else str(path)
+        if video_memo is not None:
+            video_memo[video] = resolved
+    if resolved is None:
+        missing = path if path is not None else Path(base_dir or "") / video
+        raise issue("video", f"file does not exist ({missing})", video)
     return ClipRecord(
         id=clip_id,
-        video=str(path.resolve()) if check_video or path.is_absolute() else str(path),
+        video=resolved,
         duration=duration,
         fps=fps,
         split=split,
         config=config,
         label=canonical,
         segments=clean,
+        offset=offset,
         **texts,
     )
 
 
-def read_annotations(
+def iter_annotations(
     path: str | os.PathLike,
     *,
     strict: bool = True,
     check_video: bool = True,
     config: str | None = None,
-) -> tuple[list[ClipRecord], ValidationReport]:
-    """Read and validate an ``annotations.jsonl`` file.
+    split: str | None = None,
+    report: ValidationReport | None = None,
+    lines_out: list[int] | None = None,
+    only_lines: Iterable[int] | None = None,
+) -> Iterator[ClipRecord]:
+    """Yield the valid records of an ``annotations.jsonl`` file one by one (constant memory but for the set of
+    ids seen, which catches duplicates); bad records raise (``strict``) or go to ``report``.
 
-    Args:
-        path: the JSON Lines file; relative ``video`` paths are resolved against its folder.
-        strict: raise ``ValueError`` at the first bad record (default); if False, skip bad records and list them
-            in the report.
-        check_video: require each video file to exist.
-        config: keep only records of this config (``explicit``/``implicit``); others are ignored, not reported.
-
-    Returns:
-        ``(records, report)`` — the valid records in file order and what was skipped.
+    ``config`` / ``split`` keep only records of that config / split (others are validated, not yielded).
+    ``report.kept`` counts the records yielded. ``lines_out`` (a list or ``array``) receives the line number of
+    each record yielded; ``only_lines`` (ascending line numbers, e.g. an earlier pass's ``lines_out``) reads only
+    those lines, the others are not even parsed — how the builder streams one split after a validating pass.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"annotation file not found: {path}")
     base_dir = path.parent
-    records: list[ClipRecord] = []
-    report = ValidationReport()
+    report = report if report is not None else ValidationReport()
     seen: dict[str, int] = {}
+    memo: dict[str, str | None] = {}
+    wanted = iter(only_lines) if only_lines is not None else None
+    next_line = next(wanted, None) if wanted is not None else None
     with path.open(encoding="utf-8") as handle:
         for line_no, text in enumerate(handle, start=1):
+            if wanted is not None:
+                if next_line is None:
+                    break
+                if line_no != next_line:
+                    continue
+                next_line = next(wanted, None)
             if not text.strip():
                 continue
             try:
@@ -278,7 +316,9 @@ def read_annotations(
                             str(path), line_no, "<json>", f"malformed JSON line: {err.msg}", text.strip()[:80]
                         )
                     ) from None
-                record = validate_record(row, file=str(path), line=line_no, base_dir=base_dir, check_video=check_video)
+                record = validate_record(
+                    row, file=str(path), line=line_no, base_dir=base_dir, check_video=check_video, video_memo=memo
+                )
                 if record.id in seen:
                     raise AnnotationError(
                         ValidationIssue(
@@ -293,8 +333,35 @@ def read_annotations(
             seen[record.id] = line_no
             if config is not None and record.config != config:
                 continue
-            records.append(record)
-    report.kept = len(records)
+            if split is not None and record.split != split:
+                continue
+            report.kept += 1
+            if lines_out is not None:
+                lines_out.append(line_no)
+            yield record
+
+
+def read_annotations(
+    path: str | os.PathLike,
+    *,
+    strict: bool = True,
+    check_video: bool = True,
+    config: str | None = None,
+) -> tuple[list[ClipRecord], ValidationReport]:
+    """Read and validate an ``annotations.jsonl`` file into a list (:func:`iter_annotations` streams it).
+
+    Args:
+        path: the JSON Lines file; relative ``video`` paths are resolved against its folder.
+        strict: raise ``ValueError`` at the first bad record (default); if False, skip bad records and list them
+            in the report.
+        check_video: require each video file to exist.
+        config: keep only records of this config (``explicit``/``implicit``); others are ignored, not reported.
+
+    Returns:
+        ``(records, report)`` — the valid records in file order and what was skipped.
+    """
+    report = ValidationReport()
+    records = list(iter_annotations(path, strict=strict, check_video=check_video, config=config, report=report))
     return records, report
 
 

@@ -53,13 +53,25 @@ def cmd_data_mini(args) -> int:
 
 
 def cmd_data_convert(args) -> int:
+    from datasets_scripts.windows import WindowConfig, counts_table
+
     annotations = Path(args.annotations)
+    if args.source == "tsl300" and annotations.is_dir():
+        from datasets_scripts.converters.tsl300 import ANNOTATIONS_NAME
+
+        annotations = annotations / ANNOTATIONS_NAME
     if not annotations.is_file():
         raise CliError(f"--annotations {annotations}: file not found")
     videos = Path(args.videos)
     if not videos.is_dir():
         raise CliError(f"--videos {videos}: not a folder")
+    try:
+        window_config = WindowConfig(window=args.window, stride=args.stride, min_length=args.min_length)
+    except ValueError as err:
+        raise CliError(f"--window/--stride/--min-length: {err}") from None
     out = Path(args.out)
+    kwargs = {"check_video": not args.no_check_video, "window_config": window_config,
+              "overshoot_frames": args.overshoot_frames}  # fmt: skip
     if args.source == "tsl300":
         from datasets_scripts.converters import convert_tsl300
 
@@ -70,27 +82,36 @@ def cmd_data_convert(args) -> int:
             if not path.is_file():
                 raise CliError(f"TSL-300 needs {path.name} ({flag}): {path} not found")
         config = "explicit"
-        records, report = convert_tsl300(
-            annotations, fps_json, durations_json, videos, out / f"{config}.jsonl", check_video=not args.no_check_video
-        )
+        windows, report = convert_tsl300(annotations, fps_json, durations_json, videos, out / f"{config}.jsonl", **kwargs)
     else:
         from datasets_scripts.converters import convert_cuva
 
         config = "implicit"
-        records, report = convert_cuva(
-            annotations, videos, out / f"{config}.jsonl", split=args.split, check_video=not args.no_check_video
-        )
-    skipped = [
-        {"file": i.file, "line": i.line, "field": i.field, "reason": i.reason, "value": i.value} for i in report.issues
-    ]
-    report_path = _write_json(out / f"{config}.skipped.json", {"kept": len(records), "skipped": skipped})
-    print(f"{args.source}: kept {len(records)} record(s) -> {out / f'{config}.jsonl'}; skipped {len(skipped)} "
-          f"(report: {report_path})")  # fmt: skip
+        windows, report = convert_cuva(annotations, videos, out / f"{config}.jsonl", split=args.split, **kwargs)
+
+    def rows(issues):
+        return [{"file": i.file, "field": i.field, "reason": i.reason, "value": i.value} for i in issues]
+
+    counts = counts_table(windows, config)
+    report_path = _write_json(
+        out / f"{config}.skipped.json",
+        {"kept": len(windows), "sources": len(windows.sources), "window": vars(window_config), "counts": counts,
+         "skipped": rows(report.issues), "warnings": rows(report.warnings)},
+    )  # fmt: skip
     for issue in report.issues[:20]:
         _eprint(f"  skipped {issue}")
-    if len(report.issues) > 20:
-        _eprint(f"  ... and {len(report.issues) - 20} more in {report_path}")
-    if not records:
+    for issue in report.warnings[:20]:
+        _eprint(f"  warning {issue}")
+    more = max(0, len(report.issues) - 20) + max(0, len(report.warnings) - 20)
+    if more:
+        _eprint(f"  ... and {more} more in {report_path}")
+    for row in counts:
+        paper = f" (paper: {row['paper']:,})" if row["paper"] else ""
+        print(f"  {row['split']}: {row['clips']:,} clips from {row['sources']} source videos, {row['seconds']:,} s{paper}")
+    print(f"{args.source}: {len(windows):,} clip(s) of {window_config.window:g} s every {window_config.stride:g} s from "
+          f"{len(windows.sources)} source video(s) -> {out / f'{config}.jsonl'}; skipped {len(report.issues)}, "
+          f"{len(report.warnings)} warning(s) (report: {report_path})")  # fmt: skip
+    if not len(windows):
         raise CliError(f"no valid record in {annotations} (see {report_path})")
     return 0
 
@@ -151,7 +172,7 @@ def _build_pipeline(args):
 def _dataset_items(data_dir: Path) -> tuple[list, list[str]]:
     """What ``--dataset DIR`` extracts: every clip of explicit.jsonl / implicit.jsonl (both splits), the scene-tuning
     video segments (``{"video", "start", "end"}``) and still images. Unique, in file order."""
-    from datasets_scripts.schema import read_annotations
+    from datasets_scripts.schema import ValidationReport, iter_annotations
     from modeling_icm.templates import CONFIG_NAMES
 
     if not data_dir.is_dir():
@@ -161,10 +182,12 @@ def _dataset_items(data_dir: Path) -> tuple[list, list[str]]:
         raise CliError(f"--dataset {data_dir}: no explicit.jsonl or implicit.jsonl in it")
     videos: list = []
     for path in files:
-        records, report = read_annotations(path, strict=False, check_video=False, config=path.stem)
+        report = ValidationReport()
+        # streamed: the many clip windows of one source name one video
+        videos += list(dict.fromkeys(r.video for r in iter_annotations(path, strict=False, check_video=False,
+                                                                       config=path.stem, report=report)))  # fmt: skip
         for issue in report.issues:
             _eprint(f"  skipped record {issue}")
-        videos += [r.video for r in records]
     images: list[str] = []
     scene_dir = data_dir / "scene_tuning"
     if scene_dir.is_dir():
@@ -207,8 +230,9 @@ def cmd_extract(args) -> int:
         items = list(args.videos)
     pipeline = _build_pipeline(args)
     cache = FeatureCache(args.cache)
+    clips = [i for i in items if args.grid_fps is None or isinstance(i, dict)]  # scene-tuning segments stay per clip
     report = extract_videos(
-        items,
+        clips,
         pipeline,
         cache,
         num_frames=args.num_frames,
@@ -216,6 +240,13 @@ def cmd_extract(args) -> int:
         backend=args.backend,
         progress=not args.no_progress,
     )
+    if args.grid_fps is not None:  # frame-shared: each source once, on its frame grid (processing.grid)
+        from processing.grid import extract_source_grids
+
+        sources = [i for i in items if not isinstance(i, dict)]
+        report = report.merge(extract_source_grids(sources, pipeline, cache, grid_fps=args.grid_fps,
+                                                   max_side=args.max_side, backend=args.backend,
+                                                   progress=not args.no_progress))  # fmt: skip
     still = {"computed": [], "cached": [], "skipped": []}
     if images:
         from trainers.data import extract_still_images
@@ -584,13 +615,21 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=_Formatter)  # fmt: skip
     p.add_argument("--source", required=True, choices=("tsl300", "cuva"), help="the public source")
     p.add_argument("--annotations", required=True,
-                   help="TSL-300 gt.json, or CUVA's annotation JSON")  # fmt: skip
+                   help="TSL-300 videosenti_gt.json (train + test segments) or its folder, or CUVA's annotation JSON")  # fmt: skip
     p.add_argument("--videos", required=True, help="folder of the source videos")
     p.add_argument("--out", required=True, help="folder for <config>.jsonl and <config>.skipped.json (the skipped records)")
     p.add_argument("--fps-json", help="TSL-300 fps dictionary (default: fps_dict.json next to gt.json)")
     p.add_argument("--durations-json", help="TSL-300 durations (default: len_duration_dict.json next to gt.json)")
     p.add_argument("--split", default="train", help="CUVA: split of records that do not name one")
     p.add_argument("--no-check-video", action="store_true", help="do not require the video files to exist")
+    from datasets_scripts.windows import OVERSHOOT_FRAMES, WindowConfig
+
+    windows = WindowConfig()
+    p.add_argument("--window", type=float, default=windows.window, help="clip window length in seconds (datasets_scripts.windows)")
+    p.add_argument("--stride", type=float, default=windows.stride, help="seconds between window starts (paper: 1 clip per second)")
+    p.add_argument("--min-length", type=float, default=windows.min_length, help="drop windows shorter than this (the cut ones at a video's end)")
+    p.add_argument("--overshoot-frames", type=float, default=OVERSHOOT_FRAMES,
+                   help="clamp segments ending at most this many frames after the duration (larger: segment skipped)")  # fmt: skip
     p.set_defaults(func=cmd_data_convert)
 
     p = data_sub.add_parser("export", help="Parquet + dataset card (a Hub dataset repository)", formatter_class=_Formatter)
@@ -619,6 +658,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenes", nargs="+", choices=("face", "action", "object", "background"), help="default: all four")
     p.add_argument("--seed", type=int, default=0, help="seed of the tiny pipeline")
     p.add_argument("--num-frames", type=int, default=8, help="frames sampled per clip (paper: 8)")
+    p.add_argument("--grid-fps", type=float, default=None,
+                   help="frame-shared extraction of the videos / Omni-SILA sources: each decoded once on a grid of "
+                   "this many frames per second (clip windows gather their frames from it; processing.grid)")  # fmt: skip
     p.add_argument("--max-side", type=int, default=None, help="downscale frames so their longer side is at most this")
     p.add_argument("--backend", choices=("decord", "av"), default=None, help="video decoder (default: the faster)")
     p.add_argument("--face-encoder", default="microsoft/resnet-18", help="pretrained: the face CNN (id or folder)")

@@ -392,6 +392,7 @@ class ExtractionReport:
     recomputed: list[SkippedVideo] = field(default_factory=list)  # stale / corrupt entries, with the reason
     skipped: list[SkippedVideo] = field(default_factory=list)
     entry_ids: dict[str, str] = field(default_factory=dict)
+    frames_extracted: int = 0  # frames the extractors ran on (each through every scene extractor)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -403,6 +404,7 @@ class ExtractionReport:
             self.recomputed + other.recomputed,
             self.skipped + other.skipped,
             {**self.entry_ids, **other.entry_ids},
+            self.frames_extracted + other.frames_extracted,
         )
 
     def __str__(self) -> str:
@@ -446,6 +448,18 @@ def _item(item: Any, video_key: str) -> tuple[str, float | None, float | None]:
             raise ValueError(f"dataset item has no {video_key!r} field: {sorted(item)}")
         return os.fspath(item[video_key]), item.get("start"), item.get("end")
     return os.fspath(item), None, None
+
+
+def served_from_cache(cache: FeatureCache, key: CacheKey, path: str, report: ExtractionReport, complete: bool = True) -> bool:
+    """Record ``path`` as read from the cache when ``key`` is a hit (and ``complete``); otherwise note a stale or
+    corrupt entry as recomputed and return False."""
+    if cache.get(key) is not None and complete:
+        report.cached.append(path)
+        report.entry_ids[path] = key.entry_id
+        return True
+    if cache.last_status in ("stale", "corrupt"):
+        report.recomputed.append(SkippedVideo(path, f"{cache.last_status}: {cache.last_reason}"))
+    return False
 
 
 def extract_videos(
@@ -503,13 +517,8 @@ def extract_videos(
         except ValueError as err:
             report.skipped.append(SkippedVideo(path, f"bad sampling parameters: {err}"))
             continue
-        cached = cache.get(key)
-        if cached is not None:
-            report.cached.append(path)
-            report.entry_ids[path] = key.entry_id
+        if served_from_cache(cache, key, path, report):
             continue
-        if cache.last_status in ("stale", "corrupt"):
-            report.recomputed.append(SkippedVideo(path, f"{cache.last_status}: {cache.last_reason}"))
         try:
             clip = sample_frames(path, num_frames=num_frames, start=s, end=e, backend=backend, max_side=max_side)
         except ValueError as err:  # VideoDecodeError names the file and the reason
@@ -523,6 +532,7 @@ def extract_videos(
         except Exception as err:
             report.skipped.append(SkippedVideo(path, f"extraction failed: {type(err).__name__}: {err}"))
             continue
+        report.frames_extracted += int(clip.frames.shape[0])
         meta = {
             "path": path,
             "fps": clip.fps,

@@ -38,6 +38,7 @@ def _report_from_dict(data: dict[str, Any]) -> ExtractionReport:
         recomputed=[SkippedVideo(**r) for r in data["recomputed"]],
         skipped=[SkippedVideo(**s) for s in data["skipped"]],
         entry_ids=dict(data["entry_ids"]),
+        frames_extracted=int(data.get("frames_extracted", 0)),
     )
 
 
@@ -52,9 +53,15 @@ def distributed_extract(
     start: float | None = None,
     end: float | None = None,
     progress: bool = True,
+    grid_fps: float | None = None,
+    pixel_max_side: int | None = None,
 ) -> ExtractionReport | None:
     """Extract ``paths`` across the processes of the current accelerate launch into ``cache_dir``. Returns the
-    merged report on rank 0 (the local report when run alone) and ``None`` on the other ranks."""
+    merged report on rank 0 (the local report when run alone) and ``None`` on the other ranks.
+
+    With ``grid_fps`` the work is frame-shared (``processing.grid.extract_source_grids``): ``paths`` may name the
+    same source video many times (one per clip window); each source is decoded and extracted once, on one rank —
+    the sources, not the clips, are sharded across processes."""
     from accelerate import PartialState
 
     state = PartialState()
@@ -74,18 +81,23 @@ def distributed_extract(
         for entry_id, record in merged.get("entries", {}).items():
             cache.entries.setdefault(entry_id, record)
         cache.file_hashes.update(merged.get("file_hashes", {}))
+    if grid_fps is not None:
+        from .grid import _items, extract_source_grids
+
+        paths = _items(paths, "video")  # one entry per source video: the sources are sharded, not the clips
+        run, kwargs = extract_source_grids, {"grid_fps": grid_fps, "pixel_max_side": pixel_max_side}
+    else:
+        run, kwargs = extract_videos, {"num_frames": num_frames, "start": start, "end": end}
     with state.split_between_processes(list(paths)) as mine:
-        report = extract_videos(
+        report = run(
             mine,
             pipeline,
             cache,
-            num_frames=num_frames,
             max_side=max_side,
             backend=backend,
-            start=start,
-            end=end,
             progress=progress and state.is_local_main_process,
-            desc=f"scene features [rank {rank}/{world}]",
+            desc=f"scene features{', frame grid' if grid_fps is not None else ''} [rank {rank}/{world}]",
+            **kwargs,
         )
     if world == 1:
         return report
@@ -139,6 +151,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sam-checkpoint", default=None, help="official SAM-V1 .pth")
     p.add_argument("--sam-type", default="vit_b", help="vit_h | vit_l | vit_b")
     p.add_argument("--background-encoder", default="google/vit-base-patch16-224-in21k")
+    p.add_argument("--grid-fps", type=float, default=None,
+                   help="frame-shared extraction: decode each source once on a grid of this many frames per second "
+                   "(processing.grid; clip windows gather their frames from it)")  # fmt: skip
+    p.add_argument("--pixel-max-side", type=int, default=None, help="with --grid-fps: downscale the stored grid frames")
     p.add_argument("--report", default=None, help="write the merged report (JSON) here")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -162,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_side=args.max_side,
         backend=args.backend,
         progress=not args.no_progress,
+        grid_fps=args.grid_fps,
+        pixel_max_side=args.pixel_max_side,
     )
     if report is not None:
         print(report)

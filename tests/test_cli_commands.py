@@ -491,13 +491,26 @@ def test_data_convert_cuva_reports_skipped_records(capsys, tmp_path, carphone_pa
     ]
     (tmp_path / "cuva.json").write_text(json.dumps(annotations))
     code, out, err = run_icm(capsys, "data", "convert", "--source", "cuva", "--annotations", tmp_path / "cuva.json",
-                             "--videos", videos, "--out", tmp_path / "out")  # fmt: skip
+                             "--videos", videos, "--out", tmp_path / "out", "--window", "4", "--stride", "2")  # fmt: skip
     assert code == 0, err
     rows = [json.loads(line) for line in (tmp_path / "out" / "implicit.jsonl").read_text().splitlines()]
-    assert [r["label"] for r in rows] == ["Fire"]
+    # carphone lasts 4.004 s: windows [0, 4) and [2, 4.004) overlap the Fire segment [1, 3]; [4, 4.004) is too short
+    assert [(r["id"], r["label"], r["offset"], r["segments"]) for r in rows] == [
+        ("00041@0s", "Fire", 0.0, [[1.0, 3.0]]), ("00041@2s", "Fire", 2.0, [[0.0, 1.0]])]  # fmt: skip
     report = json.loads((tmp_path / "out" / "implicit.skipped.json").read_text())
-    assert report["kept"] == 1 and {s["field"] for s in report["skipped"]} == {"category", "video"}
-    assert "kept 1 record(s)" in out and "skipped 2" in out and "Explosion" in err
+    assert report["kept"] == 2 and {s["field"] for s in report["skipped"]} == {"category", "video"}
+    assert report["counts"][0]["clips"] == 2 and report["warnings"] == []
+    assert "2 clip(s) of 4 s every 2 s from 1 source video(s)" in out and "skipped 2" in out and "Explosion" in err
+    code, out, err = run_icm(capsys, "data", "convert", "--source", "cuva", "--annotations", tmp_path / "cuva.json",
+                             "--videos", videos, "--out", tmp_path / "out2", "--stride", "0")  # fmt: skip
+    assert code == 2 and "stride must be a positive number of seconds, got 0.0" in err
+    # the two windows share one source: --grid-fps extracts it once, 5 grid frames for its 4.004 s
+    code, out, err = run_icm(capsys, "extract", "--dataset", tmp_path / "out", "--cache", tmp_path / "cache",
+                             "--pipeline", "tiny", "--scenes", "background", "--grid-fps", "1", "--no-progress")  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "cache" / "extract_report.json").read_text())
+    assert [Path(p).name for p in report["videos"]["computed"]] == ["00041.mp4"]
+    assert report["videos"]["frames_extracted"] == 5
 
 
 def test_extract_skips_and_reports_bad_videos(capsys, tmp_path, carphone_path, bigbuckbunny_path):

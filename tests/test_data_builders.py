@@ -158,6 +158,8 @@ def test_export_parquet_reload_identical(mini, paper_dir, tmp_path):
     header = readme.read_text().split("---")[1]
     assert "config_name: implicit" in header and "path: implicit/train-00000-of-00001.parquet" in header
     assert "license: apache-2.0" in header and "video-text-to-text" in header and "class_label" in header
+    clips = len(set(sets["explicit"]["train"]["clip_id"]))  # the card counts clips and source videos per split
+    assert f"| explicit | train | {clips:,} | {clips:,} | 52,000 |" in readme.read_text()
     for name, built in sets.items():
         loaded = datasets.load_dataset(str(out), name, cache_dir=str(tmp_path / "load"))
         assert set(loaded) == set(built)

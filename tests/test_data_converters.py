@@ -24,6 +24,7 @@ from datasets_scripts.converters import (
     places365_scene_name,
 )
 from datasets_scripts.mini_set import write_video
+from datasets_scripts.windows import WindowConfig
 
 
 def _video(path: Path, seconds: int = 10, fps: int = 4) -> Path:
@@ -74,35 +75,72 @@ def tsl300(tmp_path) -> Path:
     return root
 
 
-def test_tsl300_converter_records_and_report(tsl300, tmp_path):
+def test_tsl300_converter_windows_and_report(tsl300, tmp_path):
     out = tmp_path / "explicit" / "explicit.jsonl"
-    records, report = convert_tsl300(
+    (tsl300 / "videos" / "183_CMU_MOSEI_9cSJglGi9Pg.mp4").rename(tsl300 / "videos" / "183_CMU_MOSEI_9cSJglGi9Pg.mkv")
+    _video(tsl300 / "videos" / "102_Ekman6_surprise_408.mov", seconds=1)
+    windows, report = convert_tsl300(
         tsl300 / "gt.json", tsl300 / "fps_dict.json", tsl300 / "len_duration_dict.json", tsl300 / "videos", out,
         causes={"102_Ekman6_surprise_408": {"positive": "a surprised smiling face"}},
+        window_config=WindowConfig(window=20.0, stride=1.0),
     )  # fmt: skip
-    by_id = {r.id: r for r in records}
-    assert sorted(by_id) == [
-        "102_Ekman6_surprise_408-negative",
-        "102_Ekman6_surprise_408-positive",
-        "183_CMU_MOSEI_9cSJglGi9Pg-negative",
-        "quiet-neutral",
-    ]
-    positive = by_id["102_Ekman6_surprise_408-positive"]
-    assert positive.segments == [[18.44, 31.199], [56.12, 61.38]] and positive.split == "test"
-    assert positive.cause == "a surprised smiling face" and positive.fps == 30.0 and positive.source == "tsl300"
-    assert by_id["quiet-neutral"].segments == [[0.0, 151.6]]
+    # 151.6 s sources, one window per started second; "beyond" keeps its video, only the overlong segment goes
+    assert [s.source_id for s in windows.sources] == ["102_Ekman6_surprise_408", "183_CMU_MOSEI_9cSJglGi9Pg"]
+    assert windows.counts() == {"test": 151, "train": 151} and report.kept == 302
+    by_id = {r.id: r for r in windows}
+    assert Path(by_id["183_CMU_MOSEI_9cSJglGi9Pg@0s"].video).suffix == ".mkv"
+    w = by_id["102_Ekman6_surprise_408@15s"]  # [15, 35): positive 18.44-31.199 covers most
+    assert (w.label, w.segments, w.offset, w.duration) == ("positive", [[3.44, 16.199]], 15.0, 20.0)
+    assert w.cause == "a surprised smiling face" and w.split == "test" and w.source_id == "102_Ekman6_surprise_408"
+    w = by_id["102_Ekman6_surprise_408@38s"]  # [38, 58): negative 40-45.5 (5.5 s) vs positive 56.12-58 (1.88 s)
+    assert (w.label, w.segments) == ("negative", [[2.0, 7.5]])
+    assert (by_id["102_Ekman6_surprise_408@140s"].label, by_id["102_Ekman6_surprise_408@140s"].segments) == (
+        "neutral", [[0.0, 11.6]])  # fmt: skip
     assert _issues(report) == {
-        ("database.bad_code", "annotations[0].label"),
-        ("database.inverted", "segments[0]"),
-        ("database.beyond", "segments[0]"),
-        ("database.no_fps", "fps"),
-        ("database.no_video", "video"),
+        ("quiet", "annotations"),
+        ("bad_code", "annotations[0].label"),
+        ("inverted", "annotations[0].segment"),
+        ("inverted", "annotations"),
+        ("beyond", "annotations[0].segment"),
+        ("beyond", "annotations"),
+        ("no_fps", "fps"),
+        ("no_video", "video"),
     }
-    assert report.kept == 4
+    multi = [w for w in report.warnings if w.field == "video"]
+    assert len(multi) == 1 and "took 102_Ekman6_surprise_408.mp4" in multi[0].reason
     ds = _build(OmniSila, tmp_path / "cache", config_name="explicit", data_dir=str(out.parent))
-    locate = next(r for r in ds["test"] if r["task"] == "locate" and r["clip_id"].endswith("positive"))
-    assert locate["answer"] == "The location of positive is from 18.44s to 31.2s and from 56.12s to 61.38s."
-    assert len(ds["train"]) == 2 * 4 and len(ds["test"]) == 2 * 4
+    locate = next(r for r in ds["test"] if r["task"] == "locate" and r["clip_id"] == "102_Ekman6_surprise_408@15s")
+    assert locate["answer"] == "The location of positive is from 3.44s to 16.2s." and locate["offset"] == 15.0
+    assert len(ds["train"]) == 4 * 151 and len(ds["test"]) == 4 * 151
+
+
+def test_tsl300_overshoot_is_clamped_or_drops_the_segment_only(tmp_path):
+    database = {"v": {"subset": "train", "annotations": [
+        {"segment": ["1", "10.05"], "label": "p"}, {"segment": ["2", "3"], "label": "n"}]},
+        "w": {"subset": "train", "annotations": [
+        {"segment": ["1", "2"], "label": "p"}, {"segment": ["5", "11"], "label": "n"}]}}  # fmt: skip
+    for name, data in (("gt.json", {"database": database}), ("fps.json", {"v": 30, "w": 30}),
+                       ("len.json", {"v": 10.0, "w": 10.0})):  # fmt: skip
+        (tmp_path / name).write_text(json.dumps(data))
+    windows, report = convert_tsl300(
+        tmp_path / "gt.json", tmp_path / "fps.json", tmp_path / "len.json", tmp_path, check_video=False,
+        window_config=WindowConfig(window=10, stride=5),
+    )  # fmt: skip
+    records = {r.id: r for r in windows}
+    assert (records["v@0s"].label, records["v@0s"].segments) == ("positive", [[1.0, 10.0]])  # 1.5 frames: clamped
+    assert (records["w@0s"].label, records["w@0s"].segments) == ("positive", [[1.0, 2.0]])  # 30 frames: dropped
+    assert [(w.file.split("[")[-1], w.field) for w in report.warnings] == [("v]", "annotations[0].segment")]
+    assert [(i.file.split("[")[-1], i.field) for i in report.issues] == [("w]", "annotations[1].segment")]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"window": 0}, "window must be a positive"), ({"stride": -1}, "stride must be a positive"),
+     ({"stride": float("nan")}, "stride"), ({"label_rule": "vote"}, "label_rule")],
+)  # fmt: skip
+def test_window_config_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        WindowConfig(**kwargs)
 
 
 def test_tsl300_rejects_a_non_activitynet_file(tsl300):
@@ -164,18 +202,27 @@ def test_cuva_per_video_records(cuva, tmp_path):
         {"category": 1},
     ]  # fmt: skip
     (cuva / "cuva.json").write_text(json.dumps(annotations))
-    records, report = convert_cuva(cuva / "cuva.json", cuva / "videos", tmp_path / "out" / "implicit.jsonl")
-    by_id = {r.id: r for r in records}
-    assert sorted(by_id) == ["cuva-00041", "cuva-00042", "cuva-00045"]
-    assert by_id["cuva-00041"].label == "Traffic Accidents" and by_id["cuva-00041"].segments == [[1.0, 4.0]]
-    assert by_id["cuva-00041"].cause.startswith("A car suddenly")
-    assert by_id["cuva-00042"].cause == "A kitchen catches fire." and by_id["cuva-00042"].segments == [[2.0, 6.0]]
-    assert abs(by_id["cuva-00042"].duration - 10.0) < 0.3 and by_id["cuva-00042"].fps == 4.0
-    assert by_id["cuva-00045"].label == "Normal" and by_id["cuva-00045"].split == "test"
-    assert by_id["cuva-00045"].segments == [[0.0, by_id["cuva-00045"].duration]]
-    assert _issues(report) == {("[2]", "category"), ("[3]", "segments[0]"), ("[5]", "video"), ("[6]", "video_name")}
+    (cuva / "videos" / "00042.mp4").rename(cuva / "videos" / "00042.avi")
+    windows, report = convert_cuva(
+        cuva / "cuva.json", cuva / "videos", tmp_path / "out" / "implicit.jsonl",
+        window_config=WindowConfig(window=4, stride=1),
+    )  # fmt: skip
+    assert [s.source_id for s in windows.sources] == ["00041", "00042", "00045"]
+    by_id = {r.id: r for r in windows}
+    assert len(by_id) == 30 and windows.counts() == {"train": 20, "test": 10}
+    assert (by_id["00041@0s"].label, by_id["00041@0s"].segments) == ("Traffic Accidents", [[1.0, 4.0]])
+    assert by_id["00041@0s"].cause.startswith("A car suddenly")
+    assert (by_id["00041@5s"].label, by_id["00041@5s"].segments, by_id["00041@5s"].cause) == (
+        "Normal", [[0.0, 4.0]], "")  # fmt: skip
+    assert by_id["00042@3s"].cause == "A kitchen catches fire." and by_id["00042@3s"].segments == [[0.0, 3.0]]
+    assert by_id["00042@3s"].video.endswith("00042.avi") and by_id["00042@3s"].fps == 4.0
+    assert by_id["00045@0s"].label == "Normal" and by_id["00045@0s"].split == "test"
+    assert _issues(report) == {
+        ("[2]:00043", "category"), ("[3]:00044", "segments[0]"), ("[3]:00044", "timestamps"),
+        ("[5]:missing", "video"), ("[6]", "video_name"),
+    }  # fmt: skip
     ds = _build(OmniSila, tmp_path / "cache", config_name="implicit", data_dir=str(tmp_path / "out"))
-    attribute = next(r for r in ds["train"] if r["task"] == "attribute" and r["clip_id"] == "cuva-00041")
+    attribute = next(r for r in ds["train"] if r["task"] == "attribute" and r["clip_id"] == "00041@0s")
     assert attribute["answer"] == "The attribution is A car suddenly changed lanes and hit the car in front."
 
 
@@ -188,15 +235,20 @@ def test_cuva_qa_rows_keyed_layout_and_given_durations(cuva, tmp_path):
         {"video_name": "00042.mp4", "task": "Timestamp", "instruction": "...", "answer": "no idea"},
     ]
     (cuva / "qa.json").write_text(json.dumps(rows))
-    records, report = convert_cuva(cuva / "qa.json", cuva / "videos", split={"00041": "test"})
-    assert [(r.id, r.label, r.segments, r.cause, r.split) for r in records] == [
-        ("cuva-00041", "Traffic Accidents", [[1.0, 4.0]], "The car ran a red light.", "test")
-    ]
+    windows, report = convert_cuva(cuva / "qa.json", cuva / "videos", split={"00041": "test"},
+                                   window_config=WindowConfig(window=20))  # fmt: skip
+    first = next(iter(windows))
+    assert (first.id, first.label, first.segments, first.cause, first.split) == (
+        "00041@0s", "Traffic Accidents", [[1.0, 4.0]], "The car ran a red light.", "test")  # fmt: skip
     assert _issues(report) == {("00042.mp4", "timestamps")}
+    assert [w.field for w in report.warnings] == ["window"]  # the 20-s window is longer than the 10-s video
     keyed = {"00043": {"class": "Robbery", "timestamp": "1-3", "Cause": "A man grabs a bag."}}
     (cuva / "keyed.json").write_text(json.dumps(keyed))
-    records, report = convert_cuva(cuva / "keyed.json", cuva / "videos", durations={"00043": 30.0}, fps={"00043": 25})
-    assert [(r.label, r.duration, r.fps, r.segments) for r in records] == [("Robbery", 30.0, 25.0, [[1.0, 3.0]])]
+    windows, report = convert_cuva(cuva / "keyed.json", cuva / "videos", durations={"00043": 30.0}, fps={"00043": 25},
+                                   window_config=WindowConfig(window=10, stride=10))  # fmt: skip
+    assert [(r.label, r.duration, r.fps, r.segments) for r in windows] == [
+        ("Robbery", 10.0, 25.0, [[1.0, 3.0]]), ("Normal", 10.0, 25.0, [[0.0, 10.0]]),
+        ("Normal", 10.0, 25.0, [[0.0, 10.0]])]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------

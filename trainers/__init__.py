@@ -21,6 +21,7 @@ _LAZY = {
     "evaluate_generation": ".evaluation",
     "generate_answers": ".evaluation",
     "omnisila_examples": ".data",
+    "WindowExamples": ".data",
     "scene_tuning_examples": ".data",
     "IcmExamples": ".data",
     "run_recipe": ".recipe",

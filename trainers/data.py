@@ -189,10 +189,15 @@ def omnisila_examples(
     on_missing: str = "raise",
     limit: int | None = None,
     clip_ids: Iterable[str] | None = None,
+    grid=None,
 ) -> IcmExamples:
     """The instruction examples (paper §4.1: identify, locate, attribute and the combined test-time instruction) of
     one Omni-SILA config and split, with frames and cached scene features. ``clip_ids`` keeps only those clips
-    (before anything is read); ``limit`` the first ``limit`` clips."""
+    (before anything is read); ``limit`` the first ``limit`` clips.
+
+    Without ``grid`` each clip is its whole video, sampled and cached as one entry (the mini set). Clip windows of
+    longer sources (``datasets_scripts.windows``) need ``grid``, a ``processing.grid.GridClips``: each clip gathers
+    its frames and features from its source's frame grid. For 200K clips use :class:`WindowExamples` (lazy)."""
     from datasets_scripts.builders import instruction_rows
 
     if on_missing not in ("raise", "skip"):
@@ -205,9 +210,21 @@ def omnisila_examples(
     if limit is not None:
         records = records[: int(limit)]
     examples, skipped = [], []
+    window = next((r for r in records if r.offset > 0), None) if grid is None else None
+    if window is not None:
+        raise ValueError(
+            f"clip {window.id!r} is a window at {window.offset:g} s of {window.video}: clip windows are served from "
+            "the per-source frame grid, pass grid=processing.grid.GridClips(...) (or use WindowExamples)"
+        )
     for record in records:
         try:
-            clip = _clip_example(cache, record.video, pipeline_hash, num_frames, backend=backend)
+            if grid is not None:
+                try:
+                    clip = grid.clip(record.video, record.offset, record.duration, num_frames)
+                except KeyError as err:  # processing.grid.MissingGridError
+                    raise MissingFeaturesError(str(err)) from None
+            else:
+                clip = _clip_example(cache, record.video, pipeline_hash, num_frames, backend=backend)
         except MissingFeaturesError as err:
             if on_missing == "raise":
                 raise
@@ -230,6 +247,51 @@ def omnisila_examples(
                 }
             )
     return IcmExamples(examples, skipped)
+
+
+class WindowExamples(Dataset):
+    """Omni-SILA examples of clip windows, built lazily: ``rows`` are the instruction rows (a ``datasets.Dataset``
+    from the ``OmniSila`` builder or from ``load_dataset`` of its Parquet export — Arrow, memory-mapped) and each
+    item gathers its frames and scene features from the per-source frame grids (``processing.grid.GridClips``).
+
+    Nothing per clip is held in memory, so 200K clips cost what 20K do. ``video_root`` resolves relative ``video``
+    paths (an export written with ``relative_to``). Items are the dicts of the module docstring.
+    """
+
+    def __init__(self, rows, clips, config_name: str | None = None, video_root: str | os.PathLike | None = None):
+        self.rows = rows
+        self.clips = clips
+        label = rows.features["label"] if hasattr(rows, "features") else None
+        self._label_name = label.int2str if hasattr(label, "int2str") else (lambda v: v)
+        self.config_name = config_name or (
+            "explicit" if label is not None and "neutral" in getattr(label, "names", []) else "implicit"
+        )
+        self.video_root = None if video_root is None else Path(video_root)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows[int(index)]
+        video = row["video"]
+        if self.video_root is not None and not os.path.isabs(video):
+            video = str(self.video_root / video)
+        clip = self.clips.clip(video, float(row.get("offset") or 0.0), float(row["duration"]))
+        return {
+            **clip,
+            "instruction": row["instruction"],
+            "answer": row["answer"],
+            "config": self.config_name,
+            "label": self._label_name(row["label"]),
+            "segments": [list(map(float, s)) for s in row["segments"]],
+            "cause": row["cause"],
+            "duration": float(row["duration"]),
+            "clip_id": row["clip_id"],
+            "task": row["task"],
+            "video": video,
+            "source_id": row.get("source_id", ""),
+            "offset": float(row.get("offset") or 0.0),
+        }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -337,6 +399,7 @@ def scene_tuning_examples(
 __all__ = [
     "OMNISILA_TASKS",
     "IcmExamples",
+    "WindowExamples",
     "MissingFeaturesError",
     "extract_still_images",
     "omnisila_examples",

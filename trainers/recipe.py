@@ -325,6 +325,11 @@ def _clip_records(r: dict, data_dir: Path, config: str, split: str, limit_key: s
     return records
 
 
+def _windowed(records) -> bool:
+    """Clip windows of longer sources (``datasets_scripts.windows``) rather than whole-video clips (the mini set)."""
+    return any(rec.offset > 0 for rec in records)
+
+
 def _balanced(records, limit: int):
     """At most ``limit`` clips, taken round-robin over the labels (so a small limit keeps every label)."""
     by_label: dict[str, list] = {}
@@ -345,12 +350,17 @@ def _extract(r: dict, data_dir: Path, cache, pipeline, log) -> None:
     from .data import extract_still_images, scene_tuning_sources
 
     num_frames = int(r["features"]["num_frames"])
-    videos = []
+    records = []
     for config in r["data"]["configs"]:
         for split, key in ((r["data"]["train_split"], "max_train_clips"), (r["data"]["eval_split"], "max_eval_clips")):
-            videos += [rec.video for rec in _clip_records(r, data_dir, config, split, key)]
+            records += _clip_records(r, data_dir, config, split, key)
     started = time.perf_counter()
-    report = extract_videos(videos, pipeline, cache, num_frames=num_frames, progress=False)
+    if _windowed(records):  # clip windows of longer sources: each source once, on its frame grid
+        from processing.grid import extract_source_grids
+
+        report = extract_source_grids([rec.video for rec in records], pipeline, cache, progress=False)
+    else:
+        report = extract_videos([rec.video for rec in records], pipeline, cache, num_frames=num_frames, progress=False)
     log(f"features: Omni-SILA clips: {str(report).splitlines()[0]} ({time.perf_counter() - started:.1f}s)")
     if r["ablation"]["scene_tuning"]:
         scene_dir = data_dir / "scene_tuning"
@@ -639,10 +649,16 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
             (r["data"]["train_split"], "max_train_clips", train_sets, r["data"]["train_tasks"]),
             (r["data"]["eval_split"], "max_eval_clips", eval_sets, ["combined"]),
         ):
-            ids = [rec.id for rec in _clip_records(r, data_dir, config, split, key)]
+            records = _clip_records(r, data_dir, config, split, key)
+            grid = None
+            if _windowed(records):
+                from processing.grid import GridClips
+
+                grid = GridClips(cache, pipeline_hash, num_frames=num_frames)
             target[config] = omnisila_examples(
-                data_dir, config, split, cache, pipeline_hash, num_frames, tasks=tasks, clip_ids=ids
-            )
+                data_dir, config, split, cache, pipeline_hash, num_frames, tasks=tasks,
+                clip_ids=[rec.id for rec in records], grid=grid,
+            )  # fmt: skip
     train_examples = [e for ex in train_sets.values() for e in ex]
     scene_examples = []
     if r["ablation"]["scene_tuning"]:

@@ -15,7 +15,8 @@ Timestamps may be ``[[s, e], ...]``, ``[s, e]``, ``"s-e"`` strings, CUVA's ``mms
 12 s to 35 s) or ``"mm:ss"``. Category numbers follow CUVA's own prompt (1 Fighting, 2 Animals Hurting People,
 3 Water Incidents, 4 Vandalism, 5 Traffic Accidents, 6 Robbery, 7 Theft, 8 Pedestrian Incidents, 9 Fire,
 10 Traffic Violations, 11 Forbidden to Burn), which swaps 8 and 10 relative to the paper's numbering; 0 and
-"normal" map to Normal. The attribution ``cause`` is CUVA's cause text (its description when no cause is given).
+"normal" map to Normal. The attribution ``cause`` is CUVA's cause text (its description when no cause is given); ``Normal`` windows have
+none. Each video is cut into clip windows by :mod:`datasets_scripts.windows`.
 Durations and fps come from ``durations``/``fps`` dictionaries when given, else from the video container.
 """
 
@@ -28,8 +29,9 @@ from typing import Any
 
 from modeling_icm.templates import normalize_label
 
-from ..schema import ClipRecord, ValidationReport, write_annotations
-from .common import Collector, load_json, probe_video
+from ..schema import ValidationReport
+from ..windows import ClipWindows, SourceVideo, WindowConfig
+from .common import OVERSHOOT_FRAMES, SourceCollector, VideoIndex, load_json, probe_video
 
 SOURCE = "cuva"
 #: CUVA's category numbers (its classification prompt).
@@ -154,20 +156,34 @@ def convert_cuva(
     durations: dict[str, float] | None = None,
     fps: dict[str, float] | None = None,
     check_video: bool = True,
-) -> tuple[list[ClipRecord], ValidationReport]:
-    """Convert CUVA annotations into implicit clip records; bad entries are skipped and reported.
+    window_config: WindowConfig | None = None,
+    overshoot_frames: float = OVERSHOOT_FRAMES,
+) -> tuple[ClipWindows, ValidationReport]:
+    """Convert CUVA annotations into implicit clip windows (:mod:`datasets_scripts.windows`); bad entries are
+    skipped and reported.
+
+    Each video is one source: its category labels the windows its anomaly segments overlap; the other windows are
+    ``Normal``. A ``Normal`` video needs no timestamps; an abnormal video without any is skipped (its anomaly
+    cannot be placed in time). Segment checks (overshoot clamping, bad segments dropped) are those of
+    :class:`~datasets_scripts.converters.common.SourceCollector`.
 
     Args:
         annotations_json: CUVA's JSON annotations (either layout, see the module docstring).
-        video_dir: where the videos are; a video name without extension gets ``.mp4``.
-        out_jsonl: write the records here when given.
+        video_dir: where the videos are; a name without extension is found whatever its container.
+        out_jsonl: stream the clips here when given.
         split: a split name for all videos, or ``{video_name: split}`` (a record's own ``split`` field wins).
         durations, fps: per video; otherwise probed from the video file.
         check_video: require the video files to exist.
+        window_config: the clip construction.
+        overshoot_frames: segments ending at most this many frames after the duration are clamped.
+
+    Returns:
+        ``(windows, report)`` as :func:`~datasets_scripts.converters.convert_tsl300`.
     """
     data = load_json(annotations_json, "CUVA annotations")
     video_dir = Path(video_dir)
-    out = Collector(str(annotations_json), check_video=check_video)
+    index = VideoIndex(video_dir)
+    out = SourceCollector(str(annotations_json), check_video=check_video, overshoot_frames=overshoot_frames)
     for where, entry in _entries(data):
         if "_bad" in entry:
             out.skip(where, "<entry>", "must be an object", entry["_bad"])
@@ -177,8 +193,12 @@ def convert_cuva(
             out.skip(where, "video_name", "is missing")
             continue
         name = str(name)
-        stem = Path(name).stem
-        path = video_dir / (name if Path(name).suffix else f"{name}.mp4")
+        stem = Path(name).stem if Path(name).suffix.lower() in index.extensions else name
+        where = f"{where}:{stem}" if where != stem and not where.startswith(stem) else where
+        found, note = index.find(name)
+        if note:
+            out.warn(where, "video", note, name)
+        path = found if found is not None else video_dir / (name if Path(name).suffix else f"{name}.mp4")
         raw_category = _get(entry, "category")
         label = parse_cuva_category(raw_category)
         if label is None:
@@ -203,29 +223,38 @@ def convert_cuva(
                 continue
             duration = probed_duration if duration is None else duration
             rate = probed_fps if rate is None else rate
-        if label == "Normal" and not segments:
-            segments = [[0.0, float(duration)]]
+        duration = out.number(where, "duration", duration)
+        rate = out.number(where, "fps", rate)
+        if duration is None or rate is None:
+            continue
+        clean = []
+        if label != "Normal":
+            if not segments:
+                out.skip(where, "timestamps", f"a {label} video without timestamps cannot be placed in time", raw_times)
+                continue
+            raw = [(f"segments[{i}]", seg, label) for i, seg in enumerate(segments)]
+            clean = out.segments(where, raw, float(duration), float(rate))
+            if not clean:
+                out.skip(where, "timestamps", "no usable segment left: video skipped", raw_times)
+                continue
         clip_split = _get(entry, "split") or (
             split.get(stem, split.get(name, "train")) if isinstance(split, dict) else split
         )
         cause = _get(entry, "cause") or _get(entry, "description") or ""
         if isinstance(cause, list):
             cause = " ".join(str(c) for c in cause)
-        row = {
-            "id": f"cuva-{stem}",
-            "video": str(path),
-            "duration": duration,
-            "fps": rate,
-            "split": str(clip_split),
-            "config": "implicit",
-            "label": label,
-            "segments": segments,
-            "cause": " ".join(str(cause).split()),
-            "source": SOURCE,
-            "source_id": stem,
-        }
-        out.add(row, where)
-    records, report = out.result()
-    if out_jsonl is not None:
-        write_annotations(records, out_jsonl)
-    return records, report
+        out.add(
+            SourceVideo(
+                source_id=stem,
+                video=str(path.resolve() if path.exists() else path),
+                duration=float(duration),
+                fps=float(rate),
+                split=str(clip_split),
+                config="implicit",
+                segments=clean,
+                causes={label: " ".join(str(cause).split())} if label != "Normal" else {},
+                source=SOURCE,
+            ),
+            where,
+        )
+    return out.windows(window_config, out_jsonl)
