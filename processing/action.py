@@ -19,26 +19,62 @@ Network (:class:`HigherHRNetConfig` holds the sizes; the defaults are HRNet-W32)
   transposed conv to ``W`` channels and four basic blocks, at 1/2 resolution; ``final_layers.1`` — 1×1 conv to 17
   heatmaps at 1/2 resolution.
 
-Bottom-up decoding and x_a (choices the paper leaves open; all are :class:`PoseDecodingConfig` fields, part of
-:meth:`ActionExtractor.config_dict`):
+Pipeline modes (``PoseDecodingConfig.mode``, part of :meth:`ActionExtractor.config_dict`):
 
-* **input** — RGB, resized (bilinear, antialiased) so the short side is ``input_size`` (512 for the real model) and
-  each side is a multiple of 32 (HRNet's coarsest branch is 1/32), ImageNet mean/std. The slight aspect change from
-  rounding to 32 is undone exactly because keypoints are reported normalised to the frame.
-* **heatmap aggregation** — the 1/4-resolution heatmaps are upsampled (bilinear) to 1/2 resolution and averaged with
-  the 1/2-resolution heatmaps (HigherHRNet's "heatmap aggregation"); tags are upsampled likewise.
-* **peaks** — non-maximum suppression with a ``nms_kernel`` max-pool, then the ``max_candidates`` highest peaks per
-  joint; peaks under ``detection_threshold`` are ignored.
-* **grouping** (a simple greedy associative-embedding grouping, in the spirit of Newell et al. 2017): joints are
-  visited in COCO order; each candidate is matched to the person whose mean tag is nearest, nearest pairs first,
-  when the tag distance is under ``tag_threshold`` and that person has no such joint yet; unmatched candidates start
-  new persons. With ``refine`` on, each missing joint of a kept person is filled in at the arg-max of
-  ``heatmap − round(|tag − person tag|)`` (HigherHRNet's refinement). A person's score is the mean of its 17 joint
-  scores; the ``max_persons`` best are kept. A frame with no peak over the threshold has no person: all-false mask.
-* **x_a** per person — ``17 × (x, y, score)`` with ``x, y`` normalised to ``[0, 1]`` of the frame (pixel centres of
-  the 1/2-resolution map) and the aggregated heatmap value as score, then the deconv branch's final-stage feature
-  (``W`` = 32 channels, the features that ``final_layers.1`` reads) bilinearly sampled at each keypoint, ``17 × 32``:
-  51 + 544 = 595 dims (``modeling_icm.scene_contract.DEFAULT_SCENE_DIMS["action"]``).
+* ``"official"`` (the default, and the paper preset's: ``ScenePipeline.from_pretrained``) re-implements the official
+  test pipeline — ``tools/valid.py`` of HRNet/HigherHRNet-Human-Pose-Estimation with
+  ``experiments/coco/higher_hrnet/w32_512_adam_lr1e-3.yaml``, the configuration ``pose_higher_hrnet_w32_512.pth``
+  was evaluated with:
+
+  - *input* (:class:`OfficialGeometry`, :func:`warp_affine_bilinear`): the short side becomes
+    ``ceil64(input_size)`` (512), the long side keeps the aspect ratio and is rounded *up* to a multiple of 64; the
+    frame is scaled uniformly about its centre into that canvas by an affine warp (bilinear, black border — the
+    padding), in OpenCV's fixed-point arithmetic: bit-identical to ``cv2.warpAffine`` of OpenCV 4.x (tested on
+    real frames); OpenCV ≥ 4.11 / 5.x changed that arithmetic (≤ 1 grey level on a few % of pixels). Then
+    ``/ 255`` and ImageNet mean/std, as ``ToTensor`` + ``Normalize``.
+  - *flip test* (``flip_test``, ``TEST.FLIP_TEST: True``): the mirrored input runs in the same batch; its outputs
+    are flipped back and left/right joints (and their tags) swapped.
+  - *maps*: per pass the 1/4-resolution output is upsampled (bilinear) to 1/2 and its heatmaps averaged with the
+    1/2-resolution ones; tags come from the 1/4 output (``WITH_AE: [True, False]``); heatmaps and tags of both
+    passes are projected (bilinear) to the input resolution (``PROJECT2IMAGE``); heatmaps of the passes averaged,
+    tags stacked (2 per joint).
+  - *parser*: 5×5 max-pool NMS (``NMS_KERNEL 5``, padding 2), the 30 best peaks per joint (``MAX_NUM_PEOPLE``);
+    joints grouped in the official joint order by the Hungarian method (:func:`munkres_assignment`, the textbook
+    Munkres algorithm with the tie-breaking of the ``munkres`` package) on ``round(‖Δtag‖₂)·100 − score``
+    (``USE_DETECTION_VAL``), a candidate joining when ``‖Δtag‖ < 1`` (``TAG_THRESHOLD``), peaks over 0.1
+    (``DETECTION_THRESHOLD``); quarter-pixel adjustment (``ADJUST``); refinement of missing joints (``REFINE``);
+    keypoints mapped back to the frame by the inverse affine (``get_final_preds``). The person score is the
+    official one: the mean of the 17 joint scores before refinement.
+  - *remaining differences*: the official code returns every person (often hundreds with random weights); x_a
+    keeps the ``max_persons`` best by official score (stable among ties), and only those are refined (refinement
+    is per person, so theirs are unchanged); frames of one chunk are batched (one forward for frames and mirrors;
+    float differences ~1e-6 against single-image forwards); single scale (``SCALE_FACTOR: [1]``, as the config);
+    frames arrive as decoded RGB arrays (the official loader reads files with OpenCV and converts BGR→RGB).
+    Verified end to end against numbers produced by the official code on real frames
+    (``tests/test_processing_action.py::test_official_mode_matches_the_official_pipeline_on_real_frames``,
+    keypoints within a pixel; the full W32 at 512 in a slow test).
+
+* ``"fast"`` — the earlier, cheaper path (and the tiny test models' default): RGB resized (bilinear, antialiased)
+  so the short side is ``input_size`` and each side a multiple of 32 (a slight stretch, undone because keypoints
+  are normalised to the frame); one pass, no flip; heatmaps aggregated at 1/2 resolution; max-pool NMS
+  (``nms_kernel``), the ``max_candidates`` best peaks per joint over ``detection_threshold``; a greedy
+  associative-embedding grouping (joints in COCO order, nearest mean tag first, under ``tag_threshold``, one joint
+  per person); with ``refine`` each missing joint of a kept person at the arg-max of
+  ``heatmap − round(|tag − person tag|)``. ``bench/bench_p14_official_modes.py`` measures the speed-up and the
+  agreement between the modes.
+
+Bad input: frames with a side under 32 pixels (the network stride) or an aspect ratio over ``max_aspect_ratio``
+(8; a 1×20 strip would become a 512×10240 input) raise a ValueError naming the frame size; grayscale frames
+(``[T, H, W]`` or one channel) raise a ValueError asking for ``[T, H, W, 3]``; a checkpoint of another width (W48
+given with a W32 config) raises a ValueError naming both widths, and without a config the width is read off the
+checkpoint.
+
+x_a per person (both modes) — ``17 × (x, y, score)`` with ``x, y`` normalised to ``[0, 1]`` of the frame (official
+mode: the frame-pixel keypoints divided by the frame size, clamped; fast mode: pixel centres of the 1/2-resolution
+map) and the joint score, then the deconv branch's final-stage feature (``W`` = 32 channels, the features that
+``final_layers.1`` reads; official mode: of the unflipped pass) bilinearly sampled at each keypoint, ``17 × 32``:
+51 + 544 = 595 dims (``modeling_icm.scene_contract.DEFAULT_SCENE_DIMS["action"]``). A frame with no person over the
+threshold gives an all-false mask.
 
 :class:`MMPoseActionExtractor` is an optional alternative backend through ``mmpose.apis`` (imported only when used).
 """
@@ -1336,13 +1372,24 @@ __all__ = [
     "HigherHRNetConfig",
     "HigherHRNetOutput",
     "MMPoseActionExtractor",
+    "OFFICIAL_JOINT_ORDER",
+    "OfficialGeometry",
     "PersonPoses",
     "PoseDecodingConfig",
+    "adjust_official",
     "aggregate_outputs",
+    "coco_flip_index",
     "decode_poses",
+    "decode_poses_official",
+    "encode_official_persons",
     "encode_persons",
     "find_peaks",
+    "group_by_tag_official",
     "group_joints",
     "load_higherhrnet_state_dict",
+    "munkres_assignment",
+    "official_network_maps",
     "refine_missing_joints",
+    "refine_official",
+    "warp_affine_bilinear",
 ]

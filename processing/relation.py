@@ -116,6 +116,13 @@ VG150_PREDICATE_CLASSES: tuple[str, ...] = (
 )  # fmt: skip
 NO_OBJECT = "no-object"
 NO_RELATION = "no-relation"
+#: Said wherever the object scene is reported (model cards, the demo report): with random weights it is never seen.
+RANDOM_WEIGHTS_OBJECT_NOTE = (
+    "With random RelTR weights (the tiny / test scene extractors) the best triplet score is about 2e-5, far below "
+    "RelTR's threshold (0.3 per probability, 0.027 for their product): the object scene is always masked, so a zero "
+    "router weight for `object` is a property of the random weights, not a finding. Object relations need the real "
+    "RelTR checkpoint."
+)
 assert len(VG150_OBJECT_CLASSES) == 151 and len(VG150_PREDICATE_CLASSES) == 51
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

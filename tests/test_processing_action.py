@@ -552,3 +552,23 @@ def test_checkpoint_of_another_width_is_named_not_mis_shaped(tmp_path):
         tmp_path / "w12.pth", stem_channels=8, stem_blocks=1, stage_modules=(1, 1, 1), stage_blocks=1, deconv_blocks=1
     )
     assert loaded.config.width == 12
+
+
+def test_paper_preset_defaults_to_the_official_pipelines(tmp_path):
+    """ScenePipeline.from_pretrained (the paper's extractors) builds HigherHRNet and RelTR in the official mode;
+    ``mode="fast"`` or a per-scene override picks the fast path."""
+    from processing.pipeline import ScenePipeline
+    from processing.relation import RelationExtractor
+
+    hrnet = ActionExtractor.tiny()
+    torch.save(hrnet.model.state_dict(), tmp_path / "hrnet.pth")
+    reltr = RelationExtractor.tiny().model.save_checkpoint(tmp_path / "reltr.pth")
+    kwargs = dict(scenes=("action", "object"), action_checkpoint=str(tmp_path / "hrnet.pth"), relation_checkpoint=str(reltr))
+    extra = {"action": {"config": hrnet.model.config, "input_size": 64}, "object": {"min_size": 96, "max_size": 160}}
+    paper = ScenePipeline.from_pretrained(**kwargs, extractor_kwargs=extra)
+    assert paper.extractors["action"].decoding.mode == "official" and paper.extractors["object"].mode == "official"
+    fast = ScenePipeline.from_pretrained(**kwargs, extractor_kwargs=extra, mode="fast")
+    assert fast.extractors["action"].decoding.mode == "fast" and fast.extractors["object"].mode == "fast"
+    mixed = ScenePipeline.from_pretrained(**kwargs, extractor_kwargs={**extra, "object": {**extra["object"], "mode": "fast"}})
+    assert mixed.extractors["action"].decoding.mode == "official" and mixed.extractors["object"].mode == "fast"
+    assert paper.config_hash() != fast.config_hash()

@@ -684,3 +684,20 @@ def test_mode_and_cap_settings_are_checked_and_keyed():
     keys = {json.dumps(RelationExtractor(model, **kw).config_dict(), sort_keys=True)
             for kw in ({}, {"mode": "fast"}, {"max_size": None}, {"probability_threshold": 0.2})}  # fmt: skip
     assert len(keys) == 4
+
+
+def test_reports_say_random_reltr_never_sees_an_object_scene(tmp_path, tiny_model):
+    """Wherever the object scene is reported (model card, demo report), the random-weights masking is said plainly."""
+    from icm_cli.demo import _report
+    from icm_cli.hub import model_card
+    from processing.relation import RANDOM_WEIGHTS_OBJECT_NOTE
+
+    assert "always masked" in RANDOM_WEIGHTS_OBJECT_NOTE and "0.027" in RANDOM_WEIGHTS_OBJECT_NOTE
+    assert RANDOM_WEIGHTS_OBJECT_NOTE in str(model_card(tiny_model, "org/icm-tiny"))
+    result = {"recipe": {"data": {"mini_set": "mini"}, "name": "demo"}, "model_dir": str(tmp_path),
+              "output_dir": str(tmp_path)}  # fmt: skip
+    analysis = {"video": "v.mp4", "duration": 1.0, "num_windows": 1, "window": 1.0, "overlap": 0.0,
+                "ground_truth": [], "segments": [], "timeline": str(tmp_path / "t.png")}  # fmt: skip
+    assert RANDOM_WEIGHTS_OBJECT_NOTE in _report(tmp_path, result, {}, {}, analysis, {"total_s": 60.0})
+    # and it is true: the tiny RelTR's best triplet is far below the threshold
+    assert float(RelationExtractor.tiny().triplet_scores(RelationExtractor.tiny().predict(_frames(2))).max()) < 0.3**3
