@@ -67,6 +67,9 @@ Choices where neither the paper nor RelTR fixes the behaviour (each a constructo
   is always masked — a property of random weights, not a finding about object relations.
 * Frames of different sizes are padded into one batch with a padding mask (DETR's nested tensor); padded pixels are
   ignored by the attention.
+* Bad input: any frame size is accepted (the resize brings the short side to ``min_size`` and the cap bounds the long
+  side: a 1×20 strip becomes 67×1333 at the defaults, the ResNet's stride-32 map is then 3×42); grayscale frames
+  (``[T, H, W]`` or one channel) raise a ValueError asking for ``[T, H, W, 3]``; an empty batch raises.
 """
 
 from __future__ import annotations

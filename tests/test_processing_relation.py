@@ -588,8 +588,10 @@ def test_official_mode_matches_the_official_pipeline_on_real_frames(tmp_path, re
     official = RelationExtractor.from_checkpoint(path, min_size=reference["min_size"], max_size=max_size)
     assert official.mode == "official" and official.probability_threshold == 0.3
     for name, expected in reference["frames"].items():
-        frame = torch.from_numpy(real_frames[name])[None]
         assert list(everything.target_size(*expected["frame_size"])) == expected[f"{variant}_input_size"]
+        if variant == "capped" and expected["capped_input_size"] == expected["inference_input_size"]:
+            continue  # the cap changes only the wide frame (bikes, 272×640): the rest is the inference variant
+        frame = torch.from_numpy(real_frames[name])[None]
         _assert_triplets_match(everything.describe(frame)[0], expected[f"{variant}_threshold_0.0"], name)
         # the official 0.3-per-probability rule keeps nothing from random weights, and neither do we
         assert official.describe(frame)[0] == [] and expected[f"{variant}_threshold_0.3"] == []
