@@ -46,7 +46,9 @@ Choices where neither the paper nor RelTR fixes the behaviour (each a constructo
     max_size=1333)``, what the published numbers were measured with, and the scale range of training) caps the long
     side at 1333 by lowering the short side to ``int(round(1333 · short / long))``; ``inference.py`` has no cap.
     We default to the cap (``max_size=1333``): it matches training and evaluation and bounds the cost of wide
-    frames (1280×720 → 750×1333 instead of 800×1422). ``max_size=None`` is ``inference.py``'s rule;
+    frames (1280×720 → 750×1333 instead of 800×1422). ``max_size=None`` is ``inference.py``'s rule. As in RelTR's
+    code, the capped long side is still truncated from the lowered short side and can overshoot the cap by a pixel
+    (272×640 → 567×1334);
   - *mask*: a triplet is real when each of ``p_sub``, ``p_pred``, ``p_obj`` exceeds ``probability_threshold``
     (0.3, ``inference.py``); the ``top_k`` real triplets ranked by ``p_sub · p_pred · p_obj`` come first (the
     official selection), the remaining rows are zeros, masked.

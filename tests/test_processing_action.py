@@ -345,9 +345,10 @@ def test_heavy_packages_not_imported_at_module_import():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_extract_on_cuda_matches_cpu(carphone_frames):
-    cpu = ActionExtractor.tiny()
-    gpu = ActionExtractor.tiny().to("cuda")
+@pytest.mark.parametrize("mode", ["fast", "official"])
+def test_extract_on_cuda_matches_cpu(carphone_frames, mode):
+    cpu = ActionExtractor.tiny(mode=mode)
+    gpu = ActionExtractor.tiny(mode=mode).to("cuda")
     f_cpu, m_cpu = cpu.extract(carphone_frames[:4])
     f_gpu, m_gpu = gpu.extract(carphone_frames[:4])
     assert f_gpu.device.type == "cpu" and torch.equal(m_cpu, m_gpu)

@@ -616,7 +616,8 @@ def test_official_mode_matches_the_official_pipeline_full_size(tmp_path, real_fr
     "size, max_size, official, fast",
     [((480, 640), 1333, (800, 1066), (800, 1067)), ((720, 1280), 1333, (750, 1333), (750, 1333)),
      ((720, 1280), None, (800, 1422), None), ((640, 427), 1333, (1199, 800), (1199, 800)),
-     ((300, 451), 1333, (800, 1202), (800, 1203)), ((800, 1000), 1333, (800, 1000), (800, 1000))],
+     ((300, 451), 1333, (800, 1202), (800, 1203)), ((800, 1000), 1333, (800, 1000), (800, 1000)),
+     ((272, 640), 1333, (567, 1334), (567, 1333))],  # RelTR's rule overshoots its cap by a pixel here (bikes.mp4)
 )  # fmt: skip
 def test_size_rule_truncates_in_official_mode(size, max_size, official, fast):
     model = RelationExtractor.tiny().model
