@@ -2,8 +2,11 @@
 
 The reference numbers in ``tests/data/official_pipelines/`` were produced once by the official code
 (HRNet/HigherHRNet-Human-Pose-Estimation @ aa23881, tools/valid.py's steps; yrcong/RelTR @ fca7397, inference.py's
-steps) run on exactly these frames with exactly these weights, saved in the official checkpoint layouts. Only numbers
-are stored; none of that code is part of this repository.
+steps) run on exactly these frames with exactly these weights, saved in the official checkpoint layouts, with
+torch 2.14.1 / torchvision 0.29.1 / Pillow 12 and OpenCV 4.10 (the classic fixed-point ``warpAffine``; OpenCV 5.0
+differs by one grey level on a few % of pixels). Local shims only stubbed pycocotools / json_tricks (unused dataset
+code) and kept torchvision from downloading ImageNet weights. Only numbers are stored; none of that code is part of
+this repository.
 """
 
 from __future__ import annotations
