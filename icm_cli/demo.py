@@ -238,7 +238,11 @@ def _report(out: Path, result: dict, documents: dict, charts: dict, analysis: di
                      f"{s['attribution'][:80]} |")  # fmt: skip
     if not analysis["segments"]:
         lines.append("| (none located) | | | | | |")
+    from processing.relation import RANDOM_WEIGHTS_OBJECT_NOTE
+
     lines += [
+        "",
+        f"Scene weights: {RANDOM_WEIGHTS_OBJECT_NOTE}",
         "",
         f"![timeline]({_rel(analysis['timeline'], out)})",
         "",

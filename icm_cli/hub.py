@@ -140,6 +140,8 @@ def _card_body(repo_id: str, config, parts: Mapping[str, int], documents, base_m
             dataset = document.get("dataset") or {}
             lines += [f"**{dataset.get('name', document.get('config'))}** ({document.get('metrics', {}).get('num_examples', '?')} "
                       "examples)", "", metrics_table({"this model": document["metrics"]}), ""]  # fmt: skip
+    from processing.relation import RANDOM_WEIGHTS_OBJECT_NOTE
+
     lines += [
         "## Limitations",
         "",
@@ -147,6 +149,8 @@ def _card_body(repo_id: str, config, parts: Mapping[str, int], documents, base_m
         "counts as wrong. Scene features come from frozen extractors (MTCNN + a face CNN, HigherHRNet, RelTR, SAM + "
         "ViT); their failures (no face found, small objects) propagate. FNRs matter most for safety uses: check them "
         "per label before deploying.",
+        "",
+        RANDOM_WEIGHTS_OBJECT_NOTE,
         "",
         "## Citation",
         "",

@@ -157,6 +157,7 @@ class ScenePipeline(nn.Module):
         scenes: tuple[str, ...] | list[str] = SCENE_NAMES,
         device: str | torch.device | None = None,
         extractor_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+        mode: str = "official",
     ) -> ScenePipeline:
         """The paper's extractors with real weights (nothing is downloaded by us; Hub ids go through the HF cache).
 
@@ -170,8 +171,13 @@ class ScenePipeline(nn.Module):
             scenes: which scenes to build (default all four).
             device: where to put the extractors.
             extractor_kwargs: per-scene extra arguments, e.g. ``{"face": {"max_faces": 6}}``.
+            mode: pipeline of the HigherHRNet and RelTR extractors — ``"official"`` (default: their official
+                preprocessing, test-time augmentation, decoding and thresholds; see ``processing.action`` and
+                ``processing.relation``) or ``"fast"``; ``extractor_kwargs[scene]["mode"]`` overrides it per scene.
         """
         kw = {s: dict(v) for s, v in (extractor_kwargs or {}).items()}
+        for scene in ("action", "object"):
+            kw.setdefault(scene, {}).setdefault("mode", mode)
         extractors: dict[str, SceneExtractor] = {}
         for scene in scenes:
             if scene == "face":

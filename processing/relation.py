@@ -36,12 +36,42 @@ Choices where neither the paper nor RelTR fixes the behaviour (each a constructo
   ``[subject decoder embedding (hidden), object decoder embedding (hidden), subject class distribution (152),
   predicate distribution (52), object class distribution (152)]`` = 868 dims for hidden 256
   (``modeling_icm.scene_contract.DEFAULT_SCENE_DIMS["object"]``).
-* **mask**: a triplet is real when its score exceeds ``score_threshold`` (default ``0.3 ** 3``: RelTR's demo keeps a
-  triplet when each of the three probabilities exceeds 0.3). Rows that do not pass are zeroed and masked, so a
-  frame with nothing confident is an all-false mask.
-* **input**: RGB resized (bilinear, antialiased) so the short side is ``min_size`` (800) and the long side at most
-  ``max_size`` (1333), ImageNet mean/std — RelTR's evaluation transform. Frames of different sizes are padded into
-  one batch with a padding mask (DETR's nested tensor); padded pixels are ignored by the attention.
+* **mode** (``mode="official"``, the default): the official pipeline of RelTR's ``inference.py`` —
+
+  - *resize*: PIL bilinear on the 8-bit frame (``torchvision.transforms.Resize`` on a PIL image, which is what
+    the official transforms do), then ``/ 255`` and ImageNet mean/std;
+  - *size rule*: short side ``min_size`` (800), long side ``int(min_size · long / short)`` — truncated, as
+    torchvision and RelTR's ``datasets/transforms.py`` do (480×640 → 800×1066);
+  - *max-size cap* (a choice; the field ``max_size``): RelTR's evaluation transform (``RandomResize([800],
+    max_size=1333)``, what the published numbers were measured with, and the scale range of training) caps the long
+    side at 1333 by lowering the short side to ``int(round(1333 · short / long))``; ``inference.py`` has no cap.
+    We default to the cap (``max_size=1333``): it matches training and evaluation and bounds the cost of wide
+    frames (1280×720 → 750×1333 instead of 800×1422). ``max_size=None`` is ``inference.py``'s rule. As in RelTR's
+    code, the capped long side is still truncated from the lowered short side and can overshoot the cap by a pixel
+    (272×640 → 567×1334);
+  - *mask*: a triplet is real when each of ``p_sub``, ``p_pred``, ``p_obj`` exceeds ``probability_threshold``
+    (0.3, ``inference.py``); the ``top_k`` real triplets ranked by ``p_sub · p_pred · p_obj`` come first (the
+    official selection), the remaining rows are zeros, masked.
+
+  Remaining differences from the official code: frames of one batch that differ in size are zero-padded to a
+  common size with a padding mask (DETR's nested tensor; ``inference.py`` runs one image at a time — the padded
+  positions are ignored by the attention, outputs agree to ~5e-6, see the tests); the network runs in our code
+  (agreement to 4.5e-6 on every head); frames arrive as decoded RGB arrays, not files opened by PIL (no EXIF
+  rotation, no palette conversion).
+
+  ``mode="fast"`` is the earlier path, kept because it runs on the model's device in one batched call: float
+  bilinear with antialiasing (within one grey level of PIL on ~15 % of pixels), the size *rounded*
+  (480×640 → 800×1067), and the mask ``p_sub · p_pred · p_obj > score_threshold`` (``0.3 ** 3``) over the
+  ``top_k`` triplets by that product. ``bench/bench_p14_official_modes.py`` measures both.
+
+  With *random* weights (tests, CI, the demo) the class distributions are near uniform: the best triplet of the
+  full-size model scores about 2e-5, far below 0.3 per probability (or 0.027 for the product), so the object scene
+  is always masked — a property of random weights, not a finding about object relations.
+* Frames of different sizes are padded into one batch with a padding mask (DETR's nested tensor); padded pixels are
+  ignored by the attention.
+* Bad input: any frame size is accepted (the resize brings the short side to ``min_size`` and the cap bounds the long
+  side: a 1×20 strip becomes 67×1333 at the defaults, the ResNet's stride-32 map is then 3×42); grayscale frames
+  (``[T, H, W]`` or one channel) raise a ValueError asking for ``[T, H, W, 3]``; an empty batch raises.
 """
 
 from __future__ import annotations
@@ -55,6 +85,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -90,6 +121,13 @@ VG150_PREDICATE_CLASSES: tuple[str, ...] = (
 )  # fmt: skip
 NO_OBJECT = "no-object"
 NO_RELATION = "no-relation"
+#: Said wherever the object scene is reported (model cards, the demo report): with random weights it is never seen.
+RANDOM_WEIGHTS_OBJECT_NOTE = (
+    "With random RelTR weights (the tiny / test scene extractors) the best triplet score is about 2e-5, far below "
+    "RelTR's threshold (0.3 per probability, 0.027 for their product): the object scene is always masked, so a zero "
+    "router weight for `object` is a property of the random weights, not a finding. Object relations need the real "
+    "RelTR checkpoint."
+)
 assert len(VG150_OBJECT_CLASSES) == 151 and len(VG150_PREDICATE_CLASSES) == 51
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -677,8 +715,13 @@ class RelationExtractor(SceneExtractor):
     Args:
         model: the RelTR network (see :meth:`from_checkpoint`, :meth:`tiny`).
         top_k: triplets kept per frame (items of the ``object`` scene).
-        score_threshold: a kept triplet is real (mask True) when ``p_sub · p_pred · p_obj`` exceeds this.
-        min_size / max_size: resize so the short side is ``min_size`` and the long side at most ``max_size``.
+        mode: ``"official"`` (default; RelTR's own pipeline, module docstring) or ``"fast"`` (the earlier path).
+        score_threshold: fast mode — a kept triplet is real (mask True) when ``p_sub · p_pred · p_obj`` exceeds
+            this.
+        probability_threshold: official mode — a triplet is real when each of ``p_sub``, ``p_pred``, ``p_obj``
+            exceeds this (0.3, RelTR's ``inference.py``).
+        min_size / max_size: resize so the short side is ``min_size`` and the long side at most ``max_size``
+            (``None``: no cap, as ``inference.py``; the official mode truncates, the fast mode rounds).
         batch_size: frames per forward pass (memory bound; does not change the output).
         image_mean / image_std: RGB normalisation.
     """
@@ -691,27 +734,35 @@ class RelationExtractor(SceneExtractor):
         top_k: int = 10,
         score_threshold: float = 0.3**3,
         min_size: int = 800,
-        max_size: int = 1333,
+        max_size: int | None = 1333,
         batch_size: int = 4,
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
+        mode: str = "official",
+        probability_threshold: float = 0.3,
     ):
         c = model.config
         super().__init__(2 * c.hidden_dim + 2 * c.num_entity_classes + c.num_predicate_classes, top_k)
+        if mode not in ("official", "fast"):
+            raise ValueError(f"RelationExtractor.mode must be 'official' or 'fast', got {mode!r}")
+        if mode == "fast" and max_size is None:
+            raise ValueError("RelationExtractor.max_size=None (no cap) is an official-mode option")
         for name, value in (
             ("top_k", top_k),
             ("min_size", min_size),
-            ("max_size", max_size),
+            ("max_size", min_size if max_size is None else max_size),
             ("batch_size", batch_size),
         ):
             if int(value) < 1:
                 raise ValueError(f"RelationExtractor.{name} must be >= 1, got {value}")
-        if max_size < min_size:
+        if max_size is not None and max_size < min_size:
             raise ValueError(f"RelationExtractor.max_size={max_size} must be >= min_size={min_size}")
         self.model = model
         self.top_k = int(top_k)
         self.score_threshold = float(score_threshold)
-        self.min_size, self.max_size, self.batch_size = int(min_size), int(max_size), int(batch_size)
+        self.mode, self.probability_threshold = mode, float(probability_threshold)
+        self.min_size, self.batch_size = int(min_size), int(batch_size)
+        self.max_size = None if max_size is None else int(max_size)
         self.image_mean, self.image_std = tuple(map(float, image_mean)), tuple(map(float, image_std))
         self._weights_digest: str | None = None
         self.freeze()
@@ -726,15 +777,16 @@ class RelationExtractor(SceneExtractor):
     @classmethod
     def tiny(cls, seed: int = 0, **overrides) -> RelationExtractor:
         """A tiny random RelTR through the same classes (tests, CI): basic-block ResNet of width 8, hidden 32, one
-        encoder/decoder layer, 10 entity and 20 triplet queries, VG150 heads, 96-pixel frames. ``overrides`` may
-        set any :class:`RelTRConfig` field or extractor field."""
+        encoder/decoder layer, 10 entity and 20 triplet queries, VG150 heads, 96-pixel frames, the ``"fast"`` mode
+        (pass ``mode="official"`` for the official pipeline). ``overrides`` may set any :class:`RelTRConfig` field
+        or extractor field."""
         config_names = {f.name for f in fields(RelTRConfig)}
         config = dict(
             hidden_dim=32, num_heads=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=64,
             num_entities=10, num_triplets=20, backbone_block="basic", backbone_depths=(1, 1, 1, 1), backbone_width=8,
         )  # fmt: skip
         config.update({k: v for k, v in overrides.items() if k in config_names})
-        kwargs = dict(min_size=96, max_size=160)
+        kwargs = dict(min_size=96, max_size=160, mode="fast")
         kwargs.update({k: v for k, v in overrides.items() if k not in config_names})
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -749,7 +801,9 @@ class RelationExtractor(SceneExtractor):
             "model": self.model.config.to_dict(),
             "weights_sha256": self.weights_digest(),
             "top_k": self.top_k,
+            "mode": self.mode,
             "score_threshold": self.score_threshold,
+            "probability_threshold": self.probability_threshold,
             "min_size": self.min_size,
             "max_size": self.max_size,
             "image_mean": list(self.image_mean),
@@ -771,7 +825,18 @@ class RelationExtractor(SceneExtractor):
 
     # -- inference
     def target_size(self, height: int, width: int) -> tuple[int, int]:
-        """Size after RelTR's resize: short side ``min_size``, long side at most ``max_size``."""
+        """Size after RelTR's resize: short side ``min_size``, long side at most ``max_size``. Official mode: the
+        rule of RelTR's ``datasets/transforms.py`` (and torchvision's ``Resize``) — the long side truncated, the
+        cap lowering the short side to ``int(round(max_size · short / long))``; fast mode: one scale, rounded."""
+        if self.mode == "official":
+            size, short, long = self.min_size, min(height, width), max(height, width)
+            if self.max_size is not None and long / short * size > self.max_size:
+                size = int(round(self.max_size * short / long))
+            if short == size:
+                return height, width
+            if width < height:
+                return max(1, int(size * height / width)), size
+            return size, max(1, int(size * width / height))
         scale = min(self.min_size / min(height, width), self.max_size / max(height, width))
         return max(1, round(height * scale)), max(1, round(width * scale))
 
@@ -791,9 +856,17 @@ class RelationExtractor(SceneExtractor):
         mean = torch.tensor(self.image_mean, device=self.device)[:, None, None]
         std = torch.tensor(self.image_std, device=self.device)[:, None, None]
         for i, (frame, (fh, fw)) in enumerate(zip(frames, sizes)):
-            x = frame.to(self.device).permute(2, 0, 1).float().div_(255)
-            if (fh, fw) != tuple(x.shape[-2:]):
-                x = F.interpolate(x[None], size=(fh, fw), mode="bilinear", align_corners=False, antialias=True)[0]
+            if self.mode == "official":  # PIL bilinear on the 8-bit frame, as torchvision's Resize on a PIL image
+                from PIL import Image
+
+                image = Image.fromarray(frame.cpu().numpy())
+                if image.size != (fw, fh):
+                    image = image.resize((fw, fh), Image.BILINEAR)
+                x = torch.from_numpy(np.asarray(image).copy()).to(self.device).permute(2, 0, 1).float().div_(255)
+            else:
+                x = frame.to(self.device).permute(2, 0, 1).float().div_(255)
+                if (fh, fw) != tuple(x.shape[-2:]):
+                    x = F.interpolate(x[None], size=(fh, fw), mode="bilinear", align_corners=False, antialias=True)[0]
             pixel_values[i, :, :fh, :fw] = (x - mean) / std
             pixel_mask[i, :fh, :fw] = False
         return pixel_values, pixel_mask
@@ -821,6 +894,14 @@ class RelationExtractor(SceneExtractor):
     def _select(self, out: RelTROutput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         scores = self.triplet_scores(out)
         k = min(self.top_k, scores.shape[1])
+        if self.mode == "official":  # inference.py: each probability over the threshold, then the best products
+            best = [x.softmax(-1)[..., :-1].amax(-1) for x in (out.sub_logits, out.rel_logits, out.obj_logits)]
+            real = (best[0] > self.probability_threshold) & (best[1] > self.probability_threshold)
+            real &= best[2] > self.probability_threshold
+            by_score = scores.argsort(dim=1, descending=True, stable=True)
+            real_first = real.gather(1, by_score).to(torch.int8).argsort(dim=1, descending=True, stable=True)
+            top_idx = by_score.gather(1, real_first)[:, :k]  # real triplets first, each group by score
+            return scores.gather(1, top_idx), top_idx, real.gather(1, top_idx)
         top_scores, top_idx = scores.topk(k, dim=1)
         return top_scores, top_idx, top_scores > self.score_threshold
 

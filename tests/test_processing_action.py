@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import checkpoint_layout
+from official_references import deterministic_weights, load_reference, reference_frames
 
 from modeling_icm.scene_contract import DEFAULT_SCENE_DIMS
 from processing.action import (
@@ -17,12 +19,15 @@ from processing.action import (
     HigherHRNet,
     HigherHRNetConfig,
     MMPoseActionExtractor,
+    OfficialGeometry,
     PersonPoses,
     PoseDecodingConfig,
     aggregate_outputs,
     decode_poses,
     encode_persons,
     load_higherhrnet_state_dict,
+    munkres_assignment,
+    warp_affine_bilinear,
 )
 from processing.video import sample_frames
 
@@ -340,9 +345,10 @@ def test_heavy_packages_not_imported_at_module_import():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_extract_on_cuda_matches_cpu(carphone_frames):
-    cpu = ActionExtractor.tiny()
-    gpu = ActionExtractor.tiny().to("cuda")
+@pytest.mark.parametrize("mode", ["fast", "official"])
+def test_extract_on_cuda_matches_cpu(carphone_frames, mode):
+    cpu = ActionExtractor.tiny(mode=mode)
+    gpu = ActionExtractor.tiny(mode=mode).to("cuda")
     f_cpu, m_cpu = cpu.extract(carphone_frames[:4])
     f_gpu, m_gpu = gpu.extract(carphone_frames[:4])
     assert f_gpu.device.type == "cpu" and torch.equal(m_cpu, m_gpu)
@@ -370,3 +376,210 @@ def test_architecture_variants_run(carphone_frames, overrides, scale):
     assert out.features.shape[-2:] == (64 // scale, 64 // scale) and out.features.shape[1] == c.width
     features, mask = extractor.extract(carphone_frames[:2])
     assert features.shape == (2, 4, 17 * 3 + 17 * c.width) and mask.shape == (2, 4)
+
+
+# ------------------------------------------------------------------------ official pipeline (issue 17)
+
+
+@pytest.fixture(scope="module")
+def real_frames() -> dict:
+    return reference_frames()
+
+
+def _official_extractor(tmp_path: Path, reference: dict, **kwargs) -> ActionExtractor:
+    """Our extractor on the reference's weights, through the user path: the official container, loaded strict."""
+    config = HigherHRNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in reference["model"].items()})
+    with torch.device("meta"):
+        shapes = HigherHRNet(config)
+    model = HigherHRNet(config)
+    assert list(shapes.state_dict()) == list(model.state_dict())
+    path = tmp_path / "pose_higher_hrnet.pth"
+    torch.save(deterministic_weights(model, seed=0), path)
+    return ActionExtractor.from_checkpoint(path, config=config, input_size=reference["input_size"], **kwargs)
+
+
+def _assert_matches_official(extractor: ActionExtractor, frames: dict, reference: dict) -> None:
+    for name, expected in reference["frames"].items():
+        frame = torch.from_numpy(frames[name])[None]
+        (pose,), _ = extractor.detect(frame)
+        assert list(pose.frame_size) == expected["frame_size"] and list(pose.input_size) == expected["input_size"]
+        n = len(expected["persons"])
+        assert pose.keypoints.shape[0] == min(n, extractor.max_items), name
+        for k, person in enumerate(expected["persons"][: extractor.max_items]):
+            assert float(pose.scores[k]) == pytest.approx(person["score"], abs=1e-4), (name, k)
+            ref = torch.tensor(person["keypoints"])
+            got = pose.frame_keypoints[k]
+            assert (got[:, :2] - ref[:, :2]).norm(dim=-1).max() < 1.0, (name, k)  # within a pixel of the frame
+            torch.testing.assert_close(got[:, 2], ref[:, 2], atol=1e-3, rtol=0)
+
+
+def test_official_warp_is_bit_identical_to_opencv(real_frames):
+    """The keep-aspect resize-and-pad equals OpenCV's (classic fixed-point, 4.x) warpAffine output bit for bit:
+    the sha256 of the official pipeline's warped images."""
+    reference = load_reference("higherhrnet_w8_128.json")
+    import hashlib
+
+    for name, expected in reference["frames"].items():
+        frame = real_frames[name]
+        g = OfficialGeometry.for_frame(*frame.shape[:2], reference["input_size"])
+        assert [g.input_height, g.input_width] == expected["input_size"]
+        warped = warp_affine_bilinear(frame, g.forward, g.input_width, g.input_height)
+        assert hashlib.sha256(warped.tobytes()).hexdigest() == expected["warped_sha256"], name
+
+
+def test_official_mode_matches_the_official_pipeline_on_real_frames(tmp_path, real_frames):
+    """Whole extractor (preprocessing, flip test, projection, grouping, adjustment, refinement, inverse affine) vs
+    numbers produced by the official HigherHRNet test code on the same frames and weights (a W8 network with the
+    official stem, 128-pixel input): the 8 best persons, keypoints within a pixel, scores within 1e-3."""
+    reference = load_reference("higherhrnet_w8_128.json")
+    extractor = _official_extractor(tmp_path, reference, max_persons=8)
+    assert extractor.decoding.mode == "official" and extractor.decoding.flip_test
+    _assert_matches_official(extractor, real_frames, reference)
+    features, mask = extractor.extract(torch.from_numpy(real_frames["chelsea"])[None])
+    assert mask.all() and features.shape == (1, 8, 17 * 3 + 17 * 8)
+    kp = features[0, :, :51].view(8, 17, 3)
+    (pose,), _ = extractor.detect(torch.from_numpy(real_frames["chelsea"])[None])
+    expected_xy = (pose.frame_keypoints[..., :2] / torch.tensor([451.0, 300.0])).clamp(0, 1)
+    torch.testing.assert_close(kp[..., :2], expected_xy)
+
+
+@pytest.mark.slow
+def test_official_mode_matches_the_official_pipeline_full_w32_512(tmp_path, real_frames):
+    """The same with the real architecture (HRNet-W32, 512-pixel input) on one photograph."""
+    reference = load_reference("higherhrnet_w32_512.json")
+    _assert_matches_official(_official_extractor(tmp_path, reference, max_persons=8), real_frames, reference)
+
+
+@pytest.mark.parametrize(
+    "frame_size, input_size, expected",
+    [((300, 451), 512, (512, 832)), ((640, 427), 512, (768, 512)), ((144, 176), 512, (512, 640)),
+     ((720, 1280), 512, (512, 960)), ((512, 512), 512, (512, 512)), ((300, 451), 100, (128, 192))],
+)  # fmt: skip
+def test_official_input_keeps_the_aspect_ratio(frame_size, input_size, expected):
+    g = OfficialGeometry.for_frame(*frame_size, input_size)
+    assert (g.input_height, g.input_width) == expected
+    # one uniform scale, the frame centred: the frame centre maps to the input centre
+    assert g.forward[0, 0] == pytest.approx(g.forward[1, 1]) and g.forward[[0, 1], [1, 0]] == pytest.approx([0, 0], abs=1e-9)
+    cx, cy = int(frame_size[1] / 2 + 0.5), int(frame_size[0] / 2 + 0.5)
+    assert g.forward @ np.array([cx, cy, 1.0]) == pytest.approx([expected[1] / 2, expected[0] / 2])
+    assert g.inverse @ np.r_[g.forward @ np.array([10.0, 20.0, 1.0]), 1.0] == pytest.approx([10.0, 20.0])
+
+
+@pytest.mark.parametrize(
+    "cost, expected",
+    [
+        ([[4, 1, 3], [2, 0, 5], [3, 2, 2]], [(0, 1), (1, 0), (2, 2)]),
+        # ties: the textbook scan's choice, as the munkres package (1.1.4) the official grouping calls returns it
+        ([[1, 1], [1, 1]], [(0, 0), (1, 1)]),
+        ([[2, 1, 1], [1, 2, 1], [1, 1, 2]], [(0, 2), (1, 0), (2, 1)]),
+        ([[5, 9, 1]], [(0, 2)]),  # fewer rows than columns: padded with zero rows
+        ([[-0.5, -0.25, 99.5], [-0.75, 99.0, -0.5]], [(0, 0), (1, 2)]),
+        ([[0, 1e10], [0, 1e10]], [(0, 0), (1, 1)]),
+    ],
+)
+def test_munkres_assignment(cost, expected):
+    assert munkres_assignment(np.array(cost, dtype=float)) == expected
+
+
+def test_munkres_is_a_minimum_cost_assignment():
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        cost = np.round(rng.random((rng.integers(1, 9), rng.integers(1, 9))) * 4) * 100 - rng.random((1, 1))
+        rows, cols = linear_sum_assignment(cost)
+        pairs = munkres_assignment(cost)
+        assert len(pairs) == cost.shape[0] if cost.shape[0] <= cost.shape[1] else True
+        real = [(r, c) for r, c in pairs if c < cost.shape[1]]
+        assert sum(cost[r, c] for r, c in real) == pytest.approx(cost[rows, cols].sum())
+
+
+def test_fast_mode_is_todays_path_and_a_different_cache_key(carphone_frames):
+    fast = ActionExtractor.tiny()
+    official = ActionExtractor.tiny(mode="official")
+    assert fast.decoding.mode == "fast" and official.decoding.mode == "official"
+    assert fast.config_dict() != official.config_dict()
+    assert fast.input_size_for(144, 176) == (64, 64) and official.input_size_for(144, 176) == (64, 128)
+    features, mask = official.extract(carphone_frames[:2])
+    assert features.shape == (2, 4, fast.output_dim) and (features[~mask] == 0).all()
+    kp = features[mask][:, :51].view(-1, 17, 3)
+    assert ((kp[..., :2] >= 0) & (kp[..., :2] <= 1)).all()
+    for frame in official.keypoints(carphone_frames[:1]):
+        assert all(0 <= x <= 1 and 0 <= y <= 1 for p in frame for x, y, _ in p["keypoints"].values())
+    # the official mode batches frame + mirror image: batching over frames does not change its output either
+    one = ActionExtractor.tiny(mode="official", batch_size=1).extract(carphone_frames[:3])
+    three = ActionExtractor.tiny(mode="official", batch_size=3).extract(carphone_frames[:3])
+    assert torch.equal(one[1], three[1]) and torch.allclose(one[0], three[0], atol=1e-4)
+
+
+# --------------------------------------------------------------------------------- bad input (issue 17)
+@pytest.mark.parametrize(
+    "shape, match",
+    [((1, 20, 20, 3), "smaller than HigherHRNet's stride"), ((1, 1, 20, 3), "smaller than HigherHRNet's stride"),
+     ((1, 31, 400, 3), "smaller than HigherHRNet's stride"), ((1, 40, 400, 3), "aspect ratio"),
+     ((1, 64, 64), r"\[T, H, W, 3\]"), ((1, 64, 64, 1), r"\[T, H, W, 3\]")],
+    ids=["below-stride", "1x20", "thin", "aspect-10", "grayscale", "grayscale-1-channel"],
+)  # fmt: skip
+def test_bad_frame_sizes_and_grayscale_get_clear_errors(shape, match):
+    extractor = ActionExtractor.tiny(mode="official")
+    with pytest.raises(ValueError, match=match) as info:
+        extractor.extract(torch.zeros(shape, dtype=torch.uint8))
+    if "stride" in match or "aspect" in match:
+        assert f"{shape[1]}x{shape[2]}" in str(info.value)  # names the frame size
+    if "T, H, W" in match:
+        with pytest.raises(ValueError, match=match):
+            ActionExtractor.tiny(mode="fast").extract(torch.zeros(shape, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("shape, size", [((1, 20, 20, 3), (64, 64)), ((1, 1, 20, 3), (64, 1280))])
+def test_fast_mode_stretches_small_frames_as_documented(shape, size):
+    extractor = ActionExtractor.tiny(mode="fast")
+    assert extractor.preprocess(torch.zeros(shape, dtype=torch.uint8)).shape[-2:] == size
+    features, mask = extractor.extract(torch.full(shape, 80, dtype=torch.uint8))
+    assert features.shape == (1, 4, extractor.output_dim) and (features[~mask] == 0).all()
+
+
+def test_aspect_ratio_limit_is_a_field():
+    extractor = ActionExtractor.tiny(mode="official", max_aspect_ratio=12.0)
+    features, mask = extractor.extract(torch.full((1, 40, 400, 3), 90, dtype=torch.uint8))
+    assert features.shape == (1, 4, extractor.output_dim)
+    with pytest.raises(ValueError, match="max_aspect_ratio"):
+        ActionExtractor.tiny(max_aspect_ratio=0.5)
+
+
+def test_checkpoint_of_another_width_is_named_not_mis_shaped(tmp_path):
+    """A W48 checkpoint given to the W32 builder: a clear error naming both widths; without a config the width is
+    read off the checkpoint (documented), so a checkpoint of another width builds that width."""
+    w48_head = {"final_layers.0.weight": torch.zeros(34, 48, 1, 1)}
+    torch.save(w48_head, tmp_path / "pose_higher_hrnet_w48_640.pth")
+    with pytest.raises(ValueError, match=r"(?s)w48_640.pth.*W48.*W32.*width=48"):
+        HigherHRNet.from_official_checkpoint(tmp_path / "pose_higher_hrnet_w48_640.pth", config=HigherHRNetConfig())
+    other = ActionExtractor.tiny(width=12).model  # the same mechanism end to end with a small model
+    torch.save(other.state_dict(), tmp_path / "w12.pth")
+    tiny_w8 = ActionExtractor.tiny().model.config
+    with pytest.raises(ValueError, match="W12.*W8"):
+        HigherHRNet.from_official_checkpoint(tmp_path / "w12.pth", config=tiny_w8)
+    loaded = HigherHRNet.from_official_checkpoint(
+        tmp_path / "w12.pth", stem_channels=8, stem_blocks=1, stage_modules=(1, 1, 1), stage_blocks=1, deconv_blocks=1
+    )
+    assert loaded.config.width == 12
+
+
+def test_paper_preset_defaults_to_the_official_pipelines(tmp_path):
+    """ScenePipeline.from_pretrained (the paper's extractors) builds HigherHRNet and RelTR in the official mode;
+    ``mode="fast"`` or a per-scene override picks the fast path."""
+    from processing.pipeline import ScenePipeline
+    from processing.relation import RelationExtractor
+
+    hrnet = ActionExtractor.tiny()
+    torch.save(hrnet.model.state_dict(), tmp_path / "hrnet.pth")
+    reltr = RelationExtractor.tiny().model.save_checkpoint(tmp_path / "reltr.pth")
+    kwargs = dict(scenes=("action", "object"), action_checkpoint=str(tmp_path / "hrnet.pth"), relation_checkpoint=str(reltr))
+    extra = {"action": {"config": hrnet.model.config, "input_size": 64}, "object": {"min_size": 96, "max_size": 160}}
+    paper = ScenePipeline.from_pretrained(**kwargs, extractor_kwargs=extra)
+    assert paper.extractors["action"].decoding.mode == "official" and paper.extractors["object"].mode == "official"
+    fast = ScenePipeline.from_pretrained(**kwargs, extractor_kwargs=extra, mode="fast")
+    assert fast.extractors["action"].decoding.mode == "fast" and fast.extractors["object"].mode == "fast"
+    mixed = ScenePipeline.from_pretrained(**kwargs, extractor_kwargs={**extra, "object": {**extra["object"], "mode": "fast"}})
+    assert mixed.extractors["action"].decoding.mode == "official" and mixed.extractors["object"].mode == "fast"
+    assert paper.config_hash() != fast.config_hash()

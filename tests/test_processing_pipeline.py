@@ -79,6 +79,7 @@ def test_from_pretrained_loads_every_extractor_from_official_format_files(tmp_pa
             "object": {"config": ex["object"].model.config, "min_size": 96, "max_size": 160},
         },
         device="cpu",
+        mode="fast",  # the tiny pipeline's mode (from_pretrained defaults to the official pipelines)
     )
     assert loaded.output_dims == pipeline.output_dims
     frames = carphone_clip.frames[:2]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import checkpoint_layout
+from official_references import deterministic_weights, load_reference, reference_frames
 
 from modeling_icm.scene_contract import (
     DEFAULT_SCENE_DIMS,
@@ -70,7 +70,7 @@ def official(tmp_path_factory) -> tuple[dict[str, torch.Tensor], RelationExtract
     state_dict = _random_like_layout(_layout()["state_dict"])
     path = tmp_path_factory.mktemp("reltr") / "checkpoint0149.pth"
     torch.save({"model": state_dict, "epoch": 149}, path)
-    return state_dict, RelationExtractor.from_checkpoint(path, min_size=96, max_size=128, score_threshold=0.0)
+    return state_dict, RelationExtractor.from_checkpoint(path, min_size=96, max_size=128, score_threshold=0.0, probability_threshold=0.0)
 
 
 def test_state_dict_matches_official_layout_exactly(official):
@@ -148,7 +148,7 @@ def test_arbitrary_pickles_are_not_unpickled(tmp_path):
 @pytest.mark.parametrize("fmt", ["pth", "safetensors"])
 def test_tiny_checkpoint_round_trip(tmp_path, tiny, fmt):
     path = tiny.model.save_checkpoint(tmp_path / f"tiny.{fmt}")
-    loaded = RelationExtractor.from_checkpoint(path, min_size=96, max_size=160)
+    loaded = RelationExtractor.from_checkpoint(path, min_size=96, max_size=160, mode="fast")
     assert loaded.model.config == tiny.model.config  # num_heads is not in the shapes: the saved config carries it
     frames = _frames(3)
     torch.testing.assert_close(loaded.predict(frames).rel_logits, tiny.predict(frames).rel_logits)
@@ -236,20 +236,7 @@ def test_matches_outputs_of_official_reltr_code():
 
 def _golden_weights(model: RelTR) -> dict[str, torch.Tensor]:
     """Deterministic weights in the official enumeration order, independent of the modules' own initialisation."""
-    g = torch.Generator().manual_seed(1234)
-    out = {}
-    for name, t in model.state_dict().items():
-        if name.endswith("num_batches_tracked"):
-            out[name] = torch.tensor(0)
-        elif name.endswith("running_var"):
-            out[name] = torch.rand(t.shape, generator=g) + 0.5
-        elif t.dim() == 1 and name.endswith("weight"):  # LayerNorm / BatchNorm scales
-            out[name] = 1 + 0.1 * torch.randn(t.shape, generator=g)
-        elif t.dim() == 1:  # biases, running means
-            out[name] = 0.02 * torch.randn(t.shape, generator=g)
-        else:
-            out[name] = torch.randn(t.shape, generator=g) / math.sqrt(t[0].numel())
-    return out
+    return deterministic_weights(model, seed=1234, bias_std=0.02)
 
 
 def _golden_input() -> tuple[torch.Tensor, torch.Tensor]:
@@ -554,3 +541,166 @@ def test_real_clip_features_are_contract_valid(carphone_path):
                           num_frames=4)  # fmt: skip
     assert mask.all() and torch.isfinite(features).all()
     assert len(extractor.describe(frames[:1])[0]) == extractor.top_k
+
+
+# ------------------------------------------------------------------------ official pipeline (issue 17)
+
+
+@pytest.fixture(scope="module")
+def real_frames() -> dict:
+    return reference_frames()
+
+
+def _reference_checkpoint(tmp_path: Path, reference: dict) -> Path:
+    """The reference's weights in the official container, with RelTR's training args (their nheads)."""
+    config = RelTRConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in reference["model"].items()})
+    path = tmp_path / "checkpoint.pth"
+    args = argparse.Namespace(nheads=config.num_heads, hidden_dim=config.hidden_dim)
+    torch.save({"model": deterministic_weights(RelTR(config), seed=0), "args": args}, path)
+    return path
+
+
+def _assert_triplets_match(got: list, expected: list, frame_name: str) -> None:
+    """Same triplets (classes, boxes within 1e-3 pixel, scores within 1e-4 relative): near-tied scores (random
+    weights: ~2e-8 apart) may swap ranks, so they are matched as sets."""
+    assert len(got) == len(expected), frame_name
+    for t in expected:
+        names = (VG150_OBJECT_CLASSES[t["subject"]], VG150_PREDICATE_CLASSES[t["predicate"]], VG150_OBJECT_CLASSES[t["object"]])
+        boxes = torch.tensor(t["subject_box"] + t["object_box"])
+        match = [g for g in got if (g.subject, g.predicate, g.object) == names
+                 and (torch.tensor(g.boxes[0] + g.boxes[1]) - boxes).abs().max() < 1e-3]  # fmt: skip
+        assert len(match) == 1, (frame_name, t)
+        assert match[0].score == pytest.approx(t["score"], rel=1e-4)
+    assert all(a.score >= b.score for a, b in zip(got, got[1:]))  # best first
+
+
+@pytest.mark.parametrize("variant", ["inference", "capped"])
+def test_official_mode_matches_the_official_pipeline_on_real_frames(tmp_path, real_frames, variant):
+    """Whole extractor (PIL 8-bit resize, truncating size rule, optional cap, network, selection, pixel boxes) vs
+    numbers produced by RelTR's own inference code on the same frames and weights (ResNet-18 RelTR at 200 px):
+    ``inference`` — ``T.Resize(200)`` of inference.py (``max_size=None``); ``capped`` — the evaluation transform
+    ``RandomResize([200], max_size=400)``."""
+    reference = load_reference("reltr_r18_200.json")
+    max_size = None if variant == "inference" else reference["max_size"]
+    path = _reference_checkpoint(tmp_path, reference)
+    everything = RelationExtractor.from_checkpoint(path, min_size=reference["min_size"], max_size=max_size,
+                                                   probability_threshold=0.0)  # fmt: skip
+    official = RelationExtractor.from_checkpoint(path, min_size=reference["min_size"], max_size=max_size)
+    assert official.mode == "official" and official.probability_threshold == 0.3
+    for name, expected in reference["frames"].items():
+        assert list(everything.target_size(*expected["frame_size"])) == expected[f"{variant}_input_size"]
+        if variant == "capped" and expected["capped_input_size"] == expected["inference_input_size"]:
+            continue  # the cap changes only the wide frame (bikes, 272×640): the rest is the inference variant
+        frame = torch.from_numpy(real_frames[name])[None]
+        _assert_triplets_match(everything.describe(frame)[0], expected[f"{variant}_threshold_0.0"], name)
+        # the official 0.3-per-probability rule keeps nothing from random weights, and neither do we
+        assert official.describe(frame)[0] == [] and expected[f"{variant}_threshold_0.3"] == []
+        features, mask = official.extract(frame)
+        assert not mask.any() and (features == 0).all()
+
+
+@pytest.mark.slow
+def test_official_mode_matches_the_official_pipeline_full_size(tmp_path, real_frames):
+    """The same with the real architecture (ResNet-50, 6+6 layers, 100 + 200 queries) at 800 px, capped at 1333."""
+    reference = load_reference("reltr_vg_800.json")
+    extractor = RelationExtractor.from_checkpoint(_reference_checkpoint(tmp_path, reference), probability_threshold=0.0)
+    assert (extractor.min_size, extractor.max_size) == (800, 1333)
+    for name, expected in reference["frames"].items():
+        frame = torch.from_numpy(real_frames[name])[None]
+        assert list(extractor.target_size(*expected["frame_size"])) == expected["capped_input_size"]
+        _assert_triplets_match(extractor.describe(frame)[0], expected["capped_threshold_0.0"], name)
+        assert expected["capped_best_score"] < 0.3**3  # random weights: the object scene is always masked
+
+
+@pytest.mark.parametrize(
+    "size, max_size, official, fast",
+    [((480, 640), 1333, (800, 1066), (800, 1067)), ((720, 1280), 1333, (750, 1333), (750, 1333)),
+     ((720, 1280), None, (800, 1422), None), ((640, 427), 1333, (1199, 800), (1199, 800)),
+     ((300, 451), 1333, (800, 1202), (800, 1203)), ((800, 1000), 1333, (800, 1000), (800, 1000)),
+     ((272, 640), 1333, (567, 1334), (567, 1333))],  # RelTR's rule overshoots its cap by a pixel here (bikes.mp4)
+)  # fmt: skip
+def test_size_rule_truncates_in_official_mode(size, max_size, official, fast):
+    model = RelationExtractor.tiny().model
+    assert RelationExtractor(model, max_size=max_size).target_size(*size) == official
+    if fast is not None:
+        assert RelationExtractor(model, max_size=max_size, mode="fast").target_size(*size) == fast
+
+
+def test_official_resize_is_pil_8bit_and_fast_is_float(tiny, real_frames):
+    """Official: PIL bilinear on uint8 (exactly torchvision's Resize on a PIL image); fast: float antialiased
+    bilinear, within about one grey level."""
+    import torchvision.transforms as T
+    from PIL import Image
+
+    frame = real_frames["chelsea"]
+    official = RelationExtractor(tiny.model, min_size=96, max_size=160)
+    fast = RelationExtractor(tiny.model, min_size=96, max_size=160, mode="fast")
+    got, _ = official.preprocess(torch.from_numpy(frame)[None])
+    ref = T.Compose([T.Resize(96), T.ToTensor(), T.Normalize(official.image_mean, official.image_std)])(Image.fromarray(frame))
+    assert got.shape[-2:] == ref.shape[-2:] == (96, 144)
+    assert torch.equal(got[0], ref)
+    approx, _ = fast.preprocess(torch.from_numpy(frame)[None])
+    grey = ((approx[0] - got[0]) * torch.tensor(official.image_std)[:, None, None] * 255).abs()
+    assert 0 < grey.max() < 3
+
+
+def test_official_selection_ranks_real_triplets_first():
+    extractor = _confident(top_k=4)  # 'man riding horse' on every query but 0
+    extractor.mode, extractor.probability_threshold = "official", 0.3
+    features, mask = extractor.extract(_frames(2, 90, 120))
+    assert mask.all()
+    described = extractor.describe(_frames(1, 90, 120))[0]
+    assert [(t.subject, t.predicate, t.object) for t in described] == [("man", "riding", "horse")] * 4
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 1, 20, 3), (1, 20, 1, 3), (1, 2, 2, 3)],
+    ids=["1x20", "20x1", "2x2"],
+)
+def test_tiny_and_elongated_frames_have_documented_behaviour(shape):
+    """RelTR takes any frame size: the resize brings the short side to min_size and the cap bounds the long side
+    (a 1×20 strip becomes 8×160 at min_size 96 / max_size 160); the output keeps the contract shape."""
+    extractor = RelationExtractor.tiny(mode="official")
+    frames = torch.full(shape, 100, dtype=torch.uint8)
+    pixel_values, _ = extractor.preprocess(frames)
+    h, w = extractor.target_size(*shape[1:3])
+    assert pixel_values.shape[-2:] == (h, w) and max(h, w) <= 160
+    features, mask = extractor.extract(frames)
+    assert features.shape == (1, extractor.top_k, extractor.output_dim) and torch.isfinite(features).all()
+
+
+@pytest.mark.parametrize("mode", ["official", "fast"])
+def test_grayscale_frames_are_rejected_naming_the_layout(mode):
+    extractor = RelationExtractor.tiny(mode=mode)
+    for frames in (torch.zeros(1, 64, 64, dtype=torch.uint8), torch.zeros(1, 64, 64, 1, dtype=torch.uint8)):
+        with pytest.raises(ValueError, match=r"\[T, H, W, 3\]"):
+            extractor.extract(frames)
+
+
+def test_mode_and_cap_settings_are_checked_and_keyed():
+    model = RelationExtractor.tiny().model
+    with pytest.raises(ValueError, match="mode"):
+        RelationExtractor(model, mode="paper")
+    with pytest.raises(ValueError, match="max_size=None"):
+        RelationExtractor(model, mode="fast", max_size=None)
+    keys = {json.dumps(RelationExtractor(model, **kw).config_dict(), sort_keys=True)
+            for kw in ({}, {"mode": "fast"}, {"max_size": None}, {"probability_threshold": 0.2})}  # fmt: skip
+    assert len(keys) == 4
+
+
+def test_reports_say_random_reltr_never_sees_an_object_scene(tmp_path, tiny_model):
+    """Wherever the object scene is reported (model card, demo report), the random-weights masking is said plainly."""
+    from icm_cli.demo import _report
+    from icm_cli.hub import model_card
+    from processing.relation import RANDOM_WEIGHTS_OBJECT_NOTE
+
+    assert "always masked" in RANDOM_WEIGHTS_OBJECT_NOTE and "0.027" in RANDOM_WEIGHTS_OBJECT_NOTE
+    assert RANDOM_WEIGHTS_OBJECT_NOTE in str(model_card(tiny_model, "org/icm-tiny"))
+    result = {"recipe": {"data": {"mini_set": "mini"}, "name": "demo"}, "model_dir": str(tmp_path),
+              "output_dir": str(tmp_path)}  # fmt: skip
+    analysis = {"video": "v.mp4", "duration": 1.0, "num_windows": 1, "window": 1.0, "overlap": 0.0,
+                "ground_truth": [], "segments": [], "timeline": str(tmp_path / "t.png")}  # fmt: skip
+    assert RANDOM_WEIGHTS_OBJECT_NOTE in _report(tmp_path, result, {}, {}, analysis, {"total_s": 60.0})
+    # and it is true: the tiny RelTR's best triplet is far below the threshold
+    assert float(RelationExtractor.tiny().triplet_scores(RelationExtractor.tiny().predict(_frames(2))).max()) < 0.3**3
