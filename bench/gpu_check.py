@@ -41,10 +41,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
-
 from bench_p7_memory import _status_kib  # VmRSS / VmHWM from /proc/self/status
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,9 +92,8 @@ def is_oom(error: BaseException) -> bool:
     if isinstance(error, torch.OutOfMemoryError):
         return True
     text = str(error).lower()
-    return isinstance(error, (RuntimeError, MemoryError)) and (
-        "out of memory" in text or "can't allocate memory" in text or isinstance(error, MemoryError)
-    )
+    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and any(
+        marker in text for marker in ("out of memory", "can't allocate memory", "alloc_failed")))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -258,13 +257,17 @@ def prepare_training(kind: str, config, args, device, dtype):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def train_flops(config, args) -> tuple[int, int]:
+def train_flops(config, args) -> tuple[int | None, int | None]:
     """(bare, ICM) FLOPs of one training step, counted on the meta device; the answer-only logits cover the answer and
-    the position before it (``trainers.trainer.answer_only_logits``)."""
+    the position before it (``trainers.trainer.answer_only_logits``). A failed count is reported, and MFU is n/a."""
     from bench_p1_p2_overhead import count_flops
 
-    return count_flops(config, True, batch=args.batch, text_tokens=args.prompt_tokens + args.answer_tokens,
-                       logits_tokens=args.answer_tokens + 1)
+    try:
+        return count_flops(config, True, batch=args.batch, text_tokens=args.prompt_tokens + args.answer_tokens,
+                           logits_tokens=args.answer_tokens + 1)
+    except Exception as error:  # noqa: BLE001 - the timings are still worth having
+        print(f"gpu_check: FLOP count failed ({type(error).__name__}: {error}); MFU n/a", file=sys.stderr)
+        return None, None
 
 
 def train_row(kind: str, setting: dict, args, meter: Meter, dtype, peak: float | None) -> dict:
@@ -285,13 +288,12 @@ def train_row(kind: str, setting: dict, args, meter: Meter, dtype, peak: float |
     seq = inputs["input_ids"].shape[1]
     attention = llm_attention(model)
     flops = setting["flops"][0 if kind == "bare" else 1]
-    del model, optimizer, params, inputs
     return {
         "seq_len": seq,
         "step_s": seconds,
         "tokens_per_s": args.batch * seq / seconds,
-        "tflop_per_step": flops / 1e12,
-        "mfu": flops / seconds / (peak * 1e12) if peak else None,
+        "tflop_per_step": flops / 1e12 if flops else None,
+        "mfu": flops / seconds / (peak * 1e12) if (peak and flops) else None,
         "peak_gib": memory,
         "attention": attention,
     }
@@ -342,7 +344,6 @@ def generate_row(kind: str, setting: dict, args, meter: Meter, dtype) -> dict:
         decodes.append(args.batch * (len(clock.times) - 2) / (clock.times[-1] - clock.times[1]))
     new = ids.shape[1] - prompt_len
     memory = meter.peak_gib()
-    del model, inputs, ids
     return {
         "prompt_len": prompt_len,
         "new_tokens": new,
@@ -363,6 +364,8 @@ def guarded(row: dict, meter: Meter, fn, started: float, budget: float) -> dict:
     except Exception as error:  # noqa: BLE001 - one failed setting must not end the check
         row["status"] = "OOM" if is_oom(error) else f"failed: {type(error).__name__}: {str(error).splitlines()[0][:160]}"
     meter.free()
+    print(f"gpu_check [{time.perf_counter() - started:5.0f} s] {row.get('section', '')} {row.get('setting', '')} "
+          f"{row.get('model', '')}: {row['status']}", file=sys.stderr, flush=True)
     return row
 
 
@@ -377,9 +380,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_distributed(kind: str, args) -> dict:
+def launch_distributed(kind: str, args, started: float) -> dict:
     config_file = ACCELERATE_CONFIGS[kind]
     row = {"section": "distributed", "setting": kind, "config_file": str(config_file.relative_to(REPO))}
+    if time.perf_counter() - started > args.budget_s:
+        row["status"] = f"skipped (past the {args.budget_s:.0f} s budget)"
+        return row
     if kind == "zero2" and importlib.util.find_spec("deepspeed") is None:
         row["status"] = "deepspeed not installed (pip install deepspeed)"
         return row
@@ -471,7 +477,7 @@ def extrapolate(points: dict[tuple[int, int], float | None], base: int, step: in
 def paper_setting(full_step_s: float | None, full_peak_gib: float | None, device_peak: float | None,
                   batch: int) -> dict:
     """The predicted 1 x A100 40 GB figures: step time scaled by the bf16 peaks (same MFU assumed), per clip."""
-    step = full_step_s * device_peak / A100_PEAK_TFLOPS if (full_step_s and device_peak) else None
+    step = full_step_s * device_peak / A100_PEAK_TFLOPS if ((full_step_s or 0) > 0 and device_peak) else None
     return {
         "a100_step_s": step,
         "a100_s_per_clip": step / batch if step else None,
@@ -555,7 +561,7 @@ def parse_args(argv=None):
     parser.add_argument("--slice-layers", default=None,
                         help="BASE,STEP: slice depths (default 2,4; tiny 1,2): slices (B,B), (S,B), (B,S)")
     parser.add_argument("--budget-s", type=float, default=480.0, help="rows after this many seconds are skipped")
-    parser.add_argument("--worker-timeout", type=int, default=300, help="seconds for each accelerate launch")
+    parser.add_argument("--worker-timeout", type=int, default=240, help="seconds for each accelerate launch")
     parser.add_argument("--skip-distributed", action="store_true", help="no FSDP / ZeRO-2 rows")
     parser.add_argument("--json", default=None, help="also write the report here as JSON")
     parser.add_argument("--worker", choices=sorted(ACCELERATE_CONFIGS), help=argparse.SUPPRESS)
@@ -583,6 +589,40 @@ def parse_args(argv=None):
     return args
 
 
+def run_settings(rows: list[dict], args, meter: Meter, dtype, peak, started: float) -> tuple[list, list]:
+    """The train rows (bare, then ICM, per setting) and the generate rows, each guarded."""
+    train, generate = [], []
+    for setting in rows:
+        setting["flops"] = train_flops(setting["config"], args)
+        for kind in ("bare", "icm"):
+            row = {"section": "train", "setting": setting["name"], "model": kind, "depth": setting["depth"]}
+            measure = partial(train_row, kind, setting, args, meter, dtype, peak)
+            train.append(guarded(row, meter, measure, started, args.budget_s))
+            if setting["generate"]:
+                row = {"section": "generate", "setting": setting["name"], "model": kind}
+                measure = partial(generate_row, kind, setting, args, meter, dtype)
+                generate.append(guarded(row, meter, measure, started, args.budget_s))
+    return train, generate
+
+
+def extrapolate_to_full_depth(rows: list[dict], train: list[dict], full_config, args, peak) -> dict:
+    """Step time and peak memory of each model at the full depth, and the MFU that step time would mean."""
+    target = (full_config.backbone_config.text_config.num_hidden_layers,
+              full_config.backbone_config.vision_config.num_hidden_layers)
+    full_flops = train_flops(full_config, args)
+    out = {"target": list(target), "slices": [f"{r['depth'][0]}+{r['depth'][1]}" for r in rows[1:]]}
+    for index, kind in enumerate(("bare", "icm")):
+        fitted = {}
+        for key in ("step_s", "peak_gib"):
+            points = {tuple(r["depth"]): r.get(key) if r["status"] == "ok" else None
+                      for r in train if r["model"] == kind and r["depth"]}
+            fitted[key] = extrapolate(points, args.base, args.step, target)
+        flops = full_flops[index]
+        fitted["mfu"] = flops / fitted["step_s"] / (peak * 1e12) if (peak and flops and fitted["step_s"]) else None
+        out[kind] = fitted
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -599,8 +639,6 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     peak = peak_tflops(name) if device.type == "cuda" else None
     rows, full_config = settings(args.tiny, args.base, args.step)
-    target = (full_config.backbone_config.text_config.num_hidden_layers,
-              full_config.backbone_config.vision_config.num_hidden_layers)
     config = rows[0]["config"]
     vision = config.backbone_config.vision_config
     header = {
@@ -611,38 +649,17 @@ def main(argv=None) -> int:
         "video_tokens": config.num_frames * ((vision.image_size // vision.patch_size) ** 2 + 1),
         "scene_tokens": config.num_scene_tokens, "repeats": args.repeats, "tiny": args.tiny, "budget_s": args.budget_s,
     }
-    train, generate = [], []
-    for setting in rows:
-        setting["flops"] = train_flops(setting["config"], args)
-        for kind in ("bare", "icm"):
-            row = {"section": "train", "setting": setting["name"], "model": kind, "depth": setting["depth"]}
-            train.append(guarded(row, meter, lambda: train_row(kind, setting, args, meter, dtype, peak),
-                                 started, args.budget_s))
-            if setting["generate"]:
-                row = {"section": "generate", "setting": setting["name"], "model": kind}
-                generate.append(guarded(row, meter, lambda: generate_row(kind, setting, args, meter, dtype),
-                                        started, args.budget_s))
+    train, generate = run_settings(rows, args, meter, dtype, peak, started)
     header["attention"] = ",".join(sorted({r["attention"] for r in train if "attention" in r})) or "n/a"
+    extrapolation = extrapolate_to_full_depth(rows, train, full_config, args, peak)
     by = {(r["setting"], r["model"]): r for r in train}
     p2 = {}
     for setting in rows[:2]:
         bare, icm = by[(setting["name"], "bare")], by[(setting["name"], "icm")]
-        ok = bare["status"] == icm["status"] == "ok"
-        p2[setting["name"]] = icm["step_s"] / bare["step_s"] if ok else None
-    full_flops = train_flops(full_config, args)
-    extrapolation = {"target": list(target), "slices": [f"{r['depth'][0]}+{r['depth'][1]}" for r in rows[1:]]}
-    for kind in ("bare", "icm"):
-        fitted = {}
-        for key in ("step_s", "peak_gib"):
-            points = {tuple(r["depth"]): r.get(key) if r["status"] == "ok" else None
-                      for r in train if r["model"] == kind and r["depth"]}
-            fitted[key] = extrapolate(points, args.base, args.step, target)
-        flops = full_flops[0 if kind == "bare" else 1]
-        fitted["mfu"] = flops / fitted["step_s"] / (peak * 1e12) if (peak and fitted["step_s"]) else None
-        extrapolation[kind] = fitted
+        p2[setting["name"]] = icm["step_s"] / bare["step_s"] if bare["status"] == icm["status"] == "ok" else None
     bare_full, icm_full = extrapolation["bare"]["step_s"], extrapolation["icm"]["step_s"]
-    p2["full depth (extrapolated)"] = icm_full / bare_full if (bare_full and icm_full) else None
-    distributed = [] if args.skip_distributed else [launch_distributed(kind, args) for kind in ("fsdp", "zero2")]
+    p2["full depth (extrapolated)"] = icm_full / bare_full if (bare_full or 0) > 0 and (icm_full or 0) > 0 else None
+    distributed = [] if args.skip_distributed else [launch_distributed(kind, args, started) for kind in ("fsdp", "zero2")]
     report = {
         "header": header, "train": train, "generate": generate, "p2_ratio": p2, "distributed": distributed,
         "extrapolation": extrapolation,
