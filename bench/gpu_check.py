@@ -287,6 +287,7 @@ def train_row(kind: str, setting: dict, args, meter: Meter, dtype, peak: float |
     memory = meter.peak_gib()
     seq = inputs["input_ids"].shape[1]
     attention = llm_attention(model)
+    checkpointing = any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
     flops = setting["flops"][0 if kind == "bare" else 1]
     return {
         "seq_len": seq,
@@ -296,6 +297,7 @@ def train_row(kind: str, setting: dict, args, meter: Meter, dtype, peak: float |
         "mfu": flops / seconds / (peak * 1e12) if (peak and flops) else None,
         "peak_gib": memory,
         "attention": attention,
+        "checkpointing": checkpointing,
     }
 
 
@@ -528,7 +530,7 @@ def print_report(report: dict) -> None:
     for row in report["distributed"]:
         figures = (f"; {row['preset']} preset, step {row['step_s']:.4f} s, peak {_f(row.get('peak_gib'), '.2f')} GiB"
                    if "step_s" in row else "")
-        print(f"{row['setting']:<7}{row['config_file']:<48}{row['status']}{figures}")
+        print(f"{row['setting']:<7}{row['config_file']:<50}{row['status']}{figures}")
     ext = report["extrapolation"]
     print(f"\nfull depth ({ext['target'][0]} LLM + {ext['target'][1]} vision layers), linear per-layer model through "
           f"the slices {', '.join(ext['slices'])}:")

@@ -54,6 +54,7 @@ def test_cpu_tiny_mode_runs_every_section(tmp_path):
         assert row["status"] == "ok", row
         assert row["step_s"] > 0 and row["tokens_per_s"] > 0 and row["tflop_per_step"] > 0
         assert row["mfu"] is None  # no published peak for a CPU
+        assert row["checkpointing"] is True and row["attention"] == "sdpa"
         assert row["seq_len"] == 16 + 8 + 8 * 17 + (8 if row["model"] == "icm" else 0)
     # ICM does more work than the bare backbone on the same batch (scene tokens + SBM + IEC)
     by = {(r["setting"], r["model"]): r for r in report["train"]}
