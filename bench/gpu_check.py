@@ -192,7 +192,7 @@ def make_batch(kind: str, config, batch: int, prompt_tokens: int, answer_tokens:
     vision = bb.vision_config
     video_tokens = config.num_frames * ((vision.image_size // vision.patch_size) ** 2 + 1)
     gen = torch.Generator().manual_seed(0)
-    specials = {config.scene_token_id, bb.video_token_index, bb.image_token_index, config.pad_token_id}
+    specials = {config.scene_token_id, bb.video_token_index, bb.image_token_index, bb.text_config.pad_token_id}
     text = torch.randint(10, config.vocab_size, (batch, prompt_tokens + answer_tokens), generator=gen)
     for special in specials:
         text[text == special] = 10
@@ -332,7 +332,7 @@ def generate_row(kind: str, setting: dict, args, meter: Meter, dtype) -> dict:
     def generate(n: int, streamer=None):
         with torch.no_grad():
             return model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,
-                                  pad_token_id=config.pad_token_id, streamer=streamer)
+                                  pad_token_id=config.backbone_config.text_config.pad_token_id, streamer=streamer)
 
     generate(2)  # warm-up
     meter.reset_peak()
