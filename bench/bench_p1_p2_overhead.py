@@ -20,6 +20,7 @@ Goals: P1 ≤ 1.05× FLOPs, P2 ≤ 1.15×.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -59,14 +60,23 @@ def scene_inputs(config: IcmConfig, batch: int, device):
 
 
 def flops_7b(train: bool) -> tuple[int, int]:
-    config = IcmConfig()
+    return count_flops(IcmConfig(), train)
+
+
+def count_flops(
+    config: IcmConfig, train: bool, batch: int = 1, text_tokens: int = PROMPT_TOKENS, logits_tokens: int | None = None
+) -> tuple[int, int]:
+    """(bare, ICM) FLOPs of one forward (``train=False``) or one LoRA forward + backward (``train=True``) of ``config``
+    on ``batch`` clips with ``text_tokens`` text tokens, counted on the meta device. ``logits_tokens``: the LM head runs
+    over the last so many positions only (the trainer's answer-only logits); default all."""
+    config = copy.deepcopy(config)
     # eager attention: its mask construction has no data-dependent branch, so it runs on meta tensors
     config.backbone_config.text_config._attn_implementation = "eager"
     with torch.device("meta"):
         model = IcmForVideoSentiment(config)
     vision = config.backbone_config.vision_config
     per_frame = (vision.image_size // vision.patch_size) ** 2 + 1
-    seq = PROMPT_TOKENS + config.num_frames * per_frame
+    seq = text_tokens + config.num_frames * per_frame
     hidden = config.hidden_size
     if train:
         model.requires_grad_(False)
@@ -76,21 +86,23 @@ def flops_7b(train: bool) -> tuple[int, int]:
         core = model.base_model.model
     else:
         core = model
-    pixels = torch.randn(1, config.num_frames, 3, vision.image_size, vision.image_size, device="meta")
-    feats, masks = scene_inputs(config, 1, "meta")
+    pixels = torch.randn(batch, config.num_frames, 3, vision.image_size, vision.image_size, device="meta")
+    feats, masks = scene_inputs(config, batch, "meta")
 
     def run(with_scenes: bool) -> int:
         counter = FlopCounterMode(display=False)
         with counter:
             video = core.backbone.model.get_video_features(pixel_values_videos=pixels, return_dict=True).pooler_output
-            text = torch.randn(1, PROMPT_TOKENS, hidden, device="meta")
-            parts = [text, video.reshape(1, -1, hidden)]
+            text = torch.randn(batch, text_tokens, hidden, device="meta")
+            parts = [text, video.reshape(batch, -1, hidden)]
             if with_scenes:
                 parts.insert(0, core.encode_scenes(feats, masks).scene_tokens)
             embeds = torch.cat(parts, 1)
             assert embeds.shape[1] == seq + (config.num_scene_tokens if with_scenes else 0)
             mask = torch.ones(embeds.shape[:2], dtype=torch.long, device="meta")
             hidden_states = core.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)[0]
+            if logits_tokens:
+                hidden_states = hidden_states[:, -logits_tokens:]
             logits = core.backbone.lm_head(hidden_states)
             if train:
                 logits.float().mean().backward()

@@ -236,3 +236,16 @@ def build_tiny_tokenizer(extra_corpus: Iterable[str] = (), vocab_size: int = 512
         model_max_length=4096,
     )
     return wrapped
+
+
+def depth_slice(config: IcmConfig, text_layers: int, vision_layers: int) -> IcmConfig:
+    """``config`` with only ``text_layers`` LLM layers and ``vision_layers`` vision layers, every width and the ICM
+    modules unchanged: a "7B-shaped slice" (``depth_slice(icm_7b_config(), 2, 2)``) fits any GPU, and per-layer costs
+    measured on slices of a few depths extrapolate to the full model (``bench/gpu_check.py``)."""
+    if text_layers < 1 or vision_layers < 1:
+        raise ValueError(f"depth_slice needs at least one layer each, got text_layers={text_layers}, "
+                         f"vision_layers={vision_layers}")
+    data = config.to_dict()
+    data["backbone_config"]["text_config"]["num_hidden_layers"] = int(text_layers)
+    data["backbone_config"]["vision_config"]["num_hidden_layers"] = int(vision_layers)
+    return IcmConfig(**{k: v for k, v in data.items() if k not in ("model_type", "transformers_version")})
