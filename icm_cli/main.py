@@ -303,12 +303,18 @@ def cmd_evaluate(args) -> int:
         judge_scores=args.judge_scores,
         skip_invalid=args.skip_invalid,
         dataset=dataset,
+        require_all=args.require_all,
     )
     out = Path(args.out or Path(args.predictions).with_suffix("").as_posix() + ".metrics.json")
     charts_dir = Path(args.charts_dir or out.parent)
     document["charts"] = write_charts({"model": document}, charts_dir, prefix=f"{out.stem.replace('.metrics', '')}.")
     _write_json(out, document)
-    print(f"Omni-SILA {document['config']} — {document['metrics'].get('num_examples', 0):.0f} examples")
+    missing = len(document.get("missing", ()))
+    print(f"Omni-SILA {document['config']} — {document['metrics'].get('num_examples', 0):.0f} examples"
+          + (f" ({missing} without a prediction, scored as empty answers)" if missing else ""))  # fmt: skip
+    if missing:
+        _eprint(f"  {missing} reference(s) have no prediction (scored as wrong; --require-all makes this an error): "
+                + ", ".join(document["missing"][:5]) + (" ..." if missing > 5 else ""))  # fmt: skip
     print(metrics_table({"model": document["metrics"]}))
     for message in document["invalid"]:
         _eprint(f"  skipped invalid example: {message}")
@@ -580,6 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-base-url", help="endpoint of --judge openai:MODEL (vLLM, Ollama ...)")
     p.add_argument("--judge-scores", help="recorded Atr-R scores, one per example (human ratings or an earlier judge run)")
     p.add_argument("--skip-invalid", action="store_true", help="skip and report invalid examples instead of stopping")
+    p.add_argument("--require-all", action="store_true",
+                   help="a reference without a prediction is an error (default: scored as an empty, wrong answer)")  # fmt: skip
     p.add_argument("--dataset-name", help="data set name recorded in the JSON (shown in model cards)")
     p.add_argument("--dataset-type", help="data set id recorded in the JSON (e.g. org/omni-sila)")
     p.set_defaults(func=cmd_evaluate)
