@@ -47,6 +47,7 @@ raise :class:`RecipeError` (a ``ValueError``) naming the field. The fields (defa
       sbm: true                   # false = "w/o SBM"
       iec: true                   # false = "w/o IEC"
       scenes: [face, action, object, background]   # Table 3: the scenes captured
+      scene_tokens: true          # false = the Video-LLaVA baseline: the backbone alone (IcmConfig.use_scene_tokens)
     training: {...}               # IcmTrainingArguments fields shared by both stages
     stages:
       scene: {...}                # IcmTrainingArguments overrides of stage 1
@@ -110,6 +111,7 @@ SCHEMA: dict[str, Any] = {
         "sbm": True,
         "iec": True,
         "scenes": ["face", "action", "object", "background"],
+        "scene_tokens": True,
     },
     "training": _ARGS,
     "stages": {"scene": _ARGS, "omnisila": _ARGS},
@@ -352,6 +354,7 @@ def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
         use_sbm=bool(r["ablation"]["sbm"]),
         use_iec=bool(r["ablation"]["iec"]),
         enabled_scenes=list(r["ablation"]["scenes"]),
+        use_scene_tokens=bool(r["ablation"]["scene_tokens"]),
     )
     preset = r["model"]["preset"]
     num_frames = int(r["features"]["num_frames"])
@@ -379,6 +382,8 @@ def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
             source, IcmConfig(scene_dims=scene_dims, num_frames=num_frames, num_scene_tokens=num_frames, **overrides)
         )
     processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+    if hasattr(processor, "num_scene_tokens"):
+        processor.num_scene_tokens = model.config.num_scene_placeholders
     return model, processor
 
 
