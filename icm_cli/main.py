@@ -325,6 +325,41 @@ def cmd_evaluate(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# icm baseline (zero-shot Video-LLMs, paper Tables 1-2)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def cmd_baseline(args) -> int:
+    from .baselines import zero_shot_predictions
+    from .evaluation import evaluate_files, metrics_table, write_charts
+
+    _quiet_transformers()
+    out = Path(args.out or Path("baselines") / Path(str(args.model).rstrip("/")).name / args.config)
+    run = zero_shot_predictions(
+        args.model, args.data, args.config, args.split, out, num_frames=args.num_frames, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, max_clips=args.max_clips, device=args.device, dtype=args.dtype,
+        log=lambda line: _eprint(f"[icm baseline] {line}"),
+    )  # fmt: skip
+    for message in run["skipped"]:
+        _eprint(f"  skipped clip: {message}")
+    document = evaluate_files(
+        run["predictions"], run["references"], config_name=args.config,
+        attribution_metrics=_attribution_metrics(args.attribution_metrics), require_all=args.require_all,
+        dataset={"name": f"Omni-SILA {args.config}", "split": args.split},
+    )  # fmt: skip
+    document["model"] = str(args.model)
+    document["charts"] = write_charts({str(args.model): document}, out, prefix="")
+    metrics_path = _write_json(out / "metrics.json", document)
+    missing = len(document["missing"])
+    print(f"{args.model} zero-shot on Omni-SILA {args.config} ({args.split}): {run['asked']} clips asked, "
+          f"{run['reused']} reused" + (f", {missing} without an answer (scored as wrong)" if missing else ""))  # fmt: skip
+    print(metrics_table({str(args.model): document["metrics"]}))
+    print(f"predictions: {run['predictions']}")
+    print(f"metrics: {metrics_path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # icm analyze
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -591,6 +626,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-name", help="data set name recorded in the JSON (shown in model cards)")
     p.add_argument("--dataset-type", help="data set id recorded in the JSON (e.g. org/omni-sila)")
     p.set_defaults(func=cmd_evaluate)
+
+    # baseline
+    p = sub.add_parser("baseline", help="score a zero-shot transformers Video-LLM on Omni-SILA (paper Tables 1-2)",
+                       description="Ask a Video-LLM (Video-LLaVA, LLaVA-NeXT-Video, LLaVA-OneVision, Qwen2-VL, "
+                       "Qwen2.5-VL, ... any transformers model whose processor takes videos) the paper's instruction "
+                       "on the same 8 sampled frames and timestamps as ICM, in the model's own chat template; parse "
+                       "and score with the omnisila metrics. A rerun continues where an interrupted one stopped.",
+                       formatter_class=_Formatter)  # fmt: skip
+    p.add_argument("--model", required=True, help="a Hub id or a local folder of a transformers Video-LLM")
+    p.add_argument("--data", required=True, help="data folder with explicit.jsonl / implicit.jsonl (e.g. `icm data mini`)")
+    p.add_argument("--config", choices=("explicit", "implicit"), default="implicit", help="which sentiments")
+    p.add_argument("--split", default="test", help="the split scored")
+    p.add_argument("--out", help="folder of predictions.jsonl, references.jsonl, metrics.json (default: baselines/MODEL/CONFIG)")
+    p.add_argument("--num-frames", type=int, default=8, help="frames sampled per clip (§4.1: 8, as ICM)")
+    p.add_argument("--batch-size", type=int, default=4, help="clips per generate call (left-padded batch)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="answer length")
+    p.add_argument("--max-clips", type=int, help="only the first N clips of the split")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="weights dtype (default: the checkpoint's)")
+    p.add_argument("--attribution-metrics", default="sem_r", help="comma-separated subset of sem_r,sem_c,sen_a, or none")
+    p.add_argument("--require-all", action="store_true", help="a clip without an answer is an error")
+    p.set_defaults(func=cmd_baseline)
 
     # analyze
     p = sub.add_parser("analyze", help="identify, locate and attribute visual sentiments in a (long) video",
