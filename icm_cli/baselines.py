@@ -193,13 +193,15 @@ def zero_shot_predictions(
     batch_size: int = 4,
     max_new_tokens: int = 128,
     max_clips: int | None = None,
+    clip_ids: Sequence[str] | None = None,
     device: str = "cpu",
     dtype: str | None = None,
     model_and_processor=None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Ask ``model_ref`` the combined instruction on every clip of a split; write ``predictions.jsonl`` and
-    ``references.jsonl`` in ``out_dir``. Clips answered by an earlier run are not asked again.
+    ``references.jsonl`` in ``out_dir``. Clips answered by an earlier run are not asked again. ``clip_ids`` keeps
+    those clips (in that order), ``max_clips`` the first ones.
 
     Returns ``{"predictions", "references", "asked", "reused", "skipped": ["clip: reason"]}``."""
     from modeling_icm import templates as T
@@ -213,6 +215,12 @@ def zero_shot_predictions(
         records = read_clip_records(data_dir, config_name, split)
     except (OSError, ValueError) as err:
         raise CliError(f"--data {data_dir}: {err}") from err
+    if clip_ids is not None:  # these clips, in this order (the comparison runner's evaluation clips)
+        by_id = {r.id: r for r in records}
+        unknown = [c for c in clip_ids if c not in by_id]
+        if unknown:
+            raise CliError(f"--data {data_dir}: no {config_name!r} clip(s) {unknown[:5]} in split {split!r}")
+        records = [by_id[c] for c in clip_ids]
     if max_clips is not None:
         records = records[: int(max_clips)]
     references = write_references(records, out / REFERENCES_FILE)

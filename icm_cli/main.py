@@ -360,6 +360,30 @@ def cmd_baseline(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# icm compare (paper Tables 1-3, Figure 3)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def cmd_compare(args) -> int:
+    import torch
+
+    from .compare import run_grid
+
+    _quiet_transformers()
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)  # tiny models: one intra-op thread is fastest on a small machine
+    document = run_grid(args.grid, args.out, only=args.only, rerun=args.rerun or (),
+                        log=lambda line: _eprint(f"[icm compare] {line}"))  # fmt: skip
+    print((Path(document["files"]["tables"])).read_text(encoding="utf-8"))
+    for name, path in document["files"].items():
+        print(f"{name}: {path}")
+    failed = [n for n, e in document["systems"].items() if e["status"] == "failed"]
+    if failed:
+        _eprint(f"[icm compare] {len(failed)} run(s) failed and are marked in the tables: {', '.join(failed)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # icm analyze
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -437,6 +461,10 @@ def cmd_push(args) -> int:
     from .hub import export_dataset, export_model, upload
     from .inference import HUB_ID_RE
 
+    if args.lmms_eval:
+        return _push_lmms_eval(args)
+    if not args.repo_id:
+        raise CliError("--repo-id ORG/NAME is required with --model, --dataset or --metric")
     if not HUB_ID_RE.match(args.repo_id):
         raise CliError(f"--repo-id {args.repo_id}: expected ORG/NAME")
     name = args.repo_id.split("/")[-1]
@@ -478,6 +506,23 @@ def cmd_push(args) -> int:
         return 0
     url = upload(folder, args.repo_id, repo_type, private=args.private, token=args.token, space_sdk=sdk)
     print(f"uploaded: {url}")
+    return 0
+
+
+def _push_lmms_eval(args) -> int:
+    """``icm push --lmms-eval DIR --data DATA``: the lmms-eval task folder ``DIR/omni_sila`` (nothing uploaded)."""
+    from evaluate_metrics.lmms_eval_task import export_lmms_eval_task
+
+    if not args.data:
+        raise CliError("--lmms-eval needs --data: a data folder with explicit.jsonl / implicit.jsonl (e.g. `icm data mini`)")
+    try:
+        folder = export_lmms_eval_task(args.lmms_eval, args.data, split=args.split)
+    except (OSError, ValueError) as err:
+        raise CliError(f"--data {args.data}: {err}") from err
+    print(f"lmms-eval task omni_sila -> {folder.resolve()}")
+    for path in sorted(folder.iterdir()):
+        print(f"  {path.name}")
+    print(f"run: lmms-eval --model MODEL --model_args pretrained=... --tasks omni_sila --include_path {folder.resolve()}")
     return 0
 
 
@@ -649,6 +694,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-all", action="store_true", help="a clip without an answer is an error")
     p.set_defaults(func=cmd_baseline)
 
+    # compare
+    p = sub.add_parser("compare", help="run a comparison grid and write paper Tables 1-3 with t-tests, and Figure 3",
+                       description="Train or ask every system of a grid (baselines, ICM, the ablations of Tables 1 and "
+                       "3) on one data set, cache each run's predictions, and write Tables 1-3 (Markdown, CSV) with "
+                       "the paired t-test of every row against the reference row, plus the per-label FNRs / Atr-R "
+                       "charts of Figure 3. A rerun re-scores cached runs and only runs what changed or failed.",
+                       formatter_class=_Formatter)  # fmt: skip
+    p.add_argument("--grid", default="mini", help="a grid file or a shipped grid (mini: CPU, tiny models; paper: GPUs)")
+    p.add_argument("--out", help="output folder (default: the grid's output_dir, else runs/compare-NAME)")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these systems (others: scored from their cache)")
+    p.add_argument("--rerun", nargs="+", metavar="NAME", help="run these systems again even when cached")
+    p.set_defaults(func=cmd_compare)
+
     # analyze
     p = sub.add_parser("analyze", help="identify, locate and attribute visual sentiments in a (long) video",
                        description="Sliding windows of the clip length with overlap, segments merged across windows; "
@@ -680,7 +738,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--model", help="a saved ICM model folder")
     what.add_argument("--dataset", help="a data folder (exported or raw annotations + media)")
     what.add_argument("--metric", action="store_true", help="the omnisila evaluate module as a Space")
-    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
+    what.add_argument("--lmms-eval", metavar="DIR", help="write the lmms-eval task omni_sila into DIR/omni_sila (needs --data)")
+    p.add_argument("--repo-id", help="ORG/NAME on the Hub (required except with --lmms-eval)")
+    p.add_argument("--data", help="--lmms-eval: the data folder whose clips become the task's documents")
+    p.add_argument("--split", default="test", help="--lmms-eval: the split of the documents")
     p.add_argument("--private", action="store_true", help="create a private repository")
     p.add_argument("--dry-run", action="store_true", help="write the folder only, upload nothing")
     p.add_argument("--out", help="folder of the Hub layout (default: hub/NAME)")

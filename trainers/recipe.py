@@ -181,7 +181,7 @@ def _read_file(path: Path) -> dict:
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when present
         else:
             data = json.loads(text)
     except Exception as err:
@@ -401,7 +401,9 @@ def _training_args(r: dict, stage: str, out: Path):
         raise RecipeError(f"recipe stages.{stage} / training: {err}") from err
 
 
-def _evaluate(model, processor, eval_sets: dict, r: dict, log, tag: str) -> dict:
+def _evaluate(model, processor, eval_sets: dict, r: dict, log, tag: str, out: Path | None = None) -> dict:
+    """Generate and score every evaluation clip; with ``out``, every answer is written to
+    ``<out>/predictions-<tag>-<config>.jsonl`` as ``{"id": clip_id, "answer"}`` (what ``icm evaluate`` reads)."""
     from .evaluation import evaluate_generation
 
     results = {}
@@ -417,6 +419,9 @@ def _evaluate(model, processor, eval_sets: dict, r: dict, log, tag: str) -> dict
             config_name=config,
         )
         results[config] = {"metrics": scores["metrics"], "predictions": scores["predictions"][:5]}
+        if out is not None:
+            rows = [{"id": e.get("clip_id"), "answer": a} for e, a in zip(examples, scores["predictions"])]
+            (out / f"predictions-{tag}-{config}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
         m = scores["metrics"]
         log(
             f"evaluate[{tag}] {config}: acc={m.get('acc', 0):.3f} f2={m.get('f2', 0):.3f} "
@@ -509,7 +514,7 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
 
     if r["evaluate"]["before_training"]:
         started = time.perf_counter()
-        result["metrics"]["untrained"] = _evaluate(model, processor, eval_sets, r, log, "untrained")
+        result["metrics"]["untrained"] = _evaluate(model, processor, eval_sets, r, log, "untrained", out)
         timings["evaluate_untrained_s"] = time.perf_counter() - started
 
     stage_plan = []
@@ -548,7 +553,7 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
         )
 
     started = time.perf_counter()
-    result["metrics"]["trained"] = _evaluate(model, processor, eval_sets, r, log, "trained")
+    result["metrics"]["trained"] = _evaluate(model, processor, eval_sets, r, log, "trained", out)
     timings["evaluate_trained_s"] = time.perf_counter() - started
 
     model_dir = Path(r["save"]["dir"] or out / "model")
