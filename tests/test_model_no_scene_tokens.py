@@ -91,3 +91,10 @@ def test_the_video_llava_recipe_is_the_paper_recipe_without_scene_tokens():
     assert {k: v for k, v in baseline["ablation"].items() if k != "scene_tokens"} == {
         k: v for k, v in paper["ablation"].items() if k != "scene_tokens"
     }
+
+
+def test_kmeans_initialisation_is_skipped_and_says_why(baseline):
+    from trainers.kmeans_init import initialize_iec_dictionary
+
+    model, _ = baseline
+    assert initialize_iec_dictionary(model, []) == {"skipped": "use_scene_tokens=False"}
