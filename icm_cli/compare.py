@@ -41,6 +41,7 @@ VSA on per-example Sem-R. p-values are written as the paper writes them: ``<0.01
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -160,9 +161,14 @@ def _recipe_for(grid: dict, system: Mapping, base: dict, data_dir: Path, cache_d
     if system.get("ablation"):
         data = _merge(data, {"ablation": dict(system["ablation"])})
     shared = {k: base["data"][k] for k in ("configs", "eval_split", "max_eval_clips")}
-    data = _merge(data, {"name": _slug(system["name"]), "data": {"data_dir": str(data_dir), "mini_set": None, **shared},
-                         "features": {"cache_dir": str(cache_dir)}})  # fmt: skip
-    return load_recipe(data)
+    data = _merge(data, {"name": _slug(system["name"]), "data": {"data_dir": str(data_dir), "mini_set": None, **shared}})
+    recipe = load_recipe(data)
+    # one feature cache per extractor set-up: the cache keeps one entry per video, so systems with other scenes
+    # (Table 3) get their own instead of replacing each other's
+    features = recipe["features"]
+    setup = (features["pipeline"], features["pipeline_kwargs"], recipe["ablation"]["scenes"], features["num_frames"])
+    features["cache_dir"] = str(cache_dir / _fingerprint(*setup))
+    return recipe
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -297,9 +303,7 @@ def run_grid(
     clips = _evaluation_clips(base, data_dir)
     references = {config: _references(records) for config, records in clips.items()}
     for config, (ids, refs) in references.items():
-        (out / f"references-{config}.jsonl").write_text(
-            "".join(json.dumps({"id": i, **r}) + "\n" for i, r in zip(ids, refs)), encoding="utf-8"
-        )
+        _write_if_changed(out / f"references-{config}.jsonl", "".join(json.dumps({"id": i, **r}) + "\n" for i, r in zip(ids, refs)))
     timings["prepare_s"] = time.perf_counter() - started
 
     runs: dict[str, dict] = {}
@@ -347,8 +351,14 @@ def run_grid(
     started = time.perf_counter()
     write_outputs(document, out)
     document["timings"]["write_s"] = time.perf_counter() - started
-    (out / "scores.json").write_text(json.dumps(document, indent=1, default=_json_default))
+    _write_if_changed(out / "scores.json", json.dumps(document, default=_json_default))
     return document
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Write ``text`` unless the file already holds it (a cached rerun rewrites nothing)."""
+    if not (path.is_file() and path.read_text(encoding="utf-8") == text):
+        path.write_text(text, encoding="utf-8")
 
 
 def _json_default(value):
@@ -476,21 +486,23 @@ def write_outputs(document: dict, out: Path) -> dict[str, str]:
         if len(rows) <= 1 and table == 3 and not any(3 in e["tables"] for e in document["systems"].values()):
             continue
         parts += [f"## {TABLE_TITLES[table]}", "", markdown_table(head, rows), ""]
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
+        writer.writerow(head)
+        writer.writerows(rows)
         path = out / f"table{table}.csv"
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(head)
-            writer.writerows(rows)
+        _write_if_changed(path, buffer.getvalue())
         files[f"table{table}"] = str(path)
     failed = {n: e.get("error", "") for n, e in document["systems"].items() if e["status"] == "failed"}
     if failed:
         parts += ["Failed runs (marked `failed`; rerun `icm compare` to retry them):", ""]
         parts += [f"* {name}: {error}" for name, error in failed.items()] + [""]
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, ["system", "config", "metric", "statistic", "pvalue", "mean_difference", "num_pairs"])
+    writer.writeheader()
+    writer.writerows(document["significance"])
     path = out / "significance.csv"
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, ["system", "config", "metric", "statistic", "pvalue", "mean_difference", "num_pairs"])
-        writer.writeheader()
-        writer.writerows(document["significance"])
+    _write_if_changed(path, buffer.getvalue())
     files["significance"] = str(path)
     for config in document["configs"]:
         docs = {
@@ -510,7 +522,7 @@ def write_outputs(document: dict, out: Path) -> dict[str, str]:
                 sidecar.write_text(json.dumps({"key": key, "charts": charts}))
             files.update({f"figure3-{config}-{k}": v for k, v in charts.items()})
             parts += [f"Figure 3 ({config}): " + ", ".join(f"[{k}]({Path(v).name})" for k, v in charts.items()), ""]
-    (out / "tables.md").write_text("\n".join(parts), encoding="utf-8")
+    _write_if_changed(out / "tables.md", "\n".join(parts))
     files["tables"] = str(out / "tables.md")
     document["files"] = files
     return files
