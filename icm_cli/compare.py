@@ -20,8 +20,9 @@ A *grid* names the systems to compare on one data set and evaluation split:
 
 A system is trained with ``trainers.run_recipe`` (its ``recipe`` or the grid's, then the grid's ``override``, then
 its own ``override`` and ``ablation``) or asked zero-shot (``icm_cli.baselines``). Every trained system gets the
-grid's data (one data folder, one feature cache) and every system is scored on the same evaluation clips: those the
-grid's recipe selects (``data.eval_split``, ``data.max_eval_clips``).
+grid's data (one data folder; one feature cache per extractor set-up under ``<out>/cache/``, so the Table 1 rows share
+one and each Table 3 row has its own) and every system is scored on the same evaluation clips: those the grid's
+recipe selects (``data.eval_split``, ``data.max_eval_clips``).
 
 Each run is cached in ``<out>/runs/<slug>/`` with a fingerprint of what defines it (the resolved recipe or the
 zero-shot settings, and the evaluation clips): a rerun re-scores cached predictions and only runs what changed or
