@@ -8,9 +8,14 @@
   the not-yet-matched ground-truth segment *of the same example and label* with the highest tIoU >= t (ties: the
   earlier ground-truth segment); all other predictions are false positives. AP is the all-point interpolated
   precision envelope; mAP averages over the labels that have at least one ground-truth segment (NaN when none has).
-  ``f2_tsl`` is TSL-300's own F2 on the same matching, 5PR / (4P + R) with P and R the means of the cumulative
-  precision and recall curves, averaged over those labels and over the thresholds (as it averages the recall curve,
-  it stays below 1 even for a perfect answer once a label has several segments).
+  ``f2_tsl`` is TSL-300's own F2 on the same matching, as its ``eval/eval_detection.py`` computes it: per label the
+  means P_c and R_c of the cumulative precision and recall curves (a label with ground truth but no prediction has
+  P_c = R_c = 0), then per threshold P = mean_c P_c, R = mean_c R_c over the labels with ground truth and
+  F2@t = 5PR / (4P + R) (0 where P = R = 0; TSL-300 gives NaN there), reported as ``f2_tsl@t``; ``f2_tsl`` is the
+  mean over the thresholds. As it averages the recall curve, it stays below 1 even for a perfect answer once a label
+  has several segments. ``f2_tsl_average="per_label"`` keeps this package's first definition (the label-mean of
+  per-label 5P_cR_c / (4P_c + R_c)). ``tests/data/tsl300_reference.json`` holds TSL-300's own figures on generated
+  inputs; the tests check ``map@t`` and ``f2_tsl@t`` against them.
 * **FNRs** — ``fnr``: time is cut into frames of ``frame_length`` seconds; frame k spans [k, k+1)·frame_length and
   lies inside a segment [s, e] when its centre (k + 0.5)·frame_length does (s <= centre <= e), for
   k = 0 … ceil(duration / frame_length) − 1. Positive frames are ground-truth frames inside a segment of a target
@@ -499,26 +504,43 @@ def match_segments(batch: OmnisilaBatch, thresholds: float | Sequence[float], or
     return tp[0] if single else tp
 
 
-def average_precision(tp_sorted: np.ndarray, num_gt: int) -> tuple[float, float]:
-    """AP (all-point interpolated precision envelope) and TSL-300's F2 of one label's score-sorted TP flags."""
+def average_precision(tp_sorted: np.ndarray, num_gt: int) -> tuple[float, float, float]:
+    """AP (all-point interpolated precision envelope) of one label's score-sorted TP flags, and the means of its
+    cumulative precision and recall curves (TSL-300's F2 ingredients; 0, 0 without predictions, NaN without ground
+    truth)."""
     if num_gt == 0:
-        return math.nan, math.nan
+        return math.nan, math.nan, math.nan
     if not len(tp_sorted):
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     cum_tp = np.cumsum(tp_sorted)
     precision = cum_tp / np.arange(1, len(tp_sorted) + 1)
     recall = cum_tp / num_gt
     envelope = np.maximum.accumulate(precision[::-1])[::-1]
     ap = float(np.sum(envelope[tp_sorted]) / num_gt)  # recall steps by 1/num_gt exactly at the true positives
-    p, r = float(precision.mean()), float(recall.mean())
-    f2_tsl = 5 * p * r / (4 * p + r) if (4 * p + r) > 0 else 0.0
-    return ap, f2_tsl
+    return ap, float(precision.mean()), float(recall.mean())
+
+
+def _f2_of(precision, recall):
+    """5PR / (4P + R), 0 where both are 0 (elementwise for arrays)."""
+    p, r = np.asarray(precision, dtype=np.float64), np.asarray(recall, dtype=np.float64)
+    denom = 4 * p + r
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denom > 0, 5 * p * r / np.where(denom > 0, denom, 1.0), 0.0)
+
+
+F2_TSL_AVERAGES: tuple[str, ...] = ("tsl300", "per_label")
 
 
 def map_at_tiou(
-    batch: OmnisilaBatch, thresholds: Sequence[float] = DEFAULT_TIOU_THRESHOLDS
+    batch: OmnisilaBatch, thresholds: Sequence[float] = DEFAULT_TIOU_THRESHOLDS, f2_tsl_average: str = "tsl300"
 ) -> dict[float, tuple[float, float, np.ndarray]]:
-    """Per threshold: (mAP, TSL-300 F2, per-label AP with NaN for labels without ground truth)."""
+    """Per threshold: (mAP, TSL-300 F2, per-label AP with NaN for labels without ground truth).
+
+    ``f2_tsl_average="tsl300"`` (TSL-300's evaluation): F2 of the label-means of the precision and recall curve
+    means; ``"per_label"``: the label-mean of per-label F2.
+    """
+    if f2_tsl_average not in F2_TSL_AVERAGES:
+        raise ValueError(f"f2_tsl_average must be one of {list(F2_TSL_AVERAGES)}, got {f2_tsl_average!r}")
     order_rank = _score_order(batch)
     order = order_rank[0]
     seg_label = batch.pred_label[batch.pred_example][order]
@@ -527,12 +549,18 @@ def map_at_tiou(
     tp_all = match_segments(batch, [float(t) for t in thresholds], order_rank)
     for threshold, tp in zip(thresholds, tp_all):
         tp_sorted = tp[order]
-        aps, f2s = np.full(len(batch.labels), np.nan), np.full(len(batch.labels), np.nan)
+        aps, precisions, recalls = (np.full(len(batch.labels), np.nan) for _ in range(3))
         for c in range(len(batch.labels)):
-            aps[c], f2s[c] = average_precision(tp_sorted[seg_label == c], int(num_gt[c]))
+            aps[c], precisions[c], recalls[c] = average_precision(tp_sorted[seg_label == c], int(num_gt[c]))
         has_gt = num_gt > 0
-        mean_ap = float(aps[has_gt].mean()) if has_gt.any() else math.nan
-        mean_f2 = float(f2s[has_gt].mean()) if has_gt.any() else math.nan
+        if has_gt.any():
+            mean_ap = float(aps[has_gt].mean())
+            if f2_tsl_average == "tsl300":
+                mean_f2 = float(_f2_of(precisions[has_gt].mean(), recalls[has_gt].mean()))
+            else:
+                mean_f2 = float(_f2_of(precisions[has_gt], recalls[has_gt]).mean())
+        else:
+            mean_ap = mean_f2 = math.nan
         out[float(threshold)] = (mean_ap, mean_f2, aps)
     return out
 
@@ -649,6 +677,7 @@ def score_omnisila(
     rouge_use_stemmer: bool = False,
     judge=None,
     on_invalid: str = "raise",
+    f2_tsl_average: str = "tsl300",
 ) -> OmnisilaResult:
     """All Omni-SILA metrics with per-example and per-label breakdowns (see :func:`compute_omnisila`)."""
     unknown = set(attribution_metrics) - set(ATTRIBUTION_METRICS)
@@ -671,9 +700,10 @@ def score_omnisila(
     summary["acc"] = float(per_example["acc"].mean()) if n else math.nan
     summary["f2"] = f2(batch.pred_label, batch.ref_label) if n else math.nan
 
-    maps = map_at_tiou(batch, thresholds)
-    for t, (mean_ap, _, aps) in maps.items():
+    maps = map_at_tiou(batch, thresholds, f2_tsl_average)
+    for t, (mean_ap, mean_f2, aps) in maps.items():
         summary[_threshold_key(t)] = mean_ap
+        summary[f"f2_tsl@{t:g}"] = mean_f2
         for c, label in enumerate(labels):
             per_label[label][f"ap@{t:g}"] = float(aps[c])
     summary["map_avg"] = float(np.mean([m[0] for m in maps.values()]))
@@ -741,9 +771,11 @@ def compute_omnisila(predictions: Sequence, references: Sequence[Mapping], confi
             ``atr_r`` is omitted without one.
         on_invalid: ``"raise"`` (ValueError naming example index and field) or ``"skip"`` (skip and report the
             messages under ``"invalid"``).
+        f2_tsl_average: ``"tsl300"`` (default; TSL-300's evaluation: F2 of the label-mean precision and recall) or
+            ``"per_label"`` (the label-mean of per-label F2).
 
     Returns:
-        ``{"acc", "f2", "map@0.1", "map@0.2", "map@0.3", "map_avg", "f2_tsl", "fnr", "sem_r", "sem_c", "sen_a",
+        ``{"acc", "f2", "map@0.1", "map@0.2", "map@0.3", "map_avg", "f2_tsl@0.1"..., "f2_tsl", "fnr", "sem_r", "sem_c", "sen_a",
         ["atr_r", "atr_r_unparsed"], "num_examples", ["num_invalid", "invalid"]}``: fractions in [0, 1] except
         ``atr_r`` (1–10) and the counts.
     """

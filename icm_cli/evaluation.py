@@ -101,39 +101,68 @@ def to_prediction(row: Any, where: str) -> str | dict[str, Any]:
     return {k: row[k] for k in ("sentiment", "segments", "scores", "attribution") if k in row}
 
 
+#: What a reference without a prediction is scored as: an empty answer (wrong label, no segment, no attribution).
+MISSING_ANSWER = ""
+
+
 def load_pairs(
-    predictions_path: str | os.PathLike, references_path: str | os.PathLike, split: str | None = None
-) -> tuple[list, list[dict], list[str | None], list[Any]]:
-    """``(predictions, references, ids, raw_references)`` aligned by id (or by order when ids are missing)."""
+    predictions_path: str | os.PathLike,
+    references_path: str | os.PathLike,
+    split: str | None = None,
+    *,
+    require_all: bool = False,
+) -> tuple[list, list[dict], list[str | None], list[Any], list[str]]:
+    """``(predictions, references, ids, raw_references, missing)`` aligned by id (or by order when ids are missing).
+
+    Every reference is scored: matched by id (in prediction order), a reference without a prediction gets the empty
+    answer (wrong for every metric), comes last and its id is listed in ``missing``; ``require_all`` makes that an error instead. Matched by order,
+    the two files must have the same length. An empty predictions file is an error.
+    """
     predictions = read_rows(predictions_path, "predictions")
     references = read_rows(references_path, "references")
     if split is not None:
         references = [r for r in references if not isinstance(r, Mapping) or r.get("split", split) == split]
     if not references:
         raise CliError(f"references file {references_path} holds no reference" + (f" in split {split!r}" if split else ""))
+    if not predictions:
+        raise CliError(f"predictions file {predictions_path} holds no prediction ({len(references)} references to score)")
     pred_ids = [_row_id(p) for p in predictions]
     ref_ids = [_row_id(r) for r in references]
+    missing: list[str] = []
     if all(pred_ids) and all(ref_ids):
-        by_id = {}
-        for i, rid in enumerate(ref_ids):
-            if rid in by_id:
+        seen: set[str] = set()
+        for rid in ref_ids:
+            if rid in seen:
                 raise CliError(f"references file {references_path}: duplicate id {rid!r}")
-            by_id[rid] = references[i]
-        chosen = []
+            seen.add(rid)
+        by_id: dict[str, Any] = {}
         for i, pid in enumerate(pred_ids):
-            if pid not in by_id:
+            if pid not in seen:
                 raise CliError(f"predictions[{i}]: id {pid!r} has no reference in {references_path}")
-            chosen.append(by_id[pid])
-        references, ids = chosen, pred_ids
+            if pid in by_id:
+                raise CliError(f"predictions file {predictions_path}: duplicate id {pid!r} (predictions[{i}])")
+            by_id[pid] = predictions[i]
+        missing = [rid for rid in ref_ids if rid not in by_id]
+        if missing and require_all:
+            shown = ", ".join(repr(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise CliError(
+                f"{len(missing)} of {len(references)} references have no prediction in {predictions_path}: {shown}"
+            )
+        # prediction order (recorded judge scores follow it), then the references without a prediction
+        by_ref = dict(zip(ref_ids, references))
+        ids = pred_ids + missing
+        references = [by_ref[i] for i in ids]
+        predictions = list(predictions) + [MISSING_ANSWER] * len(missing)
     else:
         if len(predictions) != len(references):
             raise CliError(
-                f"{len(predictions)} predictions but {len(references)} references, and no ids to match them by"
+                f"{len(predictions)} predictions in {predictions_path} but {len(references)} references in "
+                f"{references_path}, and no ids to match them by"
             )
         ids = ref_ids
     preds = [to_prediction(p, f"predictions[{i}]") for i, p in enumerate(predictions)]
     refs = [to_reference(r, f"references[{i}]") for i, r in enumerate(references)]
-    return preds, refs, ids, references
+    return preds, refs, ids, references, missing
 
 
 def infer_config(raw_references: Sequence[Any], given: str | None) -> str:
@@ -168,13 +197,16 @@ def evaluate_files(
     judge_scores: str | os.PathLike | None = None,
     skip_invalid: bool = False,
     dataset: Mapping[str, str] | None = None,
+    require_all: bool = False,
 ) -> dict[str, Any]:
     """Score a predictions file against a references file; the evaluation document (JSON-able, NaN -> null).
-    ``judge`` is an Atr-R judge callable; ``judge_scores`` a file of recorded per-example Atr-R scores."""
+    ``judge`` is an Atr-R judge callable; ``judge_scores`` a file of recorded per-example Atr-R scores. A reference
+    without a prediction scores as an empty answer and is counted in ``metrics.num_missing`` / listed under
+    ``missing`` (``require_all``: an error instead)."""
     from evaluate_metrics.functions import score_omnisila
     from evaluate_metrics.parser import parse_answer
 
-    preds, refs, ids, raw = load_pairs(predictions_path, references_path, split)
+    preds, refs, ids, raw, missing = load_pairs(predictions_path, references_path, split, require_all=require_all)
     config = infer_config(raw, config_name)
     if judge_scores is not None:
         if judge is not None:
@@ -183,7 +215,8 @@ def evaluate_files(
             parse_answer(p, config).attribution if isinstance(p, str) else str(p.get("attribution", "") or "")
             for p in preds
         ]
-        judge = recorded_judge_for(judge_scores, [bool(a.strip()) for a in attributions])
+        present = len(preds) - len(missing)  # the recorded scores are those of the given predictions
+        judge = recorded_judge_for(judge_scores, [bool(a.strip()) for a in attributions[:present]])
     try:
         result = score_omnisila(
             preds,
@@ -201,13 +234,16 @@ def evaluate_files(
     dataset.setdefault("config", config)
     if split:
         dataset.setdefault("split", split)
+    metrics = {k: _finite(float(v)) for k, v in result.summary.items() if isinstance(v, (int, float))}
+    metrics["num_missing"] = len(missing)
     return {
         "format": EVALUATION_FORMAT,
         "config": config,
         "predictions": str(predictions_path),
         "references": str(references_path),
         "dataset": dataset,
-        "metrics": {k: _finite(float(v)) for k, v in result.summary.items() if isinstance(v, (int, float))},
+        "metrics": metrics,
+        "missing": missing,
         "per_label": {label: {k: _finite(v) for k, v in values.items()} for label, values in result.per_label.items()},
         "invalid": list(result.invalid),
         "has_judge_scores": "atr_r" in result.summary,
@@ -304,6 +340,7 @@ def recorded_judge_for(path: str | os.PathLike, attributions_nonempty: Sequence[
 
 __all__ = [
     "EVALUATION_FORMAT",
+    "MISSING_ANSWER",
     "METRIC_NAMES",
     "evaluate_files",
     "load_pairs",

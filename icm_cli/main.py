@@ -351,18 +351,83 @@ def cmd_evaluate(args) -> int:
         judge_scores=args.judge_scores,
         skip_invalid=args.skip_invalid,
         dataset=dataset,
+        require_all=args.require_all,
     )
     out = Path(args.out or Path(args.predictions).with_suffix("").as_posix() + ".metrics.json")
     charts_dir = Path(args.charts_dir or out.parent)
     document["charts"] = write_charts({"model": document}, charts_dir, prefix=f"{out.stem.replace('.metrics', '')}.")
     _write_json(out, document)
-    print(f"Omni-SILA {document['config']} — {document['metrics'].get('num_examples', 0):.0f} examples")
+    missing = len(document.get("missing", ()))
+    print(f"Omni-SILA {document['config']} — {document['metrics'].get('num_examples', 0):.0f} examples"
+          + (f" ({missing} without a prediction, scored as empty answers)" if missing else ""))  # fmt: skip
+    if missing:
+        _eprint(f"  {missing} reference(s) have no prediction (scored as wrong; --require-all makes this an error): "
+                + ", ".join(document["missing"][:5]) + (" ..." if missing > 5 else ""))  # fmt: skip
     print(metrics_table({"model": document["metrics"]}))
     for message in document["invalid"]:
         _eprint(f"  skipped invalid example: {message}")
     print(f"metrics: {out}")
     for name, path in document["charts"].items():
         print(f"chart ({name}): {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# icm baseline (zero-shot Video-LLMs, paper Tables 1-2)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def cmd_baseline(args) -> int:
+    from .baselines import zero_shot_predictions
+    from .evaluation import evaluate_files, metrics_table, write_charts
+
+    _quiet_transformers()
+    out = Path(args.out or Path("baselines") / Path(str(args.model).rstrip("/")).name / args.config)
+    run = zero_shot_predictions(
+        args.model, args.data, args.config, args.split, out, num_frames=args.num_frames, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, max_clips=args.max_clips, device=args.device, dtype=args.dtype,
+        log=lambda line: _eprint(f"[icm baseline] {line}"),
+    )  # fmt: skip
+    for message in run["skipped"]:
+        _eprint(f"  skipped clip: {message}")
+    document = evaluate_files(
+        run["predictions"], run["references"], config_name=args.config,
+        attribution_metrics=_attribution_metrics(args.attribution_metrics), require_all=args.require_all,
+        dataset={"name": f"Omni-SILA {args.config}", "split": args.split},
+    )  # fmt: skip
+    document["model"] = str(args.model)
+    document["charts"] = write_charts({str(args.model): document}, out, prefix="")
+    metrics_path = _write_json(out / "metrics.json", document)
+    missing = len(document["missing"])
+    print(f"{args.model} zero-shot on Omni-SILA {args.config} ({args.split}): {run['asked']} clips asked, "
+          f"{run['reused']} reused" + (f", {missing} without an answer (scored as wrong)" if missing else ""))  # fmt: skip
+    print(metrics_table({str(args.model): document["metrics"]}))
+    print(f"predictions: {run['predictions']}")
+    print(f"metrics: {metrics_path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# icm compare (paper Tables 1-3, Figure 3)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def cmd_compare(args) -> int:
+    import torch
+
+    from .compare import run_grid
+
+    _quiet_transformers()
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)  # tiny models: one intra-op thread is fastest on a small machine
+    document = run_grid(args.grid, args.out, only=args.only, rerun=args.rerun or (),
+                        log=lambda line: _eprint(f"[icm compare] {line}"))  # fmt: skip
+    print((Path(document["files"]["tables"])).read_text(encoding="utf-8"))
+    for name, path in document["files"].items():
+        print(f"{name}: {path}")
+    failed = [n for n, e in document["systems"].items() if e["status"] == "failed"]
+    if failed:
+        _eprint(f"[icm compare] {len(failed)} run(s) failed and are marked in the tables: {', '.join(failed)}")
     return 0
 
 
@@ -501,6 +566,10 @@ def cmd_push(args) -> int:
     from .hub import export_dataset, export_model, upload
     from .inference import HUB_ID_RE
 
+    if args.lmms_eval:
+        return _push_lmms_eval(args)
+    if not args.repo_id:
+        raise CliError("--repo-id ORG/NAME is required with --model, --dataset or --metric")
     if not HUB_ID_RE.match(args.repo_id):
         raise CliError(f"--repo-id {args.repo_id}: expected ORG/NAME")
     name = args.repo_id.split("/")[-1]
@@ -542,6 +611,23 @@ def cmd_push(args) -> int:
         return 0
     url = upload(folder, args.repo_id, repo_type, private=args.private, token=args.token, space_sdk=sdk)
     print(f"uploaded: {url}")
+    return 0
+
+
+def _push_lmms_eval(args) -> int:
+    """``icm push --lmms-eval DIR --data DATA``: the lmms-eval task folder ``DIR/omni_sila`` (nothing uploaded)."""
+    from evaluate_metrics.lmms_eval_task import export_lmms_eval_task
+
+    if not args.data:
+        raise CliError("--lmms-eval needs --data: a data folder with explicit.jsonl / implicit.jsonl (e.g. `icm data mini`)")
+    try:
+        folder = export_lmms_eval_task(args.lmms_eval, args.data, split=args.split)
+    except (OSError, ValueError) as err:
+        raise CliError(f"--data {args.data}: {err}") from err
+    print(f"lmms-eval task omni_sila -> {folder.resolve()}")
+    for path in sorted(folder.iterdir()):
+        print(f"  {path.name}")
+    print(f"run: lmms-eval --model MODEL --model_args pretrained=... --tasks omni_sila --include_path {folder.resolve()}")
     return 0
 
 
@@ -698,9 +784,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-base-url", help="endpoint of --judge openai:MODEL (vLLM, Ollama ...)")
     p.add_argument("--judge-scores", help="recorded Atr-R scores, one per example (human ratings or an earlier judge run)")
     p.add_argument("--skip-invalid", action="store_true", help="skip and report invalid examples instead of stopping")
+    p.add_argument("--require-all", action="store_true",
+                   help="a reference without a prediction is an error (default: scored as an empty, wrong answer)")  # fmt: skip
     p.add_argument("--dataset-name", help="data set name recorded in the JSON (shown in model cards)")
     p.add_argument("--dataset-type", help="data set id recorded in the JSON (e.g. org/omni-sila)")
     p.set_defaults(func=cmd_evaluate)
+
+    # baseline
+    p = sub.add_parser("baseline", help="score a zero-shot transformers Video-LLM on Omni-SILA (paper Tables 1-2)",
+                       description="Ask a Video-LLM (Video-LLaVA, LLaVA-NeXT-Video, LLaVA-OneVision, Qwen2-VL, "
+                       "Qwen2.5-VL, ... any transformers model whose processor takes videos) the paper's instruction "
+                       "on the same 8 sampled frames and timestamps as ICM, in the model's own chat template; parse "
+                       "and score with the omnisila metrics. A rerun continues where an interrupted one stopped.",
+                       formatter_class=_Formatter)  # fmt: skip
+    p.add_argument("--model", required=True, help="a Hub id or a local folder of a transformers Video-LLM")
+    p.add_argument("--data", required=True, help="data folder with explicit.jsonl / implicit.jsonl (e.g. `icm data mini`)")
+    p.add_argument("--config", choices=("explicit", "implicit"), default="implicit", help="which sentiments")
+    p.add_argument("--split", default="test", help="the split scored")
+    p.add_argument("--out", help="folder of predictions.jsonl, references.jsonl, metrics.json (default: baselines/MODEL/CONFIG)")
+    p.add_argument("--num-frames", type=int, default=8, help="frames sampled per clip (§4.1: 8, as ICM)")
+    p.add_argument("--batch-size", type=int, default=4, help="clips per generate call (left-padded batch)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="answer length")
+    p.add_argument("--max-clips", type=int, help="only the first N clips of the split")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="weights dtype (default: the checkpoint's)")
+    p.add_argument("--attribution-metrics", default="sem_r", help="comma-separated subset of sem_r,sem_c,sen_a, or none")
+    p.add_argument("--require-all", action="store_true", help="a clip without an answer is an error")
+    p.set_defaults(func=cmd_baseline)
+
+    # compare
+    p = sub.add_parser("compare", help="run a comparison grid and write paper Tables 1-3 with t-tests, and Figure 3",
+                       description="Train or ask every system of a grid (baselines, ICM, the ablations of Tables 1 and "
+                       "3) on one data set, cache each run's predictions, and write Tables 1-3 (Markdown, CSV) with "
+                       "the paired t-test of every row against the reference row, plus the per-label FNRs / Atr-R "
+                       "charts of Figure 3. A rerun re-scores cached runs and only runs what changed or failed.",
+                       formatter_class=_Formatter)  # fmt: skip
+    p.add_argument("--grid", default="mini", help="a grid file or a shipped grid (mini: CPU, tiny models; paper: GPUs)")
+    p.add_argument("--out", help="output folder (default: the grid's output_dir, else runs/compare-NAME)")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these systems (others: scored from their cache)")
+    p.add_argument("--rerun", nargs="+", metavar="NAME", help="run these systems again even when cached")
+    p.set_defaults(func=cmd_compare)
 
     # analyze
     p = sub.add_parser("analyze", help="identify, locate and attribute visual sentiments in a (long) video",
@@ -772,7 +895,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--model", help="a saved ICM model folder")
     what.add_argument("--dataset", help="a data folder (exported or raw annotations + media)")
     what.add_argument("--metric", action="store_true", help="the omnisila evaluate module as a Space")
-    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
+    what.add_argument("--lmms-eval", metavar="DIR", help="write the lmms-eval task omni_sila into DIR/omni_sila (needs --data)")
+    p.add_argument("--repo-id", help="ORG/NAME on the Hub (required except with --lmms-eval)")
+    p.add_argument("--data", help="--lmms-eval: the data folder whose clips become the task's documents")
+    p.add_argument("--split", default="test", help="--lmms-eval: the split of the documents")
     p.add_argument("--private", action="store_true", help="create a private repository")
     p.add_argument("--dry-run", action="store_true", help="write the folder only, upload nothing")
     p.add_argument("--out", help="folder of the Hub layout (default: hub/NAME)")

@@ -68,6 +68,11 @@ class IcmConfig(PretrainedConfig):
             ``L_rb = 0``. (The paper does not say what replaces SBM; this is the plainest fusion.)
         use_iec (`bool`, *optional*, defaults to `True`):
             Ablation "w/o IEC" when `False`: ``y_iec = 0`` so the scene tokens are ``Norm(y_moe)``.
+        use_scene_tokens (`bool`, *optional*, defaults to `True`):
+            The Video-LLaVA baseline of Tables 1-2 when `False`: the backbone alone, with no SBM, no IEC, no scene
+            projector and no ``<scene>`` placeholders (the processor writes none; scene features given to the model
+            are ignored, so the same data pipeline and trainer run). `use_sbm`, `use_iec` and `enabled_scenes` are
+            then unused and ``active_scenes`` is empty.
         expert_hidden_size (`int`, *optional*, defaults to 1024):
             Width d of every scene expert, of the router's input h and of the IEC block.
         expert_num_layers (`int`, *optional*, defaults to 8):
@@ -121,6 +126,7 @@ class IcmConfig(PretrainedConfig):
     enabled_scenes: list | None = None
     use_sbm: bool = True
     use_iec: bool = True
+    use_scene_tokens: bool = True
     expert_hidden_size: int = 1024
     expert_num_layers: int = 8
     expert_num_heads: int = 16
@@ -150,7 +156,14 @@ class IcmConfig(PretrainedConfig):
     # The scenes, in the paper's order, that the model builds experts for.
     @property
     def active_scenes(self) -> list[str]:
+        if not self.use_scene_tokens:
+            return []
         return [s for s in SCENE_NAMES if s in self.enabled_scenes]
+
+    @property
+    def num_scene_placeholders(self) -> int:
+        """``<scene>`` placeholders per prompt: ``num_scene_tokens``, or 0 for the backbone alone."""
+        return self.num_scene_tokens if self.use_scene_tokens else 0
 
     @property
     def text_config(self):

@@ -447,10 +447,12 @@ class IcmForVideoSentiment(IcmPreTrainedModel, GenerationMixin):
     def __init__(self, config: IcmConfig):
         super().__init__(config)
         self.backbone = VideoLlavaForConditionalGeneration(config.backbone_config)
-        self.sbm = SceneBalancedMoE(config)
-        self.iec = ImplicitEnhancedCausal(config) if config.use_iec else None
-        self.scene_norm = nn.LayerNorm(config.expert_hidden_size, eps=config.layer_norm_eps)
-        self.scene_projector = IcmSceneProjector(config)
+        self.sbm = self.iec = self.scene_norm = self.scene_projector = None  # use_scene_tokens=False: backbone alone
+        if config.use_scene_tokens:
+            self.sbm = SceneBalancedMoE(config)
+            self.iec = ImplicitEnhancedCausal(config) if config.use_iec else None
+            self.scene_norm = nn.LayerNorm(config.expert_hidden_size, eps=config.layer_norm_eps)
+            self.scene_projector = IcmSceneProjector(config)
         self.post_init()
         # Placeholders are inputs only: a generated <scene>/<video>/<image> would ask for features nobody gave.
         if self.generation_config is not None:
@@ -490,7 +492,12 @@ class IcmForVideoSentiment(IcmPreTrainedModel, GenerationMixin):
         scene_masks: dict[str, torch.Tensor] | None = None,
         num_frames: int | None = None,
     ) -> SceneEncoding:
-        """Run SBM, IEC, ``Norm`` and the projector on contract-valid scene features."""
+        """Run SBM, IEC, ``Norm`` and the projector on contract-valid scene features (no scene token, and the
+        features unread, when ``use_scene_tokens=False``)."""
+        if not self.config.use_scene_tokens:
+            batch = next(iter(scene_features.values())).shape[0] if scene_features else 0
+            embeddings = self.get_input_embeddings().weight
+            return SceneEncoding(scene_tokens=embeddings.new_zeros(batch, 0, embeddings.shape[-1]))
         scenes = self.config.active_scenes
         expected = {s: self.config.scene_dims[s] for s in scenes}
         masks = validate_scene_inputs(
@@ -620,7 +627,7 @@ class IcmForVideoSentiment(IcmPreTrainedModel, GenerationMixin):
                     f"{input_ids.shape[0]}"
                 )
             inputs_embeds = self._scatter(
-                inputs_embeds, input_ids, cfg.scene_token_id, encoding.scene_tokens, "scene", cfg.num_scene_tokens
+                inputs_embeds, input_ids, cfg.scene_token_id, encoding.scene_tokens, "scene", cfg.num_scene_placeholders
             )
         elif input_ids is not None and bool((input_ids == cfg.scene_token_id).any()):
             raise ValueError("input_ids contain <scene> placeholders but no scene_features were given")
@@ -799,8 +806,9 @@ class IcmForVideoSentiment(IcmPreTrainedModel, GenerationMixin):
                     if hasattr(p, "_is_hf_initialized"):
                         del p._is_hf_initialized
                 self._init_weights(sub)
-        dims = torch.tensor([float(self.config.scene_dims[s]) for s in self.sbm.scenes], device=device)
-        self.sbm.dimension_share = dims / dims.sum()
+        if self.sbm is not None:
+            dims = torch.tensor([float(self.config.scene_dims[s]) for s in self.sbm.scenes], device=device)
+            self.sbm.dimension_share = dims / dims.sum()
 
 
 IcmConfig.register_for_auto_class()

@@ -134,7 +134,8 @@ class IcmProcessor(ProcessorMixin):
         video_processor (`VideoLlavaVideoProcessor`): resizes/crops/normalises the sampled frames.
         tokenizer (`PreTrainedTokenizerFast`): must know ``<video>`` and ``<scene>``.
         num_frames (`int`, defaults to 8): frames sampled per clip (paper §4.1).
-        num_scene_tokens (`int`, defaults to 8): ``<scene>`` placeholders per prompt (= the model's).
+        num_scene_tokens (`int`, defaults to 8): ``<scene>`` placeholders per prompt (= the model's
+            ``num_scene_placeholders``; 0 for a model without scene tokens, which then needs no scene features).
         patch_size (`int`, defaults to 14): the vision tower's patch size (video tokens per frame = patches + 1).
         scene_extraction (`dict`, *optional*): how to build the scene extractors when features are not given:
             ``{"pipeline": "pretrained", ...kwargs of processing.pipeline.ScenePipeline.from_pretrained}`` or
@@ -344,8 +345,10 @@ class IcmProcessor(ProcessorMixin):
             frames_list.append(frames)
             times_list.append(times)
 
-        per_clip = self._scene_inputs(scene_features, scene_masks, frames_list)
-        feats, masks = collate_scene_features(per_clip)
+        if self.num_scene_tokens == 0 and scene_features is None:  # the backbone alone: no scene to extract
+            feats = masks = None
+        else:
+            feats, masks = collate_scene_features(self._scene_inputs(scene_features, scene_masks, frames_list))
 
         pixel = self.video_processor(
             [f.numpy() if torch.is_tensor(f) else f for f in frames_list], return_tensors="pt"

@@ -22,4 +22,6 @@ printf 'torch==2.14.1\ntorchvision==0.29.1\n' >"$PINS"
 "$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1
 "$PY" -m pip install -q -c "$PINS" -e ".[dev]"
 "$PY" -m pip install -q --no-deps "facenet-pytorch>=2.6"
+# lmms-eval (the omni_sila task tests): --no-deps, it pins av<16; its task loading needs only the [lmms] extra.
+"$PY" -m pip install -q --no-deps "lmms-eval==0.7.3"
 echo "[setup] ready: $VENV ($("$PY" -c 'import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")'))"

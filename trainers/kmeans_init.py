@@ -94,10 +94,10 @@ def initialize_iec_dictionary(
     """Fill the IEC dictionary of ``model`` with the K-means centres of the training set's embeddings (§3.3).
 
     Returns ``{"num_embeddings", "k", "backend"}``. A model without IEC (ablation "w/o IEC") is left alone
-    (``{"skipped": "use_iec=False"}``)."""
+    (``{"skipped": "use_iec=False"}``), and so is the backbone alone (``{"skipped": "use_scene_tokens=False"}``)."""
     base = icm_base_model(model)
     if base.iec is None:
-        return {"skipped": "use_iec=False"}
+        return {"skipped": "use_iec=False" if base.config.use_scene_tokens else "use_scene_tokens=False"}
     embeddings = collect_dictionary_embeddings(base, examples, batch_size=batch_size)
     if embeddings.shape[0] == 0:
         raise ValueError("the training examples have no valid frame (every scene mask is empty): cannot run K-means")

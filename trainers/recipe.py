@@ -53,6 +53,7 @@ recipe names (data folder, extractor checkpoints, the pretrained model) are chec
       sbm: true                   # false = "w/o SBM"
       iec: true                   # false = "w/o IEC"
       scenes: [face, action, object, background]   # Table 3: the scenes captured
+      scene_tokens: true          # false = the Video-LLaVA baseline: the backbone alone (IcmConfig.use_scene_tokens)
     training: {...}               # IcmTrainingArguments fields shared by both stages
     stages:
       scene: {...}                # IcmTrainingArguments overrides of stage 1
@@ -116,6 +117,7 @@ SCHEMA: dict[str, Any] = {
         "sbm": True,
         "iec": True,
         "scenes": ["face", "action", "object", "background"],
+        "scene_tokens": True,
     },
     "training": _ARGS,
     "stages": {"scene": _ARGS, "omnisila": _ARGS},
@@ -197,7 +199,7 @@ def _read_file(path: Path) -> dict:
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when present
         else:
             data = json.loads(text)
     except Exception as err:
@@ -385,6 +387,7 @@ def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
         use_sbm=bool(r["ablation"]["sbm"]),
         use_iec=bool(r["ablation"]["iec"]),
         enabled_scenes=list(r["ablation"]["scenes"]),
+        use_scene_tokens=bool(r["ablation"]["scene_tokens"]),
     )
     preset = r["model"]["preset"]
     num_frames = int(r["features"]["num_frames"])
@@ -422,6 +425,8 @@ def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
             dtype=dtype,
         )
     processor.scene_extraction = scene_extraction  # icm analyze on the saved model extracts scenes the same way
+    if hasattr(processor, "num_scene_tokens"):  # 0 for the Video-LLaVA baseline (use_scene_tokens=False)
+        processor.num_scene_tokens = model.config.num_scene_placeholders
     return model, processor
 
 
@@ -549,7 +554,9 @@ def _training_args(r: dict, stage: str, out: Path):
         raise RecipeError(f"recipe stages.{stage} / training: {err}") from err
 
 
-def _evaluate(model, processor, eval_sets: dict, r: dict, log, tag: str) -> dict:
+def _evaluate(model, processor, eval_sets: dict, r: dict, log, tag: str, out: Path | None = None) -> dict:
+    """Generate and score every evaluation clip; with ``out``, every answer is written to
+    ``<out>/predictions-<tag>-<config>.jsonl`` as ``{"id": clip_id, "answer"}`` (what ``icm evaluate`` reads)."""
     from .evaluation import evaluate_generation
 
     results = {}
@@ -565,6 +572,9 @@ def _evaluate(model, processor, eval_sets: dict, r: dict, log, tag: str) -> dict
             config_name=config,
         )
         results[config] = {"metrics": scores["metrics"], "predictions": scores["predictions"][:5]}
+        if out is not None:
+            rows = [{"id": e.get("clip_id"), "answer": a} for e, a in zip(examples, scores["predictions"])]
+            (out / f"predictions-{tag}-{config}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
         m = scores["metrics"]
         log(
             f"evaluate[{tag}] {config}: acc={m.get('acc', 0):.3f} f2={m.get('f2', 0):.3f} "
@@ -686,7 +696,7 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
 
     if r["evaluate"]["before_training"]:
         started = time.perf_counter()
-        result["metrics"]["untrained"] = _evaluate(model, processor, eval_sets, r, log, "untrained")
+        result["metrics"]["untrained"] = _evaluate(model, processor, eval_sets, r, log, "untrained", out)
         timings["evaluate_untrained_s"] = time.perf_counter() - started
 
     stage_plan = []
@@ -725,7 +735,7 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
         )
 
     started = time.perf_counter()
-    result["metrics"]["trained"] = _evaluate(model, processor, eval_sets, r, log, "trained")
+    result["metrics"]["trained"] = _evaluate(model, processor, eval_sets, r, log, "trained", out)
     timings["evaluate_trained_s"] = time.perf_counter() - started
 
     model_dir = Path(r["save"]["dir"] or out / "model")

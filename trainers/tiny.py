@@ -24,7 +24,7 @@ def tiny_processor(tokenizer, num_frames: int = 8, num_scene_tokens: int | None 
         video_processor,
         tokenizer,
         num_frames=num_frames,
-        num_scene_tokens=num_scene_tokens or num_frames,
+        num_scene_tokens=num_frames if num_scene_tokens is None else num_scene_tokens,
         patch_size=TINY_PATCH_SIZE,
         scene_extraction={"pipeline": "tiny"},
     )
@@ -48,7 +48,7 @@ def tiny_icm(
     )
     torch.manual_seed(seed)
     model = IcmForVideoSentiment(config)
-    return model, tiny_processor(tokenizer, num_frames=num_frames, num_scene_tokens=config.num_scene_tokens)
+    return model, tiny_processor(tokenizer, num_frames=num_frames, num_scene_tokens=config.num_scene_placeholders)
 
 
 def synthetic_examples(

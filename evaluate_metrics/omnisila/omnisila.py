@@ -47,8 +47,9 @@ Args:
     rouge_use_stemmer: Porter stemming in ROUGE-L (default False).
     judge: Atr-R judge (evaluate_metrics.judges.OpenAIJudge / TransformersJudge / callable); Atr-R omitted if None.
     on_invalid: "raise" (default; ValueError naming the example and field) or "skip" (reported under "invalid").
+    f2_tsl_average: "tsl300" (default: TSL-300's F2 of the label-mean precision and recall) or "per_label".
 Returns:
-    acc, f2, map@0.1, map@0.2, map@0.3, map_avg, f2_tsl, fnr (lower is better), sem_r, sem_c, sen_a: fractions in
+    acc, f2, map@0.1, map@0.2, map@0.3, map_avg, f2_tsl@0.1/0.2/0.3, f2_tsl, fnr (lower is better), sem_r, sem_c, sen_a: fractions in
     [0, 1] (sem_c in [-1, 1]); atr_r on 1-10 and atr_r_unparsed when a judge is given; num_examples.
 Examples:
     >>> omnisila = evaluate.load("evaluate_metrics/omnisila", "implicit")
@@ -146,6 +147,7 @@ class Omnisila(evaluate.Metric):
         rouge_use_stemmer=False,
         judge=None,
         on_invalid="raise",
+        f2_tsl_average="tsl300",
     ):
         return compute_omnisila(
             predictions,
@@ -160,4 +162,5 @@ class Omnisila(evaluate.Metric):
             rouge_use_stemmer=rouge_use_stemmer,
             judge=judge,
             on_invalid=on_invalid,
+            f2_tsl_average=f2_tsl_average,
         )

@@ -1,0 +1,156 @@
+"""``icm compare``: grids, scoring with the paired t-test against the reference row, the tables, failed entries
+marked while the others complete, and (slow) the whole grid end to end on the mini set with a cached rerun."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from icm_cli.compare import format_p, load_grid, score_grid, table_rows, write_outputs
+from icm_cli.errors import CliError
+from icm_cli.main import main
+from modeling_icm import templates as T
+
+IDS = [f"clip-{i}" for i in range(6)]
+LABELS = ["Fire", "Theft", "Fire", "Robbery", "Normal", "Fire"]
+REFS = [{"sentiment": label, "segments": [[1.0, 5.0]], "cause": f"the {label.lower()} happens", "duration": 10.0}
+        for label in LABELS]  # fmt: skip
+
+
+def answer(label, segment=(1, 5), cause=None):
+    return T.combined_answer("implicit", label, [list(segment)], cause or f"the {label.lower()} happens")
+
+
+def write_predictions(path: Path, answers: dict) -> str:
+    path.write_text("".join(json.dumps({"id": i, "answer": a}) + "\n" for i, a in answers.items()))
+    return str(path)
+
+
+GRID = {
+    "name": "unit", "reference": "ICM", "attribution_metrics": ["sem_r"],
+    "systems": [{"name": "ICM", "tables": [1, 2, 3]}, {"name": "weak"}, {"name": "broken"},
+                {"name": "w/o Fac", "ablation": {"scenes": ["action", "object", "background"]}, "tables": [3]}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"systems": [{"name": "ICM"}], "colour": 1}, "unknown grid field"),
+    ({"systems": []}, "non-empty list"),
+    ({"systems": [{"name": "ICM"}, {"name": "ICM"}]}, "distinct"),
+    ({"systems": [{"name": "A"}]}, "'reference'"),
+    ({"systems": [{"name": "ICM", "zero_shot": "x", "recipe": "demo"}]}, "takes no recipe"),
+    ({"systems": [{"name": "ICM", "tables": [4]}]}, "tables must be"),
+    ({"systems": [{"name": "ICM", "epochs": 3}]}, "unknown field"),
+])  # fmt: skip
+def test_bad_grids_are_named(grid, message):
+    with pytest.raises(CliError, match=message):
+        load_grid(grid)
+
+
+def test_shipped_grids_load():
+    for name in ("mini", "paper"):
+        grid = load_grid(name)
+        assert grid["reference"] == "ICM" and any(s.get("zero_shot") for s in grid["systems"])
+        assert {3} <= {t for s in grid["systems"] for t in s.get("tables", [1, 2])}
+    with pytest.raises(CliError, match="grid file not found"):
+        load_grid("no-such-grid")
+
+
+def test_format_p_as_the_paper_writes_it():
+    assert [format_p(p) for p in (0.001, 0.02, 0.2345, float("nan"), None)] == ["<0.01", "<0.05", "0.23", "–", "–"]
+
+
+def test_scores_t_tests_and_tables(tmp_path):
+    good = {i: answer(label) for i, label in zip(IDS, LABELS)}
+    weak = {i: answer("Fire", (6, 9), "nothing") for i in IDS[:-1]}  # the last clip has no answer
+    runs = {
+        "ICM": {"status": "done", "predictions": {"implicit": write_predictions(tmp_path / "icm.jsonl", good)},
+                "scenes": list(T.SCENE_NAMES)},
+        "weak": {"status": "done", "predictions": {"implicit": write_predictions(tmp_path / "weak.jsonl", weak)},
+                 "scenes": list(T.SCENE_NAMES)},
+        "broken": {"status": "failed", "error": "RuntimeError: out of memory"},
+        "w/o Fac": {"status": "done", "predictions": {"implicit": write_predictions(tmp_path / "fac.jsonl", good)},
+                    "scenes": ["action", "object", "background"]},
+    }  # fmt: skip
+    document = score_grid(load_grid(GRID), runs, {"implicit": (IDS, REFS)})
+    icm, weak_entry = document["systems"]["ICM"], document["systems"]["weak"]
+    assert icm["configs"]["implicit"]["metrics"]["acc"] == 1.0
+    assert weak_entry["configs"]["implicit"]["missing"] == 1
+    assert weak_entry["configs"]["implicit"]["metrics"]["acc"] == pytest.approx(2 / 6)  # 2 Fire of 6, one missing
+    # the p-value of VSI is scipy's paired t-test of the per-clip accuracies
+    weak_acc = [1.0 if label == "Fire" else 0.0 for label in LABELS[:-1]] + [0.0]
+    expected = stats.ttest_rel(weak_acc, [1.0] * 6).pvalue
+    assert weak_entry["configs"]["implicit"]["p"]["VSI"] == pytest.approx(expected)
+    assert {row["metric"] for row in document["significance"] if row["system"] == "weak"} >= {"acc", "tiou", "sem_r"}
+
+    files = write_outputs(document, tmp_path)
+    head, rows = table_rows(document, 1)
+    by_name = {row[0]: row for row in rows}
+    assert set(by_name) == {"ICM", "weak", "broken"}  # w/o Fac is a Table 3 row
+    assert by_name["broken"][1] == "failed" and by_name["weak"][-1] == "1" and by_name["ICM"][1] == "100.00"
+    assert by_name["weak"][head.index("p VSI")] == format_p(expected)
+    _, rows3 = table_rows(document, 3)
+    assert [r[:5] for r in rows3] == [["ICM", "✓", "✓", "✓", "✓"], ["w/o Fac", "", "✓", "✓", "✓"]]
+    text = Path(files["tables"]).read_text()
+    assert "## Table 1" in text and "## Table 3" in text and "broken: RuntimeError: out of memory" in text
+    with open(files["table1"], newline="") as handle:
+        assert next(csv.reader(handle))[:3] == ["Approach", "Acc", "F2"]
+    assert Path(files["figure3-implicit-fnr"]).read_bytes()[:4] == b"\x89PNG"
+
+
+MICRO_GRID = """
+name: micro
+recipe: demo
+override:
+  data: {mini_set: {seed: 0, size: tiny}, configs: [implicit], max_train_clips: 6, max_eval_clips: 6, max_scene_items: 1}
+  stages: {scene: {num_train_epochs: 1}, omnisila: {num_train_epochs: 1}}
+  evaluate: {before_training: false, max_new_tokens: 16}
+reference: ICM
+attribution_metrics: [sem_r]
+zero_shot: {batch_size: 6, max_new_tokens: 16}
+systems:
+  - {name: Qwen2-VL (zero-shot), zero_shot: "tiny:qwen2_vl"}
+  - {name: Video-LLaVA, ablation: {scene_tokens: false}}
+  - {name: ICM, tables: [1, 2, 3]}
+  - {name: w/o Fac, ablation: {scenes: [action, object, background]}, tables: [3]}
+  - {name: broken, override: {training: {learning_rate: -1.0}}}
+"""
+
+
+@pytest.mark.slow
+def test_icm_compare_end_to_end_on_the_mini_set_then_rescored_from_the_cache(capsys, tmp_path):
+    grid = tmp_path / "micro.yaml"
+    grid.write_text(MICRO_GRID)
+    out = tmp_path / "tables"
+    code = main(["compare", "--grid", str(grid), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    scores = json.loads((out / "scores.json").read_text())
+    status = {name: entry["status"] for name, entry in scores["systems"].items()}
+    assert status == {"Qwen2-VL (zero-shot)": "done", "Video-LLaVA": "done", "ICM": "done", "w/o Fac": "done",
+                      "broken": "failed"}  # fmt: skip
+    assert "Invalid learning rate" in scores["systems"]["broken"]["error"]
+    assert "| broken | failed |" in captured.out and "## Table 3" in captured.out
+    for name in ("Qwen2-VL (zero-shot)", "Video-LLaVA", "w/o Fac"):
+        assert scores["systems"][name]["configs"]["implicit"]["metrics"]["num_examples"] == 6
+        assert "VSI" in scores["systems"][name]["configs"]["implicit"]["p"]
+    assert (out / "figure3-implicit-fnr_per_label.png").is_file()
+
+    # a cached rerun: nothing is trained or asked again (except the failed entry), the scores are the same
+    prediction_file = Path(json.loads((out / "runs" / "icm" / "run.json").read_text())["predictions"]["implicit"])
+    lines = prediction_file.read_text().splitlines()
+    prediction_file.write_text("\n".join(lines[:-1]) + "\n")  # as if the run had lost its last answer
+    code = main(["compare", "--grid", str(grid), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0
+    for name in ("Qwen2-VL (zero-shot)", "Video-LLaVA", "ICM", "w/o Fac"):
+        assert f"[icm compare] {name}: cached" in captured.err
+    assert "broken: running" in captured.err
+    again = json.loads((out / "scores.json").read_text())
+    assert again["systems"]["ICM"]["configs"]["implicit"]["missing"] == 1
+    same = [json.dumps(d["systems"]["Video-LLaVA"]["configs"]["implicit"], sort_keys=True) for d in (again, scores)]
+    assert same[0] == same[1]  # (as text: NaN per-label entries compare equal)
