@@ -96,7 +96,7 @@ def cmd_data_convert(args) -> int:
 
 
 def cmd_data_export(args) -> int:
-    from .hub import export_dataset
+    from trainers.hub import export_dataset
 
     readme, counts = export_dataset(
         args.data_dir,
@@ -333,9 +333,9 @@ def _default_model() -> str:
 
 
 def cmd_analyze(args) -> int:
+    from processing.analysis import analyze_video, load_model
     from processing.video import VideoDecodeError, probe_video
 
-    from .inference import analyze_video, load_model
     from .plots import timeline_chart
 
     video = Path(args.video)
@@ -393,8 +393,17 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_push(args) -> int:
-    from .hub import export_dataset, export_model, upload
-    from .inference import HUB_ID_RE
+    from trainers.hub import HubError
+
+    try:
+        return _push(args)
+    except HubError as err:
+        raise CliError(str(err)) from err
+
+
+def _push(args) -> int:
+    from processing.analysis import HUB_ID_RE
+    from trainers.hub import export_dataset, export_model, upload
 
     if not HUB_ID_RE.match(args.repo_id):
         raise CliError(f"--repo-id {args.repo_id}: expected ORG/NAME")

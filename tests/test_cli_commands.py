@@ -585,14 +585,13 @@ class _RecordingHub:
 
 
 def test_upload_wiring_and_one_line_failure(tmp_path):
-    from icm_cli.errors import CliError
-    from icm_cli.hub import upload
+    from trainers.hub import HubUploadError, upload
 
     hub = _RecordingHub()
     assert upload(tmp_path, "org/x", "space", private=True, space_sdk="gradio", api=hub).endswith("/commit/0")
     assert hub.calls[0] == ("create_repo", "org/x", {"repo_type": "space", "private": True, "exist_ok": True,
                                                      "space_sdk": "gradio"})  # fmt: skip
     assert hub.calls[1][2]["folder_path"] == str(tmp_path) and hub.calls[1][2]["repo_type"] == "space"
-    with pytest.raises(CliError, match="Connection refused") as info:
+    with pytest.raises(HubUploadError, match="Connection refused") as info:
         upload(tmp_path, "org/x", "model", api=_RecordingHub(fail=True))
     assert "\n" not in str(info.value)
