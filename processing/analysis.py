@@ -465,19 +465,20 @@ def analyze_frames_batch(
     windows: Sequence[FrameWindow],
     *,
     config_name: str = "implicit",
-    duration: float | None = None,
+    duration: float | Sequence[float | None] | None = None,
     scene_features: Sequence[dict] | None = None,
     scene_masks: Sequence[dict] | None = None,
     max_new_tokens: int = 96,
 ) -> list[WindowResult]:
     """Analyse a batch of windows of decoded frames in one ``generate`` call: one :class:`WindowResult` each
-    (segments in video time, clipped to the window and to ``duration`` when known). Scene features are computed
-    by the processor's extractors unless given."""
+    (segments in video time, clipped to the window and to ``duration`` when known: one value, or one per window
+    when the batch mixes videos). Scene features are computed by the processor's extractors unless given."""
     from modeling_icm.templates import combined_instruction
 
     if not windows:
         return []
     bounds = [w.bounds() for w in windows]
+    durations = list(duration) if isinstance(duration, Sequence) else [duration] * len(windows)
     answers = generate_answers(
         model,
         processor,
@@ -490,7 +491,7 @@ def analyze_frames_batch(
         max_new_tokens=max_new_tokens,
     )
     results = []
-    for w, (start, end), answer in zip(windows, bounds, answers):
+    for w, (start, end), answer, video_duration in zip(windows, bounds, answers, durations):
         results.append(
             WindowResult(
                 index=int(w.index),
@@ -498,7 +499,7 @@ def analyze_frames_batch(
                 end=round(end, 6),
                 answer=answer["answer"],
                 sentiment=answer["sentiment"],
-                segments=to_video_segments(answer["segments"], start, end, duration),
+                segments=to_video_segments(answer["segments"], start, end, video_duration),
                 confidence=answer["confidence"],
                 attribution=answer["attribution"],
                 frame_times=[round(float(t), 4) for t in w.timestamps],

@@ -42,6 +42,7 @@ REQUIRED_MODEL_FILES = (
     "modeling_icm.py",
     "processing_icm.py",
     "templates.py",
+    "pipeline_icm.py",
     "processor_config.json",
     "tokenizer.json",
     "README.md",
@@ -144,6 +145,16 @@ def _card_body(repo_id: str, config, parts: Mapping[str, int], documents, base_m
         'print(processor.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True))',
         "```",
         "",
+        "The `video-sentiment-analysis` pipeline ships with the remote code (long videos: sliding windows merged into "
+        "segments with confidence, attribution and scene weights):",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        f'analyser = pipeline("video-sentiment-analysis", model="{repo_id}", trust_remote_code=True)',
+        'analyser("video.mp4")  # {"video", "duration", "num_windows", "segments": [{start, end, sentiment, ...}]}',
+        "```",
+        "",
         "Or with the command line of `omnisila-icm`: `icm analyze video.mp4 --model " + repo_id + "` (long videos: "
         "sliding windows, one JSON entry per located segment with confidence and scene weights, and a timeline).",
         "",
@@ -233,6 +244,8 @@ def export_model(
     config = json.loads((out / "config.json").read_text())
     if "AutoModel" not in config.get("auto_map", {}):
         raise HubExportError(f"{out}/config.json has no auto_map.AutoModel: the model class was not registered for Auto")
+    if "video-sentiment-analysis" not in config.get("custom_pipelines", {}):
+        raise HubExportError(f"{out}/config.json has no custom_pipelines entry for video-sentiment-analysis")
     return out
 
 
