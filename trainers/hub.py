@@ -336,12 +336,111 @@ def upload(
     return str(getattr(info, "commit_url", info))
 
 
+#: Top-level packages of this repository the app Space vendors (the Space installs no omnisila-icm wheel).
+APP_SPACE_PACKAGES = ("modeling_icm", "processing", "evaluate_metrics", "trainers", "icm_cli")
+_APP_SPACE_REQUIREMENTS = """\
+torch>=2.4
+torchvision>=0.19
+transformers>=5.0
+huggingface_hub>=0.30
+gradio>=6,<7
+av>=12
+decord>=0.6
+numpy>=1.24
+pillow>=10
+matplotlib>=3.7
+tqdm>=4.60
+safetensors>=0.4
+accelerate>=1.0
+"""
+_APP_SPACE_APP = '''"""Hugging Face Space entry point: the ICM web app (written by `icm push --model ... --space`)."""
+
+import os
+
+from icm_cli.app import launch_app
+
+MODEL = os.environ.get("ICM_MODEL", {model!r})
+EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
+
+if __name__ == "__main__":
+    launch_app(
+        MODEL,
+        host=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
+        port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        examples_dir=EXAMPLES if os.path.isdir(EXAMPLES) else None,
+        config_name=os.environ.get("ICM_CONFIG", {config_name!r}),
+    )
+'''
+
+
+def export_app_space(
+    model_ref: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    examples: Sequence[str | os.PathLike] = (),
+    config_name: str = "implicit",
+    license: str = "apache-2.0",
+) -> Path:
+    """Write the web app (``icm_cli.app``) as a Gradio Hub Space into ``out_dir`` and return it: ``app.py``, the
+    Space card (``README.md`` front matter: ``sdk: gradio``, ``app_file: app.py``), ``requirements.txt``, the
+    vendored packages of this repository, example videos, and the model — copied into ``model/`` when
+    ``model_ref`` is a local folder (checked like any model folder), or loaded from the Hub when it is a Hub id."""
+    from processing.analysis import HUB_ID_RE, check_model_dir
+
+    out = Path(out_dir)
+    source = Path(model_ref)
+    if source.exists():
+        check_model_dir(source)
+        if out.resolve() == source.resolve():
+            raise HubExportError(f"output folder {out} is the model folder itself; choose another folder for the Space")
+    elif not HUB_ID_RE.match(str(model_ref)):
+        raise HubExportError(f"model {model_ref}: no such directory, and not a Hub id of the form org/name")
+    try:
+        import gradio
+
+        sdk_version = gradio.__version__
+    except ImportError:
+        sdk_version = "6.0.0"
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(__file__).resolve().parent.parent
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+    for package in APP_SPACE_PACKAGES:
+        shutil.copytree(root / package, out / package, ignore=ignore, dirs_exist_ok=True)
+    model_in_space = str(model_ref)
+    if source.exists():
+        shutil.copytree(source, out / "model", ignore=ignore, dirs_exist_ok=True)
+        model_in_space = "model"
+    for video in examples:
+        video = Path(video)
+        if not video.is_file():
+            raise HubExportError(f"example video {video}: file not found")
+        (out / "examples").mkdir(exist_ok=True)
+        shutil.copy2(video, out / "examples" / video.name)
+    (out / "app.py").write_text(_APP_SPACE_APP.format(model=model_in_space, config_name=config_name), encoding="utf-8")
+    (out / "requirements.txt").write_text(_APP_SPACE_REQUIREMENTS, encoding="utf-8")
+    title = repo_id.split("/")[-1]
+    card = (
+        f"---\ntitle: {title}\nemoji: 🎬\ncolorFrom: indigo\ncolorTo: red\nsdk: gradio\nsdk_version: {sdk_version}\n"
+        f"app_file: app.py\npinned: false\nlicense: {license}\ntags:\n"
+        + "".join(f"- {t}\n" for t in MODEL_TAGS if t != "custom_code")
+        + f"---\n\n# {title}\n\nThe ICM web app (Omni-SILA): upload a video and see the located visual sentiments on a "
+        "timeline, with their confidences, the scene weights and the attribution. Model: "
+        f"`{model_ref if not source.exists() else 'model/ (in this Space)'}`.\n\nRun it locally with "
+        "`pip install -r requirements.txt && python app.py`.\n"
+    )
+    (out / "README.md").write_text(card, encoding="utf-8")
+    return out
+
+
 __all__ = [
+    "APP_SPACE_PACKAGES",
     "HubError",
     "HubExportError",
     "HubUploadError",
     "REQUIRED_MODEL_FILES",
     "eval_results",
+    "export_app_space",
     "export_dataset",
     "export_model",
     "is_video_llava_7b",
