@@ -62,6 +62,9 @@ class VideoSentimentAnalysisPipeline(ChunkPipeline):
 
     def _sanitize_parameters(self, window=None, overlap=None, config_name=None, max_new_tokens=None, gap=None,
                              return_windows=None, **kwargs):  # fmt: skip
+        if kwargs:
+            raise TypeError(f"the {TASK} pipeline got unknown argument(s) {sorted(kwargs)}; it takes window, overlap, "
+                            "config_name, max_new_tokens, gap, return_windows (and batch_size)")  # fmt: skip
         preprocess = {k: v for k, v in (("window", window), ("overlap", overlap)) if v is not None}
         forward = {k: v for k, v in (("config_name", config_name), ("max_new_tokens", max_new_tokens)) if v is not None}
         post = {k: v for k, v in (("gap", gap), ("return_windows", return_windows)) if v is not None}
