@@ -69,6 +69,7 @@ def test_windows_from_a_stream_merge_into_the_timeline(loaded_fire_model, bikes_
     assert [(s["sentiment"], s["start"], s["end"], s["windows"]) for s in segments] == [("Fire", 1.0, 7.0, [0, 1, 2])]
 
 
+@pytest.mark.slow
 def test_decode_modes_give_the_same_analysis(loaded_fire_model, tmp_path, carphone_path):
     model, processor = loaded_fire_model
     kwargs = dict(window=2.0, overlap=1.0, batch_size=2, max_new_tokens=48, progress=False)
@@ -122,7 +123,7 @@ def analyser(fire_model_dir, tmp_path_factory):
     return pipeline("video-sentiment-analysis", model=str(fire_model_dir), trust_remote_code=True)
 
 
-def test_pipeline_from_a_local_folder_gives_the_analysis_segments(analyser, loaded_fire_model, bikes_path):
+def test_pipeline_from_a_local_folder_gives_the_analysis_segments(analyser, bikes_path):
     assert "transformers_modules" in type(analyser).__module__  # the remote code in the folder, not the library
     assert type(analyser).__name__ == "VideoSentimentAnalysisPipeline"
     out = analyser(str(bikes_path), window=4.0, overlap=2.0, max_new_tokens=48, return_windows=True)
@@ -130,11 +131,9 @@ def test_pipeline_from_a_local_folder_gives_the_analysis_segments(analyser, load
     assert [(s["sentiment"], s["start"], s["end"]) for s in out["segments"]] == [("Fire", 1.0, 9.0)]
     for segment in out["segments"]:
         assert set(segment) >= {"start", "end", "sentiment", "confidence", "attribution", "scene_weights"}
-    model, processor = loaded_fire_model
-    document = A.analyze_video(bikes_path, model, processor, window=4.0, overlap=2.0, max_new_tokens=48,
-                               progress=False)  # fmt: skip
-    assert out["segments"] == document["segments"]
-    assert [w["answer"] for w in out["windows"]] == [w["answer"] for w in document["windows"]]
+    assert [w["segments"] for w in out["windows"]] == [[[1.0, 3.0]], [[3.0, 5.0]], [[5.0, 7.0]], [[7.0, 9.0]]]
+    assert all(w["answer"].startswith("The implicit visual sentiment is Fire.") for w in out["windows"])
+    assert out["segments"][0]["windows"] == [0, 1, 2, 3] and 0 < out["segments"][0]["confidence"] <= 1
 
 
 @pytest.mark.slow

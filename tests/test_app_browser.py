@@ -207,12 +207,13 @@ def test_the_app_serves_nothing_outside_its_folders(server, fire_model_dir):
         assert info.value.code in (403, 404), url
 
 
-def test_serve_with_a_model_folder_without_weights_is_one_line_exit_2(tmp_path, fire_model_dir):
+def test_serve_with_a_model_folder_without_weights_is_one_line_exit_2(capsys, tmp_path, fire_model_dir):
+    from icm_cli.main import main
+
     (tmp_path / "config.json").write_text((fire_model_dir / "config.json").read_text())
-    result = subprocess.run([sys.executable, "-m", "icm_cli.main", "serve", "--model", str(tmp_path)],
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 2
-    assert "has no weights" in result.stderr and str(tmp_path) in result.stderr and "Traceback" not in result.stderr
+    assert main(["serve", "--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "has no weights" in err[-1] and str(tmp_path) in err[-1] and "Traceback" not in "".join(err)
 
 
 @pytest.mark.slow
@@ -247,7 +248,7 @@ def test_push_space_needs_a_model(capsys):
     assert "--space" in capsys.readouterr().err
 
 
-def test_progress_reports_windows(analyser, bikes_path):
+def test_progress_reports_windows_and_the_run_time_limit_keeps_what_is_done(analyser, carphone_path):
     seen = []
     lock = threading.Lock()
 
@@ -255,8 +256,18 @@ def test_progress_reports_windows(analyser, bikes_path):
         with lock:
             seen.append((value, desc))
 
-    status, *_ = analyser.run(str(bikes_path), None, progress)
-    assert "4 window(s)" in status
-    assert [v for v, _ in seen] == [(2, 4), (4, 4)] and all("bikes.mp4" in d for _, d in seen)
-    document = json.loads(sorted(analyser.out_dir.glob("bikes-*.analysis.json"))[-1].read_text())
-    assert document["complete"] and document["video"] == "bikes.mp4"
+    analyser.batch_size = 1
+    try:
+        status, *_ = analyser.run(str(carphone_path), None, progress)  # 4 s: windows [0, 4) and [2, 4)
+        assert "2 window(s)" in status and "limit" not in status, status
+        assert [v for v, _ in seen] == [(1, 2), (2, 2)] and all("carphone_pristine.mp4" in d for _, d in seen)
+        document = json.loads(sorted(analyser.out_dir.glob("carphone_pristine-*.analysis.json"))[-1].read_text())
+        assert document["complete"] and document["video"] == "carphone_pristine.mp4"
+        analyser.max_run_s, saved = 0.0, analyser.max_run_s
+        try:
+            status, timeline, rows, *_ = analyser.run(str(carphone_path), None)
+        finally:
+            analyser.max_run_s = saved
+        assert "stopped at the 0 s limit after 1 window(s)" in status and timeline and rows[0][2] == "Fire", status
+    finally:
+        analyser.batch_size = 2
