@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/omnisila-icm/bench"))
     parser.add_argument("--height", type=int, default=360, help="lines of the generated 10-minute video (360, 720)")
     parser.add_argument("--skip-analyze", action="store_true")
+    parser.add_argument("--parts", default="123", help="which parts to run (1 decode, 2 analyze, 3 results)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -163,15 +164,16 @@ def main() -> None:
           f"{args.window:g} s overlapping {overlap:g} s: {len(windows)} windows; {args.rounds} rounds; "
           f"torch threads 1, {os.cpu_count()} CPUs")  # fmt: skip
 
-    side_by_side(
-        f"1. decoding 8 frames per window, all {len(windows)} windows (max_side {args.max_side})",
-        len(windows), "windows",
-        {"decode once (iter_window_clips)": lambda: decode_once(video, windows, args.max_side),
-         "decode per window (sample_frames)": lambda: decode_per_window(video, windows, args.max_side)},
-        args.rounds,
-    )  # fmt: skip
+    if "1" in args.parts:
+        side_by_side(
+            f"1. decoding 8 frames per window, all {len(windows)} windows (max_side {args.max_side})",
+            len(windows), "windows",
+            {"decode once (iter_window_clips)": lambda: decode_once(video, windows, args.max_side),
+             "decode per window (sample_frames)": lambda: decode_per_window(video, windows, args.max_side)},
+            args.rounds,
+        )  # fmt: skip
 
-    if not args.skip_analyze:
+    if "2" in args.parts and not args.skip_analyze:
         from processing.pipeline import ScenePipeline
         from trainers.tiny import tiny_icm
 
@@ -209,6 +211,8 @@ def main() -> None:
             )  # fmt: skip
 
     with tempfile.TemporaryDirectory() as tmp:
+        if "3" not in args.parts:
+            return
         folder = Path(tmp)
         side_by_side(
             f"3. results of {args.results_windows} windows in batches of {args.batch_size}",
