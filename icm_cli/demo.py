@@ -106,10 +106,10 @@ def evaluate_and_report(result: dict, out: Path, timings: dict, started: float, 
     """Steps 2-4 of the demo on a finished ``run_recipe`` result."""
     import torch
 
+    from processing.analysis import analyze_video, generate_answers, load_model
     from trainers.evaluation import references_of
 
     from .evaluation import evaluate_files, write_charts
-    from .inference import analyze_video, generate_answers, load_model
     from .plots import timeline_chart
 
     r = result["recipe"]

@@ -117,7 +117,7 @@ def cmd_data_convert(args) -> int:
 
 
 def cmd_data_export(args) -> int:
-    from .hub import export_dataset
+    from trainers.hub import export_dataset
 
     readme, counts = export_dataset(
         args.data_dir,
@@ -446,9 +446,9 @@ def _default_model() -> str:
 
 
 def cmd_analyze(args) -> int:
+    from processing.analysis import analyze_video, load_model
     from processing.video import VideoDecodeError, probe_video
 
-    from .inference import analyze_video, load_model
     from .plots import timeline_chart
 
     video = Path(args.video)
@@ -563,8 +563,17 @@ def cmd_watch(args) -> int:
 
 
 def cmd_push(args) -> int:
-    from .hub import export_dataset, export_model, upload
-    from .inference import HUB_ID_RE
+    from trainers.hub import HubError
+
+    try:
+        return _push(args)
+    except HubError as err:
+        raise CliError(str(err)) from err
+
+
+def _push(args) -> int:
+    from processing.analysis import HUB_ID_RE
+    from trainers.hub import export_dataset, export_model, upload
 
     if args.lmms_eval:
         return _push_lmms_eval(args)
@@ -572,10 +581,18 @@ def cmd_push(args) -> int:
         raise CliError("--repo-id ORG/NAME is required with --model, --dataset or --metric")
     if not HUB_ID_RE.match(args.repo_id):
         raise CliError(f"--repo-id {args.repo_id}: expected ORG/NAME")
+    if args.space and not args.model:
+        raise CliError("--space writes the web app of a model: give --model DIR_OR_HUB_ID")
     name = args.repo_id.split("/")[-1]
     out = Path(args.out or Path("hub") / name)
     _quiet_transformers()
-    if args.model:
+    if args.model and args.space:
+        from trainers.hub import export_app_space
+
+        folder = export_app_space(args.model, out, args.repo_id, examples=args.examples or (), config_name=args.config,
+                                  license=args.license or "apache-2.0")  # fmt: skip
+        repo_type, sdk = "space", "gradio"
+    elif args.model:
         folder = export_model(
             args.model,
             out,
@@ -628,6 +645,30 @@ def _push_lmms_eval(args) -> int:
     for path in sorted(folder.iterdir()):
         print(f"  {path.name}")
     print(f"run: lmms-eval --model MODEL --model_args pretrained=... --tasks omni_sila --include_path {folder.resolve()}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# icm serve
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def cmd_serve(args) -> int:
+    from .app import launch_app
+
+    if args.window <= 0 or (args.overlap is not None and not 0 <= args.overlap < args.window):
+        raise CliError(f"--overlap must be in [0, --window={args.window}) seconds, got {args.overlap}")
+    if args.examples and not Path(args.examples).is_dir():
+        raise CliError(f"--examples {args.examples}: not a folder")
+    _quiet_transformers()
+    model_ref = args.model or _default_model()
+    _eprint(f"[icm serve] loading {model_ref} ...")
+    launch_app(
+        model_ref, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, queue_size=args.queue_size,
+        examples_dir=args.examples, config_name=args.config, window=args.window, overlap=args.overlap,
+        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, max_duration_s=args.max_duration,
+        max_run_s=args.max_seconds, device=args.device,
+    )  # fmt: skip
     return 0
 
 
@@ -909,7 +950,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"card base_model: auto ({'LanguageBind/Video-LLaVA-7B-hf'} for a 7B backbone, none otherwise), an id, or none")  # fmt: skip
     p.add_argument("--config", choices=("explicit", "implicit"), default="implicit", help="metric: the widget's config")
     p.add_argument("--token", help="Hub token (default: the logged-in one)")
+    p.add_argument("--space", action="store_true",
+                   help="with --model: write the web app (`icm serve`) as a Gradio Space (model copied into it)")  # fmt: skip
+    p.add_argument("--examples", nargs="+", help="--space: example videos to ship with the app")
     p.set_defaults(func=cmd_push)
+
+    # serve
+    p = sub.add_parser("serve", help="the web app: upload a video, see its timeline, segments and scene weights",
+                       description="A Gradio app over the analysis (pip install 'omnisila-icm[app]'). Binds 127.0.0.1 "
+                       "unless --host says otherwise; serves only its own outputs and the --examples folder.",
+                       formatter_class=_Formatter)  # fmt: skip
+    p.add_argument("--model", help=f"model folder or Hub id (default: $ICM_MODEL, else {DEMO_DIR}/run/model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the app to the network)")
+    p.add_argument("--port", type=int, default=7860, help="port")
+    p.add_argument("--examples", help="a folder of example videos users can pick")
+    p.add_argument("--config", choices=("explicit", "implicit"), default="implicit", help="which sentiments to ask for")
+    p.add_argument("--window", type=float, default=10.0, help="window length in seconds (the model's clip length)")
+    p.add_argument("--overlap", type=float, default=None, help="overlap of consecutive windows in seconds (default: half a window)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per generate call")
+    p.add_argument("--max-new-tokens", type=int, default=96, help="answer length")
+    p.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload accepted (MB)")
+    p.add_argument("--max-duration", type=float, default=600.0, help="longest video accepted (seconds)")
+    p.add_argument("--max-seconds", type=float, default=600.0, help="an analysis stops after this long (partial result shown)")
+    p.add_argument("--queue-size", type=int, default=16, help="analyses waiting at most (one runs at a time)")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.set_defaults(func=cmd_serve)
 
     # demo
     p = sub.add_parser("demo", help="the end-to-end CPU demo: mini set, features, two-stage training, evaluation, "

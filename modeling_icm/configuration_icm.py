@@ -47,6 +47,24 @@ VIDEO_LLAVA_7B_BACKBONE: dict = {
 }
 
 
+#: The ``video-sentiment-analysis`` pipeline (``pipeline_icm.py``, shipped with the remote code): every saved config
+#: names it, so ``pipeline(task, model=folder_or_hub_id, trust_remote_code=True)`` finds it.
+CUSTOM_PIPELINES = {
+    "video-sentiment-analysis": {
+        "impl": "pipeline_icm.VideoSentimentAnalysisPipeline",
+        "pt": ["AutoModel"],
+        "type": "multimodal",
+    }
+}
+
+
+def video_sentiment_pipeline_class():
+    """The pipeline class (a relative import here makes ``save_pretrained`` copy ``pipeline_icm.py`` along)."""
+    from .pipeline_icm import VideoSentimentAnalysisPipeline
+
+    return VideoSentimentAnalysisPipeline
+
+
 class IcmConfig(PretrainedConfig):
     r"""Configuration of [`IcmForVideoSentiment`]: a Video-LLaVA backbone plus the Scene-Balanced MoE (SBM) and the
     Implicit-Enhanced Causal (IEC) blocks. ``IcmConfig()`` with no arguments reproduces the paper's model on
@@ -151,6 +169,8 @@ class IcmConfig(PretrainedConfig):
             self.enabled_scenes = list(SCENE_NAMES)
         # The backbone's own kwargs given flat (rare) are not ours; everything else goes to PretrainedConfig.
         super().__post_init__(**kwargs)
+        if not getattr(self, "custom_pipelines", None):
+            self.custom_pipelines = {task: dict(info) for task, info in CUSTOM_PIPELINES.items()}
         self.validate_icm()
 
     # The scenes, in the paper's order, that the model builds experts for.
@@ -252,4 +272,4 @@ class IcmConfig(PretrainedConfig):
             )
 
 
-__all__ = ["IcmConfig", "VIDEO_LLAVA_7B_BACKBONE"]
+__all__ = ["CUSTOM_PIPELINES", "IcmConfig", "VIDEO_LLAVA_7B_BACKBONE"]

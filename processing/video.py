@@ -400,10 +400,7 @@ def window_indices(info: VideoInfo, num_frames: int, start: float | None = None,
     return indices, start, end
 
 
-def _sample(reader: _Reader, num_frames: int, start: float | None, end: float | None) -> SampledClip:
-    info = reader.info
-    indices, start, end = window_indices(info, num_frames, start, end)
-    frames = reader.read(indices)
+def _clip(info: VideoInfo, indices: list[int], frames: torch.Tensor, start: float, end: float) -> SampledClip:
     return SampledClip(
         frames=frames,
         timestamps=[i / info.fps for i in indices],
@@ -414,6 +411,12 @@ def _sample(reader: _Reader, num_frames: int, start: float | None, end: float | 
         path=info.path,
         indices=indices,
     )
+
+
+def _sample(reader: _Reader, num_frames: int, start: float | None, end: float | None) -> SampledClip:
+    info = reader.info
+    indices, start, end = window_indices(info, num_frames, start, end)
+    return _clip(info, indices, reader.read(indices), start, end)
 
 
 def sample_frames(
@@ -480,6 +483,51 @@ def iter_clips(
         reader.close()
 
 
+def iter_window_clips(
+    path: str | os.PathLike,
+    windows: list[tuple[float, float]],
+    num_frames: int = DEFAULT_NUM_FRAMES,
+    backend: str | None = None,
+    max_side: int | None = None,
+) -> Iterator[SampledClip]:
+    """Yield the :class:`SampledClip` of each ``[start, end)`` window of ``windows`` (in order), decoding every frame
+    of the video at most once even when the windows overlap.
+
+    :func:`sample_frames` per window re-decodes the overlap of consecutive windows (a decoder goes forward from a
+    keyframe, through every frame, to the sampled ones): twice at 50 % overlap. Here the file is opened once and the
+    sampled frames of all windows are read in increasing order in one forward pass; a frame is kept only until the
+    last window that samples it has been yielded, so memory stays at about two windows' frames. The frames are
+    exactly those :func:`sample_frames` returns for the same window (same indices, same decoder)."""
+    windows = [(float(s), float(e)) for s, e in windows]
+    if any(b[0] < a[0] for a, b in zip(windows, windows[1:])):
+        raise ValueError(f"windows must be sorted by start time (video '{path}')")
+    reader = _open(path, backend, max_side)
+    try:
+        info = reader.info
+        plans = [window_indices(info, num_frames, start, end) for start, end in windows]
+        last_use: dict[int, int] = {}
+        for k, (indices, _, _) in enumerate(plans):
+            for i in indices:
+                last_use[i] = k
+        cache: dict[int, torch.Tensor] = {}
+        read_up_to = -1
+        for k, (indices, start, end) in enumerate(plans):
+            top = max(indices)
+            if top > read_up_to:
+                # every frame any window samples up to this window's last frame, in one forward pass
+                wanted = sorted(i for i in last_use if read_up_to < i <= top)
+                for i, frame in zip(wanted, reader.read(wanted)):
+                    cache[i] = frame
+                read_up_to = top
+            frames = torch.stack([cache[i] for i in indices])
+            for i in set(indices):
+                if last_use[i] == k:
+                    del cache[i]
+            yield _clip(info, indices, frames, start, end)
+    finally:
+        reader.close()
+
+
 __all__ = [
     "BACKENDS",
     "DEFAULT_BACKEND",
@@ -489,6 +537,7 @@ __all__ = [
     "VideoNotFoundError",
     "clip_windows",
     "iter_clips",
+    "iter_window_clips",
     "probe_video",
     "resolve_backend",
     "sample_frames",

@@ -24,4 +24,14 @@ printf 'torch==2.14.1\ntorchvision==0.29.1\n' >"$PINS"
 "$PY" -m pip install -q --no-deps "facenet-pytorch>=2.6"
 # lmms-eval (the omni_sila task tests): --no-deps, it pins av<16; its task loading needs only the [lmms] extra.
 "$PY" -m pip install -q --no-deps "lmms-eval==0.7.3"
+# The web app's browser tests (tests/test_app_browser.py): Debian's chromium + chromium-driver, headless. Skipped
+# politely where apt-get is missing or not usable (no root); the tests then skip with a message saying so.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+          || echo "setup.sh: could not install chromium + chromium-driver with apt-get; the browser tests will skip" >&2
+    else
+        echo "setup.sh: no apt-get (or not root): chromium + chromium-driver not installed; the browser tests will skip" >&2
+    fi
+fi
 echo "[setup] ready: $VENV ($("$PY" -c 'import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")'))"

