@@ -68,26 +68,16 @@ def analyze_window(
     """What the model says about one window of already-decoded frames: ``{sentiment, confidence, attribution,
     scene_weights, segments (window-relative), answer}``.
 
-    The only place live analysis calls the model (today through :func:`icm_cli.inference.generate_answers`, the
-    ``icm analyze`` code path: combined instruction, greedy decoding, confidence from the label tokens, router
-    weights averaged over the frames)."""
-    from icm_cli.analysis import frame_scene_weights, mean_scene_weights
-    from icm_cli.inference import generate_answers
-    from modeling_icm.templates import combined_instruction
+    The only place live analysis calls the model: :func:`processing.analysis.analyze_frames`, the ``icm analyze``
+    code path (combined instruction, greedy decoding, confidence from the label tokens, router weights averaged over
+    the frames). ``timestamps`` are window-relative (the window starts at 0 s), as the model was trained on clips."""
+    from .analysis import analyze_frames
 
-    answer = generate_answers(
-        model, processor, [np.ascontiguousarray(frames)], [[float(t) for t in timestamps]],
-        combined_instruction(config_name), config_name, max_new_tokens=max_new_tokens,
-    )[0]  # fmt: skip
-    weights = frame_scene_weights(answer["router_probs"], answer["scenes"])
-    return {
-        "sentiment": answer["sentiment"],
-        "confidence": answer["confidence"],
-        "attribution": answer["attribution"],
-        "scene_weights": mean_scene_weights(zip(timestamps, weights)),
-        "segments": answer["segments"],
-        "answer": answer["answer"],
-    }
+    result = analyze_frames(
+        model, processor, np.ascontiguousarray(frames), [float(t) for t in timestamps], start=0.0,
+        config_name=config_name, max_new_tokens=max_new_tokens,
+    )  # fmt: skip
+    return {key: result[key] for key in ("sentiment", "confidence", "attribution", "scene_weights", "segments", "answer")}
 
 
 def model_analyzer(model, processor, config_name: str = "implicit", max_new_tokens: int = 64) -> Analyzer:

@@ -151,26 +151,37 @@ def test_post_json_names_each_fault():
 
 
 def test_webhook_sender_retries_through_500_timeouts_and_an_outage(tmp_path, caplog):
-    """Every message arrives; the faults are logged in one line each; the receiver sees each id at least once."""
+    """Every message arrives; the faults are logged in one line each; the receiver sees each id at least once.
+    Each phase lasts until the sender has logged meeting it (bounded waits, no fixed sleeps: a loaded machine only
+    makes it slower)."""
     caplog.set_level(logging.WARNING, logger="icm.watch")
+
+    def logged(fault: str, timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while fault not in caplog.text:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     hook = Webhook()
     hook.up()
     hook.mode = "error"
     box = Outbox(tmp_path / "box")
-    sender = WebhookSender(hook.url, box, timeout=0.3, backoff=Backoff(initial=0.05, maximum=0.2, jitter=0)).start()
+    sender = WebhookSender(hook.url, box, timeout=1.0, backoff=Backoff(initial=0.05, maximum=0.2, jitter=0)).start()
     delivery = AlertDelivery(sink=None, sender=sender)
     try:
         delivery.deliver({"id": "a:start"})
-        time.sleep(0.4)  # answering 500
-        hook.mode, hook.slow_seconds = "slow", 0.6  # then too slow to answer in time
-        time.sleep(0.7)
+        assert logged("http 500")  # answering 500
+        hook.mode, hook.slow_seconds = "slow", 2.5  # then too slow to answer in time
+        assert logged("timeout")
         hook.down()  # then down: connections refused
         delivery.deliver({"id": "a:end"})
-        time.sleep(1.2)  # > time-out + longest back-off: some attempts meet the closed port
+        assert logged("refused")
         hook.mode = "ok"
         hook.up()  # back on the same port
-        assert hook.wait_for(2, timeout=10)
-        assert sender.drain(5)
+        assert hook.wait_for(2, timeout=20)
+        assert sender.drain(10)
     finally:
         sender.stop()
         hook.down()
