@@ -24,6 +24,8 @@ model (as MediaPipe's own CPU graphs do without letterboxing); the pose crop kee
 
 from __future__ import annotations
 
+import hashlib
+import warnings
 from typing import Any
 
 import numpy as np
@@ -50,9 +52,11 @@ class TfliteModel:
 
         self.name = name
         self.path = model_file(name)
-        self.interpreter = Interpreter(
-            model_path=str(self.path), num_threads=int(num_threads), experimental_preserve_all_tensors=penultimate
-        )
+        with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": here it exposes one layer
+            warnings.simplefilter("ignore", UserWarning)
+            self.interpreter = Interpreter(
+                model_path=str(self.path), num_threads=int(num_threads), experimental_preserve_all_tensors=penultimate
+            )
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.outputs = [d["index"] for d in self.interpreter.get_output_details()]
@@ -208,6 +212,7 @@ class PersonFinder:
         self.segmenter = PersonSegmenter(num_threads=num_threads)
         self.detector = TfliteModel("pose_detection", num_threads=num_threads)
         self.min_detection_score = float(min_detection_score)
+        self._memo: tuple | None = None
         self.pose = TfliteModel("pose_landmark_full", num_threads=num_threads)
         self.crop_scale = float(crop_scale)
         self.mask_threshold = float(mask_threshold)
@@ -243,6 +248,16 @@ class PersonFinder:
     @torch.no_grad()
     def find(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, Any] | None]]:
         frames = SceneExtractor.check_frames(frames)
+        # the action and background extractors of one pipeline share a finder: the second call on the same frames
+        # reuses the first one's result
+        key = (tuple(frames.shape), hashlib.blake2b(frames.contiguous().numpy().tobytes(), digest_size=16).digest())
+        if self._memo is not None and self._memo[0] == key:
+            return self._memo[1]
+        result = self._find(frames)
+        self._memo = (key, result)
+        return result
+
+    def _find(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, Any] | None]]:
         t, h, w = frames.shape[:3]
         probs = self.segmenter.masks(frames)  # [T, 256, 256]
         masks = probs >= self.mask_threshold
@@ -305,10 +320,10 @@ class LitePoseExtractor(SceneExtractor):
     NUM_HEATMAPS = 39
     NUM_BODY_LANDMARKS = 33
 
-    def __init__(self, *, pool: int = 4, num_threads: int = 1, **finder_kwargs):
+    def __init__(self, *, pool: int = 4, num_threads: int = 1, finder: PersonFinder | None = None, **finder_kwargs):
         self.pool = int(pool)
         super().__init__(output_dim=self.NUM_HEATMAPS * self.pool**2 + self.NUM_BODY_LANDMARKS * 4, max_items=1)
-        self.finder = PersonFinder(num_threads=num_threads, **finder_kwargs)
+        self.finder = finder or PersonFinder(num_threads=num_threads, **finder_kwargs)
         self.freeze()
 
     def config_dict(self) -> dict[str, Any]:
@@ -373,10 +388,10 @@ class LiteBackgroundExtractor(SceneExtractor):
     scene = "background"
 
     def __init__(self, *, image_size: int = 224, mask_threshold: float = 0.5, fill_person: bool = True,
-                 num_threads: int = 1, batch_size: int = 16):  # fmt: skip
+                 num_threads: int = 1, batch_size: int = 16, finder: PersonFinder | None = None):  # fmt: skip
         super().__init__(output_dim=1280, max_items=1)
         self.encoder = load_efficientnet_lite0()
-        self.finder = PersonFinder(num_threads=num_threads) if fill_person else None
+        self.finder = (finder or PersonFinder(num_threads=num_threads)) if fill_person else None
         self.image_size = int(image_size)
         self.mask_threshold = float(mask_threshold)
         self.batch_size = int(batch_size)

@@ -225,14 +225,15 @@ class ScenePipeline(nn.Module):
 
         scenes = tuple(scenes) if scenes is not None else SCENE_NAMES
         kw = {s: dict(v) for s, v in (extractor_kwargs or {}).items()}
+        finder = lite.PersonFinder(num_threads=num_threads)  # one person search per clip for actions + backgrounds
         extractors: dict[str, SceneExtractor] = {}
         for scene in scenes:
             if scene == "face":
                 extractors[scene] = lite.LiteFaceExtractor(num_threads=num_threads, **kw.get(scene, {}))
             elif scene == "action":
-                extractors[scene] = lite.LitePoseExtractor(num_threads=num_threads, **kw.get(scene, {}))
+                extractors[scene] = lite.LitePoseExtractor(finder=finder, **kw.get(scene, {}))
             elif scene == "background":
-                extractors[scene] = lite.LiteBackgroundExtractor(num_threads=num_threads, **kw.get(scene, {}))
+                extractors[scene] = lite.LiteBackgroundExtractor(finder=finder, **kw.get(scene, {}))
             elif scene == "object":
                 from .relation import RelationExtractor
 

@@ -192,6 +192,7 @@ def test_grayscale_tiny_and_4k_frames(face_extractor, pose_extractor, background
     assert face_extractor.extract(huge)[1].any() and pose_extractor.extract(huge)[1].all()
 
 
+@pytest.mark.slow
 def test_lite_pipeline_on_a_real_clip(carphone_path):
     from processing.pipeline import ScenePipeline
     from processing.video import sample_frames
@@ -223,6 +224,7 @@ def _chat(tokenizer, text: str):
     )
 
 
+@pytest.mark.slow
 def test_the_small_real_backbone_writes_fluent_english_before_training(smollm2):
     model, processor = smollm2
     tokenizer = processor.tokenizer
@@ -260,3 +262,17 @@ def test_the_small_real_icm_loads_as_remote_code_in_a_fresh_interpreter(smollm2,
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Paris" in done.stdout, done.stdout
     assert Path(tmp_path / "icm" / "modeling_icm.py").is_file()
+
+
+def test_icm_extract_defaults_to_the_real_offline_pipeline(tmp_path, carphone_path, capsys):
+    import json
+
+    from icm_cli.main import main
+
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    code = main(["extract", str(carphone_path), str(tmp_path / "broken.mp4"), "--cache", str(tmp_path / "cache"),
+                 "--num-frames", "2", "--no-progress"])  # fmt: skip
+    assert code == 0
+    report = json.loads((tmp_path / "cache" / "extract_report.json").read_text())
+    assert report["pipeline"] == "lite"
+    assert len(report["videos"]["computed"]) == 1 and len(report["videos"]["skipped"]) == 1
