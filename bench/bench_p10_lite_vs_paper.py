@@ -89,8 +89,8 @@ def main() -> None:
         for name, runs in times.items():
             scenes = {s: statistics.median(r[s] for r in runs) for s in runs[0]}
             totals[name] = sum(scenes.values())
-            per = ", ".join(f"{s} {frames.shape[0] / t:.2f}" for s, t in scenes.items())
-            print(f"{label} {name}: {frames.shape[0] / totals[name]:.2f} frames/s ({per} frames/s per scene)")
+            per = ", ".join(f"{s} {frames.shape[0] / t:.3g}" for s, t in scenes.items())
+            print(f"{label} {name}: {frames.shape[0] / totals[name]:.3g} frames/s ({per} frames/s per scene)")
         lite, paper = totals.values()
         print(f"{label} ratio: lite is {paper / lite:.1f}x the paper pipeline's throughput")
 
