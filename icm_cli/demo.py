@@ -104,7 +104,6 @@ def run_demo(
 
 def evaluate_and_report(result: dict, out: Path, timings: dict, started: float, log: Callable[[str], None]) -> Path:
     """Steps 2-4 of the demo on a finished ``run_recipe`` result."""
-    import torch
 
     from processing.analysis import analyze_video, generate_answers, load_model
     from trainers.evaluation import references_of
@@ -117,8 +116,8 @@ def evaluate_and_report(result: dict, out: Path, timings: dict, started: float, 
     log("2/4 evaluating the untrained and the trained model on the held-out clips")
     step = time.perf_counter()
     trained, processor = load_model(result["model_dir"])
-    torch.manual_seed(int(r["seed"]))  # the recipe's initial weights: same class, config and seed, no training
-    untrained = type(trained)(trained.config).eval()
+    untrained = _untrained_model(r, trained)
+    router_rows: dict[str, list[dict]] = {}
     documents: dict[str, dict[str, dict]] = {}
     charts: dict[str, dict[str, str]] = {}
     eval_dir = out / "evaluation"
@@ -135,11 +134,14 @@ def evaluate_and_report(result: dict, out: Path, timings: dict, started: float, 
             size = int(r["evaluate"]["batch_size"])
             for k in range(0, len(examples), size):
                 chunk = [examples[i] for i in range(k, min(k + size, len(examples)))]
-                answers += [a["answer"] for a in generate_answers(
+                generated = generate_answers(
                     model, processor, [e["frames"] for e in chunk], [e["timestamps"] for e in chunk],
                     chunk[0]["instruction"], config, scene_features=[e["scene_features"] for e in chunk],
                     scene_masks=[e["scene_masks"] for e in chunk], max_new_tokens=int(r["evaluate"]["max_new_tokens"]),
-                )]  # fmt: skip
+                )  # fmt: skip
+                answers += [a["answer"] for a in generated]
+                if tag == "trained":
+                    router_rows.setdefault(config, []).extend(_router_row(e, a) for e, a in zip(chunk, generated))
             pred_path = eval_dir / f"predictions-{tag}-{config}.jsonl"
             pred_path.write_text("".join(json.dumps({"id": e["clip_id"], "answer": a}) + "\n" for e, a in zip(examples, answers)))
             document = evaluate_files(pred_path, ref_path, config_name=config, dataset={"name": f"Omni-SILA mini {config}", "split": r["data"]["eval_split"]})
@@ -173,13 +175,66 @@ def evaluate_and_report(result: dict, out: Path, timings: dict, started: float, 
         "model_dir": result["model_dir"],
         "analysis": str(out / "analysis.json"),
         "stages": {k: {kk: v.get(kk) for kk in ("examples", "steps", "train_loss", "runtime_s")} for k, v in result.get("stages", {}).items()},
+        "router_weights": router_rows,
     }
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=1, default=str))
     report = out / "report.md"
-    report.write_text(_report(out, result, documents, charts, analysis, timings), encoding="utf-8")
+    report.write_text(_report(out, result, documents, charts, analysis, timings) + _router_report(router_rows),
+                      encoding="utf-8")  # fmt: skip
     if not documents:
         raise CliError("the demo recipe evaluated no config")
     return report
+
+
+def _untrained_model(r: dict, trained):
+    """The recipe's starting point: same class, config and seed, no training step. For the SmolLM2 preset that is the
+    real pretrained LLM with fresh ICM modules (not a random LLM)."""
+    import torch
+
+    if r["model"]["preset"] == "smollm2":
+        from modeling_icm.presets import smollm2_icm
+        from processing.real_weights import smollm2_backbone_dir
+
+        model, _ = smollm2_icm(r["model"]["pretrained"] or smollm2_backbone_dir(), dict(trained.config.scene_dims),
+                               num_frames=trained.config.num_frames, seed=int(r["seed"]),
+                               enabled_scenes=list(trained.config.enabled_scenes or trained.config.active_scenes),
+                               use_sbm=trained.config.use_sbm, use_iec=trained.config.use_iec)  # fmt: skip
+        return model.eval()
+    torch.manual_seed(int(r["seed"]))
+    return type(trained)(trained.config).eval()
+
+
+def _router_row(example: dict, answer: dict) -> dict:
+    """One held-out clip: its label, the router weight of each scene expert (mean over frames) and the share of
+    frames where each scene has at least one item (a face found, a person found...)."""
+    probs = answer.get("router_probs") or []
+    scenes = answer.get("scenes") or []
+    weights = {s: round(sum(frame[j] for frame in probs) / len(probs), 4) for j, s in enumerate(scenes)} if probs else {}
+    present = {s: round(float(m.any(dim=-1).float().mean()), 3) for s, m in example["scene_masks"].items()}
+    return {"clip": example["clip_id"], "label": example.get("label") or answer.get("sentiment"), "weights": weights,
+            "present": present, "predicted": answer.get("sentiment")}  # fmt: skip
+
+
+def _router_report(router_rows: dict[str, list[dict]]) -> str:
+    if not any(router_rows.values()):
+        return ""
+    lines = ["", "## Router weights per scene (trained model, held-out clips)", "",
+             "Mean router probability P_j of each scene expert over the clip's frames (Eq. 1); `faces` is the share "
+             "of frames where a face was found.", ""]  # fmt: skip
+    for config, rows in router_rows.items():
+        scenes = list(rows[0]["weights"])
+        lines += [f"### {config}", "", "| clip | label | predicted | faces | " + " | ".join(scenes) + " |",
+                  "|---|---|---|---:|" + "---:|" * len(scenes)]  # fmt: skip
+        for row in rows:
+            lines.append(f"| {row['clip']} | {row['label']} | {row['predicted']} | {row['present'].get('face', 0):.2f} | "
+                         + " | ".join(f"{row['weights'][s]:.3f}" for s in scenes) + " |")  # fmt: skip
+        with_faces = [row for row in rows if row["present"].get("face", 0) > 0]
+        if with_faces and "face" in scenes:
+            mean = sum(row["weights"]["face"] for row in with_faces) / len(with_faces)
+            lines += ["", f"Face expert on the {len(with_faces)} clips with faces found: mean weight {mean:.3f} "
+                      f"(uniform would be {1 / len(scenes):.3f})."]  # fmt: skip
+        lines.append("")
+    return "\n".join(lines) + "\n"
 
 
 def _rel(path: str | os.PathLike, root: Path) -> str:

@@ -144,8 +144,20 @@ def _build_pipeline(args):
     from processing.pipeline import ScenePipeline
 
     scenes = args.scenes or None
-    if args.pipeline == "tiny":
+    kind = args.pipeline
+    if kind is None:  # the paper's extractors when their checkpoints are given, else the real offline ones
+        given = (args.action_checkpoint, args.relation_checkpoint, args.sam_checkpoint)
+        kind = "pretrained" if any(given) else "lite"
+        args.pipeline = kind  # named in the report
+    if kind == "tiny":
         return ScenePipeline.tiny(seed=args.seed, **({"scenes": scenes} if scenes else {}))
+    if kind == "lite":
+        from processing.real_weights import ModelFileError
+
+        try:
+            return ScenePipeline.lite(seed=args.seed, **({"scenes": scenes} if scenes else {}))
+        except (ModelFileError, ImportError) as err:
+            raise CliError(f"cannot build the real offline scene extractors: {str(err).splitlines()[0]}") from err
     kwargs = {
         "face_encoder": args.face_encoder,
         "action_checkpoint": args.action_checkpoint,
@@ -686,7 +698,8 @@ def cmd_demo(args) -> int:
     if "OMP_NUM_THREADS" not in os.environ:
         # Tiny models: one intra-op thread beats several busy-waiting ones on a small (or shared) machine.
         torch.set_num_threads(1)
-    report = run_demo(args.out, recipe=args.recipe, log=lambda line: _eprint(f"[icm demo] {line}"), seed=args.seed)
+    recipe = "demo-real" if args.real and args.recipe == "demo" else args.recipe
+    report = run_demo(args.out, recipe=recipe, log=lambda line: _eprint(f"[icm demo] {line}"), seed=args.seed)
     print(f"report: {report}")
     return 0
 
@@ -780,8 +793,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="the feature cache folder (required unless --recipe)")
     p.add_argument("--recipe", help="extract what a training recipe needs, with its pipeline, into its cache")
     p.add_argument("--output-dir", help="with --recipe: override the recipe's output_dir")
-    p.add_argument("--pipeline", choices=("tiny", "pretrained"), default="pretrained",
-                   help="tiny: the real MTCNN + tiny random encoders (tests, the demo); pretrained: the paper's extractors")  # fmt: skip
+    p.add_argument("--pipeline", choices=("lite", "tiny", "pretrained"), default=None,
+                   help="lite: the real offline extractors (MTCNN + fer, BlazePose, person mask + EfficientNet-Lite0; "
+                   "RelTR random); tiny: the real MTCNN + tiny random encoders (tests, the demo); pretrained: the "
+                   "paper's extractors (default: pretrained when a checkpoint is given, else lite)")  # fmt: skip
     p.add_argument("--scenes", nargs="+", choices=("face", "action", "object", "background"), help="default: all four")
     p.add_argument("--seed", type=int, default=0, help="seed of the tiny pipeline")
     p.add_argument("--num-frames", type=int, default=8, help="frames sampled per clip (paper: 8)")
@@ -983,6 +998,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="demo", help="the training recipe (a file or a shipped name)")
     p.add_argument("--seed", type=int, default=None,
                    help="training seed (initial weights, data order); default: the recipe's (0). The mini set is fixed")  # fmt: skip
+    p.add_argument("--real", action="store_true", help="on real weights: the real offline scene extractors and the "
+                   "real SmolLM2-135M LLM (recipe demo-real; needs scripts/setup.sh's real-weights block)")  # fmt: skip
     p.set_defaults(func=cmd_demo)
     return parser
 

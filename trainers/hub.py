@@ -131,6 +131,11 @@ def _card_body(repo_id: str, config, parts: Mapping[str, int], documents, base_m
         f"(IEC {'on' if config.use_iec else 'off'}, dictionary of {config.iec_dictionary_size} K-means centres) and the "
         f"scene projector; {config.num_frames} frames per clip.",
         "",
+    ]
+    note = getattr(config.backbone_config, "weights_note", None)
+    if note:  # which backbone parts are real and which random (modeling_icm.presets.SMOLLM2_WEIGHTS_NOTE)
+        lines += [f"**Weights**: {note}.", ""]
+    lines += [
         "## Usage",
         "",
         "```python",

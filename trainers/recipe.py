@@ -38,12 +38,12 @@ recipe names (data folder, extractor checkpoints, the pretrained model) are chec
       max_eval_clips: null        # per config
       max_scene_items: null       # scene-tuning records per scene
     features:
-      pipeline: tiny              # tiny | pretrained
+      pipeline: tiny              # tiny | lite (real offline weights) | pretrained
       pipeline_kwargs: {}         # ScenePipeline.tiny/from_pretrained arguments
       cache_dir: null             # [<output_dir>/cache]
       num_frames: 8
     model:
-      preset: tiny                # tiny | 7b | pretrained
+      preset: tiny                # tiny | 7b | pretrained | smollm2 (real SmolLM2-135M LLM)
       pretrained: null            # preset pretrained: an ICM folder/id (AutoModel) or a Video-LLaVA id (from_video_llava)
       config_overrides: {}        # IcmConfig fields
       dtype: auto                 # weights of a pretrained model: auto (bfloat16/float16 when training.bf16/fp16 is
@@ -263,10 +263,10 @@ def _validate_values(r: dict) -> None:
     scenes = r["ablation"]["scenes"]
     if not scenes or any(s not in SCENE_NAMES for s in scenes):
         raise RecipeError(f"recipe field 'ablation.scenes' must be a non-empty subset of {list(SCENE_NAMES)}")
-    if r["features"]["pipeline"] not in ("tiny", "pretrained"):
-        raise RecipeError("recipe field 'features.pipeline' must be 'tiny' or 'pretrained'")
-    if r["model"]["preset"] not in ("tiny", "7b", "pretrained"):
-        raise RecipeError("recipe field 'model.preset' must be 'tiny', '7b' or 'pretrained'")
+    if r["features"]["pipeline"] not in ("tiny", "lite", "pretrained"):
+        raise RecipeError("recipe field 'features.pipeline' must be 'tiny', 'lite' or 'pretrained'")
+    if r["model"]["preset"] not in ("tiny", "7b", "pretrained", "smollm2"):
+        raise RecipeError("recipe field 'model.preset' must be 'tiny', '7b', 'pretrained' or 'smollm2'")
     if r["model"]["preset"] == "pretrained" and not r["model"]["pretrained"]:
         raise RecipeError("recipe field 'model.pretrained' is required with model.preset 'pretrained'")
     if r["model"]["dtype"] not in _DTYPES:
@@ -290,6 +290,8 @@ def _pipeline(r: dict):
     kwargs.setdefault("scenes", list(r["ablation"]["scenes"]))
     if r["features"]["pipeline"] == "tiny":
         return ScenePipeline.tiny(**kwargs)
+    if r["features"]["pipeline"] == "lite":  # the real offline extractors (issue 12)
+        return ScenePipeline.lite(**kwargs)
     return ScenePipeline.from_pretrained(**kwargs)
 
 
@@ -401,6 +403,12 @@ def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
     from modeling_icm.modeling_icm import IcmForVideoSentiment
 
     torch.manual_seed(int(r["seed"]))
+    if preset == "smollm2":  # the real SmolLM2-135M LLM, converted once at set-up (processing.real_weights)
+        from modeling_icm.presets import smollm2_icm
+        from processing.real_weights import smollm2_backbone_dir
+
+        source = r["model"]["pretrained"] or smollm2_backbone_dir()
+        return smollm2_icm(source, scene_dims, num_frames=num_frames, seed=int(r["seed"]), **overrides)
     if preset == "7b":
         raise RecipeError(
             "recipe field 'model.preset': '7b' builds the architecture only; use preset 'pretrained' with "
