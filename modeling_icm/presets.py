@@ -411,12 +411,6 @@ def smollm2_icm(backbone_dir, scene_dims: dict | None = None, *, num_frames: int
     backbone = VideoLlavaForConditionalGeneration.from_pretrained(backbone_dir, dtype=torch.float32)
     overrides.setdefault("scene_token_id", tokenizer.convert_tokens_to_ids(T.SCENE_TOKEN))
     config = smollm2_icm_config(backbone.config, scene_dims, num_frames=num_frames, **overrides)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = IcmForVideoSentiment.from_video_llava(backbone, config)
-    if model.generation_config is not None:
-        model.generation_config.suppress_tokens = model.placeholder_token_ids
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
     vision = backbone.config.vision_config
     size = int(vision.image_size)
     video_processor = VideoLlavaVideoProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
@@ -424,8 +418,14 @@ def smollm2_icm(backbone_dir, scene_dims: dict | None = None, *, num_frames: int
         video_processor,
         tokenizer,
         num_frames=num_frames,
-        num_scene_tokens=model.config.num_scene_tokens,
+        num_scene_tokens=config.num_scene_tokens,
         patch_size=int(vision.patch_size),
         scene_extraction={"pipeline": "lite"},
     )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, processor = IcmForVideoSentiment.from_video_llava(backbone, config, processor=processor)
+    if model.generation_config is not None:
+        model.generation_config.suppress_tokens = model.placeholder_token_ids
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval(), processor
