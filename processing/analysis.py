@@ -86,19 +86,9 @@ def plan_windows(duration: float, window: float, overlap: float) -> list[tuple[f
         raise ValueError(f"window must be > 0 s, got {window!r}")
     if not 0 <= overlap < window:
         raise ValueError(f"overlap must be in [0, window={window}) s, got {overlap!r}")
-    stride = window - overlap
-    windows = []
-    k = 0
-    while True:
-        start = k * stride
-        if start >= duration - 1e-9:
-            break
-        end = min(start + window, duration)
-        windows.append((round(start, 6), round(end, 6)))
-        if end >= duration - 1e-9:
-            break
-        k += 1
-    return windows
+    from .video import clip_windows  # one window walk for files, clips and analysis
+
+    return [(round(start, 6), round(end, 6)) for start, end in clip_windows(duration, window, window - overlap)]
 
 
 def to_video_segments(
