@@ -123,7 +123,9 @@ _ISOLATED = textwrap.dedent(
     module = evaluate.load(sys.argv[1] + "/omnisila.py", "implicit")
     args = json.loads(sys.argv[2])
     result = module.compute(predictions=args["predictions"], references=args["references"], attribution_metrics=["sem_r"])
-    leaked = [n for n, m in sys.modules.items() if sys.argv[3] in str(getattr(m, "__file__", None) or "")]
+    # a module loaded from the checkout's own code; the virtualenv may live inside the checkout (.venv/): not a leak
+    files = {n: str(getattr(m, "__file__", None) or "") for n, m in list(sys.modules.items())}
+    leaked = [n for n, f in files.items() if f.startswith(sys.argv[3]) and not f.startswith(sys.prefix)]
     print(json.dumps({"result": result, "leaked": leaked}))
     """
 )
