@@ -352,14 +352,23 @@ def run_grid(
     started = time.perf_counter()
     write_outputs(document, out)
     document["timings"]["write_s"] = time.perf_counter() - started
-    _write_if_changed(out / "scores.json", json.dumps(document, default=_json_default))
+    # the timings change on every run: kept in the returned document, not in scores.json (a cached rerun of the
+    # same scores rewrites nothing)
+    saved = {k: v for k, v in document.items() if k != "timings"}
+    _write_if_changed(out / "scores.json", json.dumps(saved, default=_json_default))
     return document
 
 
 def _write_if_changed(path: Path, text: str) -> None:
-    """Write ``text`` unless the file already holds it (a cached rerun rewrites nothing)."""
-    if not (path.is_file() and path.read_text(encoding="utf-8") == text):
-        path.write_text(text, encoding="utf-8")
+    """Write ``text`` unless the file already holds it (a cached rerun rewrites nothing). Compared as bytes: a text
+    read would turn the CSVs' ``\r\n`` into ``\n`` and never match, so every rerun rewrote them."""
+    data = text.encode("utf-8")
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except FileNotFoundError:
+        pass
+    path.write_bytes(data)
 
 
 def _json_default(value):
