@@ -2,7 +2,7 @@
 
 Runs a grid once (trains / asks every system; not timed), then, side by side in this process:
 
-* **overhead** — ``icm_cli.compare.run_grid`` again with every run cached: resolving the grid and recipes, reading
+* **overhead** — ``trainers.compare.run_grid`` again with every run cached: resolving the grid and recipes, reading
   the cached predictions, re-scoring every system (omnisila metrics, per-example scores, paired t-tests), writing
   the tables, the CSVs and the scores (charts are redrawn only when what they show changed);
 * **one evaluation pass** — what every run does once per config: the trained ICM generates its answers for the
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from icm_cli.compare import run_grid
+    from trainers.compare import run_grid
 
     out = Path(args.out)
     spec = grid(args.eval_clips, args.max_new_tokens)
