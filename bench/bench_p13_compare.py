@@ -2,7 +2,7 @@
 
 Runs a grid once (trains / asks every system; not timed), then, side by side in this process:
 
-* **overhead** — ``icm_cli.compare.run_grid`` again with every run cached: resolving the grid and recipes, reading
+* **overhead** — ``trainers.compare.run_grid`` again with every run cached: resolving the grid and recipes, reading
   the cached predictions, re-scoring every system (omnisila metrics, per-example scores, paired t-tests), writing
   the tables, the CSVs and the scores (charts are redrawn only when what they show changed);
 * **one evaluation pass** — what every run does once per config: the trained ICM generates its answers for the
@@ -13,13 +13,20 @@ shape with tiny models (an evaluation pass of a tiny model is short, so this is 
 paper's scale an evaluation pass takes hours and the overhead stays what it is here).
 
     python bench/bench_p13_compare.py [--out runs/bench-p13] [--repeats 3] [--eval-clips 12] [--max-new-tokens 64]
+        [--before CHECKOUT]
+
+``--before CHECKOUT`` (the files of an earlier commit, e.g. ``mkdir /tmp/before && git archive 15dc55e | tar -x -C /tmp/before``) also times
+that commit's runner (its ``trainers/compare.py``, or ``icm_cli/compare.py`` before the runner moved) on the same
+cached runs, interleaved with this one's, and prints both overheads side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -70,15 +77,31 @@ def evaluation_pass(out: Path, spec: dict) -> float:
     return time.perf_counter() - started
 
 
+def runner_of(checkout: str):
+    """``run_grid`` of another checkout's runner file, imported under another name (its relative imports resolve in
+    this checkout's package of the same folder, which re-exports the names they need)."""
+    for package, path in (("trainers", "trainers/compare.py"), ("icm_cli", "icm_cli/compare.py")):
+        file = Path(checkout) / path
+        if file.is_file() and "def run_grid" in file.read_text(encoding="utf-8"):
+            __import__(package)
+            spec = importlib.util.spec_from_file_location(f"{package}._compare_before", file)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+            return module.run_grid
+    raise SystemExit(f"--before {checkout}: no run_grid in trainers/compare.py or icm_cli/compare.py")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench-p13")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--eval-clips", type=int, default=12)
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--before", help="a checkout of an earlier commit whose runner is timed side by side")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from icm_cli.compare import run_grid
+    from trainers.compare import run_grid
 
     out = Path(args.out)
     spec = grid(args.eval_clips, args.max_new_tokens)
@@ -86,18 +109,28 @@ def main() -> None:
     first = run_grid(spec, out)
     print(f"grid run (trains/asks what is not cached): {time.perf_counter() - started:.1f} s; "
           f"status {[e['status'] for e in first['systems'].values()]}")  # fmt: skip
-    overheads, passes = [], []
-    for _ in range(args.repeats):
-        started = time.perf_counter()
-        document = run_grid(spec, out)
-        overheads.append(time.perf_counter() - started)
+    runners = {"this checkout": run_grid}
+    if args.before:
+        runners[f"before ({args.before})"] = runner_of(args.before)
+    overheads: dict[str, list[float]] = {name: [] for name in runners}
+    passes = []
+    for repeat in range(args.repeats):
+        order = list(runners.items()) if repeat % 2 == 0 else list(runners.items())[::-1]
+        for name, runner in order:  # interleaved, alternating who goes first
+            started = time.perf_counter()
+            document = runner(spec, out)
+            overheads[name].append(time.perf_counter() - started)
+            assert all(e["status"] == "done" for e in document["systems"].values()), name
         passes.append(evaluation_pass(out, spec))
-    assert all(e["status"] == "done" for e in document["systems"].values())
-    overhead, one_pass = statistics.median(overheads), statistics.median(passes)
+    one_pass = statistics.median(passes)
     clips = document["systems"]["ICM"]["configs"]["implicit"]["metrics"]["num_examples"]
     print(f"systems: {len(document['systems'])}, evaluation clips: {clips:.0f}, max_new_tokens: {args.max_new_tokens}")
-    print(f"runner overhead, all runs cached (re-score + tables): {overhead:.3f} s  (runs: {[round(x, 3) for x in overheads]})")
+    for name, times in overheads.items():
+        overhead = statistics.median(times)
+        print(f"runner overhead, all runs cached (re-score + tables), {name}: {overhead:.3f} s "
+              f"= {overhead / one_pass:.3%} of one evaluation pass  (runs: {[round(x, 3) for x in times]})")  # fmt: skip
     print(f"one evaluation pass (ICM generation + scoring):        {one_pass:.3f} s  (runs: {[round(x, 3) for x in passes]})")
+    overhead = statistics.median(overheads["this checkout"])
     print(f"overhead / evaluation pass: {overhead / one_pass:.3%}  (goal <= 5 %)")
 
 

@@ -659,6 +659,10 @@ class OmnisilaResult:
     indices: np.ndarray
 
 
+#: What a reference without a prediction is scored as: an empty answer (wrong label, no segment, no attribution).
+MISSING_ANSWER = ""
+
+
 def _threshold_key(threshold: float) -> str:
     return f"map@{float(threshold):g}"
 

@@ -20,6 +20,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from evaluate_metrics.charts import write_charts
+from evaluate_metrics.functions import MISSING_ANSWER
+
 from .errors import CliError
 
 EVALUATION_FORMAT = "icm-evaluation/1"
@@ -101,8 +104,6 @@ def to_prediction(row: Any, where: str) -> str | dict[str, Any]:
     return {k: row[k] for k in ("sentiment", "segments", "scores", "attribution") if k in row}
 
 
-#: What a reference without a prediction is scored as: an empty answer (wrong label, no segment, no attribution).
-MISSING_ANSWER = ""
 
 
 def load_pairs(
@@ -271,48 +272,6 @@ def metrics_table(columns: Mapping[str, Mapping[str, Any]]) -> str:
     lines.append("")
     lines.append("Values in %, except Atr-R (judge score 1–10). FNRs: lower is better.")
     return "\n".join(lines)
-
-
-def write_charts(
-    documents: Mapping[str, Mapping[str, Any]], out_dir: str | os.PathLike, prefix: str = ""
-) -> dict[str, str]:
-    """Per-label FNR chart (always) and per-label Atr-R chart (only when judge scores exist) for one or several
-    systems' evaluation documents of the same config. Returns ``{"fnr": path, ["atr_r": path]}``."""
-    from modeling_icm.templates import FNR_TARGET_LABELS
-
-    from .plots import per_label_chart
-
-    config = next(iter(documents.values()))["config"]
-    targets = list(FNR_TARGET_LABELS[config])
-    charts = {}
-    fnr = {name: {label: doc["per_label"].get(label, {}).get("fnr") for label in targets} for name, doc in documents.items()}
-    charts["fnr"] = str(
-        per_label_chart(
-            {name: {k: (v if v is not None else math.nan) for k, v in values.items()} for name, values in fnr.items()},
-            targets,
-            Path(out_dir) / f"{prefix}fnr_per_label.png",
-            title=f"FNRs per {config} visual sentiment (lower is better)",
-            ylabel="FNRs",
-            ylim=(0, 1.05),
-        )
-    )
-    if any(doc.get("has_judge_scores") for doc in documents.values()):
-        atr = {
-            name: {label: doc["per_label"].get(label, {}).get("atr_r") for label in targets}
-            for name, doc in documents.items()
-            if doc.get("has_judge_scores")
-        }
-        charts["atr_r"] = str(
-            per_label_chart(
-                {n: {k: (v if v is not None else math.nan) for k, v in vals.items()} for n, vals in atr.items()},
-                targets,
-                Path(out_dir) / f"{prefix}atr_r_per_label.png",
-                title=f"Atr-R per {config} visual sentiment (judge score, higher is better)",
-                ylabel="Atr-R (1-10)",
-                ylim=(0, 10.5),
-            )
-        )
-    return charts
 
 
 def recorded_judge_for(path: str | os.PathLike, attributions_nonempty: Sequence[bool]):

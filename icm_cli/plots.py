@@ -3,58 +3,14 @@ Figure 3 (line charts over the labels, one line per system), and the timeline of
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
+
+from evaluate_metrics.charts import _pyplot, per_label_chart, save_figure  # noqa: F401 - per_label_chart re-exported
 
 #: One colour per scene (router weights) — explicit face first, then the implicit scenes.
 SCENE_COLORS = {"face": "#e6550d", "action": "#3182bd", "object": "#31a354", "background": "#756bb1"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def per_label_chart(
-    systems: Mapping[str, Mapping[str, float]],
-    labels: Sequence[str],
-    path: str | os.PathLike,
-    *,
-    title: str,
-    ylabel: str,
-    ylim: tuple[float, float] | None = None,
-) -> Path:
-    """A Figure-3 style line chart: x = the labels (numbered), y = one value per label, one line per system.
-    Missing or NaN values leave a gap. Returns the PNG path."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(labels) + 2), 4.2))
-    x = list(range(1, len(labels) + 1))
-    markers = "osD^v<>"
-    for k, (name, values) in enumerate(systems.items()):
-        y = [values.get(label, math.nan) for label in labels]
-        y = [math.nan if v is None else float(v) for v in y]
-        ax.plot(x, y, marker=markers[k % len(markers)], label=name, linewidth=1.8)
-    ax.set_xticks(x)
-    ax.set_xticklabels([f"({i}) {label}" for i, label in zip(x, labels)], rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    if ylim is not None:
-        ax.set_ylim(*ylim)
-    ax.grid(alpha=0.3)
-    if len(systems) > 1:
-        ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def timeline_chart(document: Mapping, path: str | os.PathLike) -> Path:
@@ -110,12 +66,7 @@ def timeline_chart(document: Mapping, path: str | os.PathLike) -> Path:
     bottom.set_ylabel("router weight")
     bottom.set_xlabel("time (s)")
     bottom.set_xlim(0, duration)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["per_label_chart", "timeline_chart"]

@@ -22,7 +22,8 @@ printf 'torch==2.14.1\ntorchvision==0.29.1\n' >"$PINS"
 "$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1
 "$PY" -m pip install -q -c "$PINS" -e ".[dev]"
 "$PY" -m pip install -q --no-deps "facenet-pytorch>=2.6"
-# lmms-eval (the omni_sila task tests): --no-deps, it pins av<16; its task loading needs only the [lmms] extra.
+# lmms-eval (the omni_sila task tests, full simple_evaluate runs included): --no-deps, it pins av<16; what its task
+# loading and evaluation need is the [lmms] extra (filelock<4.3, pytablewriter, ...).
 "$PY" -m pip install -q --no-deps "lmms-eval==0.7.3"
 # The web app's browser tests (tests/test_app_browser.py): Debian's chromium + chromium-driver, headless. Skipped
 # politely where apt-get is missing or not usable (no root); the tests then skip with a message saying so.

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icm_cli.baselines import (
+from icm_cli.main import main
+from modeling_icm import templates as T
+from trainers.baselines import (
     TINY_VIDEO_LLMS,
     build_tiny_video_llm,
     chat_prompt,
     generate_video_llm_answers,
     load_video_llm,
 )
-from icm_cli.main import main
-from modeling_icm import templates as T
 
 PLACEHOLDER = {"video_llava": "<video>", "llava_next_video": "<video>", "llava_onevision": "<video>",
                "qwen2_vl": "<|vision_start|><|video_pad|><|vision_end|>",

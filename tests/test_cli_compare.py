@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
 from scipy import stats
 
-from icm_cli.compare import format_p, load_grid, score_grid, table_rows, write_outputs
-from icm_cli.errors import CliError
 from icm_cli.main import main
 from modeling_icm import templates as T
+from trainers.compare import GridError, format_p, load_grid, score_grid, table_rows, write_outputs
 
 IDS = [f"clip-{i}" for i in range(6)]
 LABELS = ["Fire", "Theft", "Fire", "Robbery", "Normal", "Fire"]
@@ -47,7 +47,7 @@ GRID = {
     ({"systems": [{"name": "ICM", "epochs": 3}]}, "unknown field"),
 ])  # fmt: skip
 def test_bad_grids_are_named(grid, message):
-    with pytest.raises(CliError, match=message):
+    with pytest.raises(GridError, match=message):
         load_grid(grid)
 
 
@@ -56,8 +56,24 @@ def test_shipped_grids_load():
         grid = load_grid(name)
         assert grid["reference"] == "ICM" and any(s.get("zero_shot") for s in grid["systems"])
         assert {3} <= {t for s in grid["systems"] for t in s.get("tables", [1, 2])}
-    with pytest.raises(CliError, match="grid file not found"):
+    with pytest.raises(GridError, match="grid file not found"):
         load_grid("no-such-grid")
+
+
+def test_the_runner_and_the_baselines_are_library_code():
+    """The library never imports the command line (``icm_cli``); the CLI modules only re-export it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, trainers.compare, trainers.baselines, evaluate_metrics.charts; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'icm_cli'))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    assert done.stdout.strip() == "[]"
+    import icm_cli.compare
+    import trainers.compare
+
+    assert icm_cli.compare.run_grid is trainers.compare.run_grid
 
 
 def test_format_p_as_the_paper_writes_it():
@@ -100,6 +116,12 @@ def test_scores_t_tests_and_tables(tmp_path):
     with open(files["table1"], newline="") as handle:
         assert next(csv.reader(handle))[:3] == ["Approach", "Acc", "F2"]
     assert Path(files["figure3-implicit-fnr"]).read_bytes()[:4] == b"\x89PNG"
+    # the same scores again (a cached rerun): no file is rewritten, the CSVs' \r\n line ends included
+    written = {name: Path(path).stat().st_mtime_ns for name, path in files.items()}
+    for path in files.values():
+        os.utime(path, ns=(1, 1))  # an old time stamp: a rewrite shows even within the clock resolution
+    assert write_outputs(document, tmp_path) == files
+    assert {name: Path(path).stat().st_mtime_ns for name, path in files.items()} == dict.fromkeys(written, 1)
 
 
 MICRO_GRID = """

@@ -1,1 +1,1 @@
-"""Comparison grids of paper Tables 1-3 (``icm compare --grid NAME``; see ``icm_cli.compare``)."""
+"""Comparison grids of paper Tables 1-3 (``icm compare --grid NAME``; see ``trainers.compare``)."""
