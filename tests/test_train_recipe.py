@@ -98,6 +98,15 @@ def test_recipe_training_args_reach_the_trainer_arguments(tmp_path):
     assert scene.router_alpha == omnisila.router_alpha == 0.5
 
 
+def test_a_recipe_file_can_base_itself_on_a_shipped_recipe_by_name(tmp_path):
+    from trainers.recipe import load_recipe
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: demo-real\ntraining: {per_device_train_batch_size: 3}\n")
+    recipe = load_recipe(path)
+    assert recipe["model"]["preset"] == "smollm2" and recipe["training"]["per_device_train_batch_size"] == 3
+
+
 @pytest.mark.parametrize(
     "name,kind",
     [("cpu_ddp_2proc", "MULTI_GPU"), ("ddp_multi_gpu", "MULTI_GPU"), ("fsdp", "FSDP"),

@@ -214,6 +214,8 @@ def _resolve_base(name: str, relative_to: Path | None) -> Path:
     if relative_to is not None:
         candidates.append(relative_to / name)
     candidates += [Path(name), RECIPES_DIR / name]
+    if not Path(name).suffix:  # a shipped recipe by its name, as load_recipe and --recipe accept it ("demo-real")
+        candidates.append(RECIPES_DIR / f"{name}.yaml")
     for candidate in candidates:
         if candidate.is_file():
             return candidate
