@@ -59,6 +59,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -628,12 +629,13 @@ class SharedSceneFeatures:
     per-window uniform sampling (``round(linspace)`` over each window's own frames) puts the frames of overlapping
     windows at different positions, so :func:`analyze_video` samples every window from one shared frame grid
     (``grid_fps``, see :func:`processing.video.window_indices`). Frames are named by ``FrameWindow.frame_keys``
-    (their index in the video); a window's unseen frames go through ``pipeline.extract`` in one call, the others
-    come from an LRU of the last ``capacity`` frames' features (memory bounded; windows arriving in time order
-    reuse at most one window's frames from their predecessors, so any ``capacity`` >= the frames per window keeps
-    every reuse). The extractors are per-frame (features ``[T, items, dim]`` with a fixed ``items``), so a frame's
-    features do not depend on which window it is extracted with — up to float rounding of batched kernels (about
-    1e-6; tested). ``capacity=0``, or a window without ``frame_keys``, extracts every frame of every window (what
+    (their index in the video); the unseen frames of a group of windows (``group``: :func:`analyze_video` takes its
+    generation batch) go through ``pipeline.extract`` in one call — a batch at least as large as one window's, as
+    per-window extraction has — the others come from an LRU of the last ``capacity`` frames' features (memory
+    bounded; windows arriving in time order reuse at most one window's frames from their predecessors, so any
+    ``capacity`` >= the frames per window keeps every reuse). The extractors are per-frame (features
+    ``[T, items, dim]`` with a fixed ``items``), so a frame's features do not depend on which window it is extracted
+    with — up to float rounding of batched kernels (about 1e-6; tested). ``capacity=0``, or a window without ``frame_keys``, extracts every frame of every window (what
     the processor does per window).
 
     Attributes:
@@ -652,46 +654,70 @@ class SharedSceneFeatures:
 
     def features(self, window: FrameWindow) -> tuple[dict, dict]:
         """``({scene: [T, items, dim]}, {scene: [T, items]})`` of the window's frames."""
+        return self.features_batch([window])[0]
+
+    def features_batch(self, windows: Sequence[FrameWindow]) -> list[tuple[dict, dict]]:
+        """The features of several windows; the unseen frames of all of them go through the extractors in one call
+        (a batch as large as a window's, or larger: a window's new frames alone would be a smaller one)."""
         import torch
 
-        frames = window.frames if torch.is_tensor(window.frames) else torch.as_tensor(window.frames)
-        if self.capacity == 0 or window.frame_keys is None:
-            self.frames_extracted += int(frames.shape[0])
-            return self.pipeline.extract(frames)
-        keys = list(window.frame_keys)
-        if len(keys) != frames.shape[0]:
-            raise ValueError(f"window {window.index}: {frames.shape[0]} frames but {len(keys)} frame keys")
-        first: dict[Any, int] = {}
-        for position, key in enumerate(keys):
-            first.setdefault(key, position)
-        missing = [key for key in first if key not in self._lru]
-        self.frames_reused += len(keys) - len(missing)
-        if missing:
-            feats, masks = self.pipeline.extract(frames[torch.tensor([first[k] for k in missing])])
-            self.frames_extracted += len(missing)
-            for j, key in enumerate(missing):
+        frames = [w.frames if torch.is_tensor(w.frames) else torch.as_tensor(w.frames) for w in windows]
+        for window, clip in zip(windows, frames):
+            if window.frame_keys is not None and len(window.frame_keys) != clip.shape[0]:
+                raise ValueError(f"window {window.index}: {clip.shape[0]} frames but {len(window.frame_keys)} frame keys")
+        keyed = [self.capacity > 0 and w.frame_keys is not None for w in windows]
+        wanted: dict[Any, torch.Tensor] = {}  # unseen frame key -> its frame, in order of first use
+        for window, clip, shared in zip(windows, frames, keyed):
+            if shared:
+                for position, key in enumerate(window.frame_keys):
+                    if key not in self._lru and key not in wanted:
+                        wanted[key] = clip[position]
+        if wanted:
+            feats, masks = self.pipeline.extract(torch.stack(list(wanted.values())))
+            self.frames_extracted += len(wanted)
+            for j, key in enumerate(wanted):
                 self._lru[key] = (
                     {s: v[j].clone() for s, v in feats.items()},
                     {s: v[j].clone() for s, v in masks.items()},
                 )
-        for key in first:
-            self._lru.move_to_end(key)
-        rows = [self._lru[key] for key in keys]
-        scenes = rows[0][0].keys()
-        out = (
-            {s: torch.stack([r[0][s] for r in rows]) for s in scenes},
-            {s: torch.stack([r[1][s] for r in rows]) for s in scenes},
-        )
+        out = []
+        for window, clip, shared in zip(windows, frames, keyed):
+            if not shared:
+                self.frames_extracted += int(clip.shape[0])
+                out.append(self.pipeline.extract(clip))
+                continue
+            keys = list(window.frame_keys)
+            fresh = [key for key in dict.fromkeys(keys) if key in wanted]  # extracted just now, first used here
+            self.frames_reused += len(keys) - len(fresh)
+            for key in fresh:
+                del wanted[key]
+            for key in dict.fromkeys(keys):
+                self._lru.move_to_end(key)
+            rows = [self._lru[key] for key in keys]
+            scenes = rows[0][0].keys()
+            out.append(
+                (
+                    {s: torch.stack([r[0][s] for r in rows]) for s in scenes},
+                    {s: torch.stack([r[1][s] for r in rows]) for s in scenes},
+                )
+            )
         while len(self._lru) > self.capacity:
             self._lru.popitem(last=False)
         return out
 
-    def __call__(self, windows: Iterable[FrameWindow], timer: StageTimer | None = None) -> Iterator[FrameWindow]:
-        """The windows with their ``scene_features`` / ``scene_masks`` filled in (``timer``: ``"scene_extraction"``)."""
-        for window in windows:
+    def __call__(
+        self, windows: Iterable[FrameWindow], timer: StageTimer | None = None, group: int = 1
+    ) -> Iterator[FrameWindow]:
+        """The windows with their ``scene_features`` / ``scene_masks`` filled in, ``group`` windows at a time (their
+        unseen frames extracted in one call; ``timer``: ``"scene_extraction"``)."""
+        if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+            raise ValueError(f"group must be an integer >= 1 (windows), got {group!r}")
+        windows = iter(windows)
+        while chunk := list(islice(windows, group)):
             with _stage(timer, "scene_extraction"):
-                feats, masks = self.features(window)
-            yield replace(window, scene_features=feats, scene_masks=masks)
+                features = self.features_batch(chunk)
+            for window, (feats, masks) in zip(chunk, features):
+                yield replace(window, scene_features=feats, scene_masks=masks)
 
     def clear(self) -> None:
         self._lru.clear()
@@ -849,7 +875,7 @@ def analyze_video(
 
     Every window samples its frames from one frame grid of ``grid_fps`` frames per second (default
     :func:`analysis_grid_fps`: ``num_frames / window``), so overlapping windows sample the same frames. Memory stays
-    flat in the video's length: the frames of at most about two windows are held at a time, each frame is decoded
+    flat in the video's length: the frames of about one batch of windows are held at a time, each frame is decoded
     once (``decode="once"``; ``"per_window"`` decodes each window on its own), and — with ``share_features``
     (default: on with ``decode="once"``) — the scene extractors run once per distinct frame, an LRU of the last
     ``feature_capacity`` frames' features serving the windows that sample it again (:class:`SharedSceneFeatures`;
@@ -898,7 +924,7 @@ def analyze_video(
         frame_windows = _file_windows(video, plan, processor, decode, backend, grid_fps, timer)
         if processor.num_scene_tokens:  # without scene tokens the processor extracts nothing
             shared = SharedSceneFeatures(processor.scene_pipeline, feature_capacity if share_features else 0)
-            frame_windows = shared(frame_windows, timer)
+            frame_windows = shared(frame_windows, timer, group=batch_size if share_features else 1)
         results = iter_window_results(
             model, processor, frame_windows, batch_size=batch_size, config_name=config_name,
             duration=info.duration, max_new_tokens=max_new_tokens, timer=timer,

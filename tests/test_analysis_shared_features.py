@@ -84,3 +84,20 @@ def test_analyze_video_shares_features_and_reports_where_time_goes(loaded_fire_m
     # overlapping windows saw the same frames (the grid): the second window starts with the first one's second half
     first, second = shared["windows"][:2]
     assert first["frame_times"][4:] == second["frame_times"][:4]
+
+
+def test_windows_grouped_for_extraction_get_the_same_features(carphone_path, scene_pipeline):
+    """Several windows' unseen frames extracted in one call: the same features, each frame extracted once."""
+    clips, _ = _grid_clips(carphone_path, 2.0, 1.0, max_side=96)
+    windows = [A.FrameWindow(c.frames, c.timestamps, c.start, c.end, k, frame_keys=c.indices) for k, c in enumerate(clips)]
+    one, grouped = A.SharedSceneFeatures(scene_pipeline), A.SharedSceneFeatures(scene_pipeline)
+    singles, groups = list(one(windows)), list(grouped(iter(windows), group=3))
+    assert [w.index for w in groups] == [w.index for w in windows]
+    assert grouped.frames_extracted == one.frames_extracted == len({i for c in clips for i in c.indices})
+    assert grouped.frames_reused == one.frames_reused
+    for a, b in zip(singles, groups):
+        for scene in a.scene_features:
+            torch.testing.assert_close(a.scene_features[scene], b.scene_features[scene], atol=1e-5, rtol=1e-5)
+            assert torch.equal(a.scene_masks[scene], b.scene_masks[scene])
+    with pytest.raises(ValueError, match="group"):
+        list(grouped(windows, group=0))
