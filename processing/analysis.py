@@ -630,8 +630,8 @@ class SharedSceneFeatures:
     windows at different positions, so :func:`analyze_video` samples every window from one shared frame grid
     (``grid_fps``, see :func:`processing.video.window_indices`). Frames are named by ``FrameWindow.frame_keys``
     (their index in the video); the unseen frames of a group of windows (``group``: :func:`analyze_video` takes its
-    generation batch) go through ``pipeline.extract`` in one call — a batch at least as large as one window's, as
-    per-window extraction has — the others come from an LRU of the last ``capacity`` frames' features (memory
+    generation batch) go through ``pipeline.extract`` in calls of one window's frame count — the batch per-window
+    extraction has, where a window's new frames alone would make a smaller one — the others come from an LRU of the last ``capacity`` frames' features (memory
     bounded; windows arriving in time order reuse at most one window's frames from their predecessors, so any
     ``capacity`` >= the frames per window keeps every reuse). The extractors are per-frame (features
     ``[T, items, dim]`` with a fixed ``items``), so a frame's features do not depend on which window it is extracted
@@ -657,8 +657,8 @@ class SharedSceneFeatures:
         return self.features_batch([window])[0]
 
     def features_batch(self, windows: Sequence[FrameWindow]) -> list[tuple[dict, dict]]:
-        """The features of several windows; the unseen frames of all of them go through the extractors in one call
-        (a batch as large as a window's, or larger: a window's new frames alone would be a smaller one)."""
+        """The features of several windows; their unseen frames go through the extractors together, in calls of
+        one window's frame count."""
         import torch
 
         frames = [w.frames if torch.is_tensor(w.frames) else torch.as_tensor(w.frames) for w in windows]
@@ -672,10 +672,15 @@ class SharedSceneFeatures:
                 for position, key in enumerate(window.frame_keys):
                     if key not in self._lru and key not in wanted:
                         wanted[key] = clip[position]
-        if wanted:
-            feats, masks = self.pipeline.extract(torch.stack(list(wanted.values())))
-            self.frames_extracted += len(wanted)
-            for j, key in enumerate(wanted):
+        # extractor calls of one window's frame count, the batch per-window extraction has (larger batches are
+        # slower per frame on CPU: MTCNN's image pyramid of 16+ frames at 640x360 falls out of the caches)
+        step = max(int(clip.shape[0]) for clip in frames)
+        pending = list(wanted.items())
+        for k in range(0, len(pending), step):
+            chunk = pending[k : k + step]
+            feats, masks = self.pipeline.extract(torch.stack([frame for _, frame in chunk]))
+            self.frames_extracted += len(chunk)
+            for j, (key, _) in enumerate(chunk):
                 self._lru[key] = (
                     {s: v[j].clone() for s, v in feats.items()},
                     {s: v[j].clone() for s, v in masks.items()},
