@@ -1,12 +1,20 @@
 """P11: windows/s of ``analyze`` on a 10-minute video with 50 % overlap — each frame decoded once vs each window
 decoded on its own — and appending vs rewriting the results of 2,000 windows. Side by side in one run.
 
-1. **Decoding** (the whole 10-minute video, every window): ``processing.video.iter_window_clips`` (one forward pass,
-   each frame decoded once) vs ``sample_frames`` per window (what a window-by-window loop does: open, seek to the
-   keyframe before the window, decode forward through it; at 50 % overlap every frame is decoded twice).
+1. **Decoding** (the whole 10-minute video, every window, frames from the analysis frame grid): ``processing.video.
+   iter_window_clips`` (one forward pass, each frame decoded once) vs ``sample_frames`` per window (what a
+   window-by-window loop does: open, seek to the keyframe before the window, decode forward through it; at 50 %
+   overlap every frame is decoded twice).
 2. **Analysis** (``processing.analysis.analyze_video``, the tiny ICM of ``trainers.tiny`` with the tiny scene
-   extractors — the real MTCNN + tiny random encoders — on this CPU): ``decode="once"`` vs ``"per_window"`` over the
-   first ``--analyze-seconds`` of the same video (the whole 10 minutes with ``--analyze-seconds 600``).
+   extractors — the real MTCNN + tiny random encoders — on this CPU) over the first ``--analyze-seconds`` of the same
+   video (the whole 10 minutes with ``--analyze-seconds 600``): the default (``decode="once"``: each frame decoded
+   once and its scene features extracted once, overlapping windows sampling the same frames of the shared frame
+   grid) vs ``decode="per_window"`` (each window decoded and extracted on its own), plus decode-once with per-window
+   extraction (``share_features=False``) to separate the two savings. Each variant's time is split into decode,
+   scene extraction, generation (processor + ``generate`` + parsing) and the rest (``analysis.StageTimer``), and the
+   frames run through the extractors are counted. The split is approximate where stages overlap: PyAV's decoder
+   threads (``thread_type="AUTO"``) can still be decoding ahead while the next stage runs, and their CPU time then
+   counts there; the totals are exact.
 3. **Results** of 2,000 windows in batches of ``--batch-size``: the JSON Lines log appended per batch plus one
    document at the end (what ``analyze_video`` does) vs the document rewritten after every batch (before: quadratic).
 
@@ -30,8 +38,10 @@ import torch
 
 from processing.analysis import (
     ResultsLog,
+    StageTimer,
     WindowResult,
     analysis_document,
+    analysis_grid_fps,
     analyze_video,
     partial_path,
     plan_windows,
@@ -73,35 +83,74 @@ def long_video(cache_dir: Path, seconds: float = 600.0, height: int = 360) -> Pa
     return out
 
 
-def timed(fn) -> tuple[float, float]:
+def timed(fn) -> tuple[float, float, object]:
     w0, c0 = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - w0, time.process_time() - c0
+    extra = fn()
+    return time.perf_counter() - w0, time.process_time() - c0, extra
 
 
-def side_by_side(title: str, unit_count: int, unit: str, variants: dict, rounds: int) -> None:
+def side_by_side(title: str, unit_count: int, unit: str, variants: dict, rounds: int) -> dict:
+    """Run the variants interleaved round by round; print windows/s and the ratio of the first to the second one.
+    Returns ``{variant: (wall, cpu, what the variant returned)}`` of each variant's best (wall) round."""
     times = {name: [] for name in variants}
     for r in range(rounds):
         for name in list(variants) if r % 2 == 0 else list(variants)[::-1]:
             times[name].append(timed(variants[name]))
-    (a, b) = list(variants)
+    (a, b) = list(variants)[:2]
     best = {n: min(t[0] for t in times[n]) for n in variants}
     cpu = {n: min(t[1] for t in times[n]) for n in variants}
     print(f"\n{title}")
-    print(f"{'variant':<34}{unit + '/s (wall)':>18}{unit + '/s (CPU)':>18}{'best wall s':>14}")
+    print(f"{'variant':<40}{unit + '/s (wall)':>18}{unit + '/s (CPU)':>18}{'best wall s':>14}")
     for n in variants:
-        print(f"{n:<34}{unit_count / best[n]:>18.2f}{unit_count / cpu[n]:>18.2f}{best[n]:>14.2f}")
-    print(f"ratio {a} / {b}: {best[b] / best[a]:.2f}x (wall), {cpu[b] / cpu[a]:.2f}x (CPU)")
+        print(f"{n:<40}{unit_count / best[n]:>18.2f}{unit_count / cpu[n]:>18.2f}{best[n]:>14.2f}")
+    for n in list(variants)[1:]:
+        print(f"ratio {a} / {n}: {best[n] / best[a]:.2f}x (wall), {cpu[n] / cpu[a]:.2f}x (CPU)")
+    return {n: min(times[n], key=lambda t: t[0]) for n in variants}
 
 
-def decode_once(path, windows, max_side):
-    for _ in iter_window_clips(path, windows, num_frames=8, max_side=max_side):
+def print_profile(best: dict) -> None:
+    """Where each variant's time went (its best round): decode, scene extraction, generation, the rest."""
+    stages = ("decode", "scene_extraction", "generation")
+    print(f"{'time per stage, s (share of total)':<40}" + "".join(f"{s:>22}" for s in (*stages, "other")))
+    for name, (wall, cpu, timer) in best.items():
+        report = timer.report()
+        for clock, total in (("wall", wall), ("cpu", cpu)):
+            parts = [report.get(s, {}).get(clock, 0.0) for s in stages]
+            parts.append(total - sum(parts))
+            cells = "".join(f"{p:>12.2f} ({100 * p / total:>4.1f} %)" for p in parts)
+            print(f"{name + ' [' + clock + ']':<40}{cells}")
+    extractions = {n: t.frames for n, (_, _, t) in best.items() if hasattr(t, "frames")}
+    if extractions:
+        print("frames through the extractors: " + ", ".join(f"{n}: {k}" for n, k in extractions.items()))
+
+
+class CountingTimer(StageTimer):
+    """A StageTimer that also counts the frames the scene extractors run on (through a counting pipeline)."""
+
+    def __init__(self, scene):
+        super().__init__()
+        self.frames = 0
+        timer = self
+
+        class Counting:  # what the processor and SharedSceneFeatures call: extract()
+            def __getattr__(self, name):
+                return getattr(scene, name)
+
+            def extract(self, frames):
+                timer.frames += int(frames.shape[0])
+                return scene.extract(frames)
+
+        self.pipeline = Counting()
+
+
+def decode_once(path, windows, max_side, grid_fps):
+    for _ in iter_window_clips(path, windows, num_frames=8, max_side=max_side, grid_fps=grid_fps):
         pass
 
 
-def decode_per_window(path, windows, max_side):
+def decode_per_window(path, windows, max_side, grid_fps):
     for s, e in windows:
-        sample_frames(path, num_frames=8, start=s, end=e, max_side=max_side)
+        sample_frames(path, num_frames=8, start=s, end=e, max_side=max_side, grid_fps=grid_fps)
 
 
 def fake_window(index: int) -> WindowResult:
@@ -152,6 +201,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/omnisila-icm/bench"))
     parser.add_argument("--height", type=int, default=360, help="lines of the generated 10-minute video (360, 720)")
     parser.add_argument("--skip-analyze", action="store_true")
+    parser.add_argument("--skip-split", action="store_true",
+                        help="part 2 without the third variant (decode once, features per window)")  # fmt: skip
     parser.add_argument("--parts", default="123", help="which parts to run (1 decode, 2 analyze, 3 results)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -160,6 +211,7 @@ def main() -> None:
     info = probe_video(video)
     overlap = args.window / 2
     windows = plan_windows(info.duration, args.window, overlap)
+    grid_fps = analysis_grid_fps(args.window, 8)
     print(f"P11 on {video.name}: {info.duration:.0f} s, {info.width}x{info.height} @ {info.fps:g} fps; windows of "
           f"{args.window:g} s overlapping {overlap:g} s: {len(windows)} windows; {args.rounds} rounds; "
           f"torch threads 1, {os.cpu_count()} CPUs")  # fmt: skip
@@ -168,8 +220,8 @@ def main() -> None:
         side_by_side(
             f"1. decoding 8 frames per window, all {len(windows)} windows (max_side {args.max_side})",
             len(windows), "windows",
-            {"decode once (iter_window_clips)": lambda: decode_once(video, windows, args.max_side),
-             "decode per window (sample_frames)": lambda: decode_per_window(video, windows, args.max_side)},
+            {"decode once (iter_window_clips)": lambda: decode_once(video, windows, args.max_side, grid_fps),
+             "decode per window (sample_frames)": lambda: decode_per_window(video, windows, args.max_side, grid_fps)},
             args.rounds,
         )  # fmt: skip
 
@@ -201,14 +253,26 @@ def main() -> None:
             n = len(plan_windows(probe_video(clip).duration, args.window, overlap))
             kwargs = dict(window=args.window, overlap=overlap, batch_size=args.batch_size,
                           max_new_tokens=args.max_new_tokens, progress=False)  # fmt: skip
-            side_by_side(
+
+            def run(**options):
+                timer = CountingTimer(processor.scene_pipeline)
+                processor.scene_pipeline = timer.pipeline
+                try:
+                    analyze_video(clip, model, processor, timer=timer, **kwargs, **options)
+                finally:
+                    processor.scene_pipeline = scene
+                return timer
+
+            variants = {"decode once, features once per frame": lambda: run(decode="once"),
+                        "decode per window, features per window": lambda: run(decode="per_window")}  # fmt: skip
+            if not args.skip_split:
+                variants["decode once, features per window"] = lambda: run(decode="once", share_features=False)
+            best = side_by_side(
                 f"2. analyze_video, tiny ICM + tiny extractors, first {seconds:.0f} s: {n} windows, batch "
-                f"{args.batch_size}, {args.max_new_tokens} new tokens",
-                n, "windows",
-                {"decode once": lambda: analyze_video(clip, model, processor, decode="once", **kwargs),
-                 "decode per window": lambda: analyze_video(clip, model, processor, decode="per_window", **kwargs)},
-                args.rounds,
+                f"{args.batch_size}, {args.max_new_tokens} new tokens (frames from the shared frame grid)",
+                n, "windows", variants, args.rounds,
             )  # fmt: skip
+            print_profile(best)
 
     with tempfile.TemporaryDirectory() as tmp:
         if "3" not in args.parts:

@@ -5,7 +5,8 @@
   returns, and what the Trainer's ``compute_metrics`` reuses); ``score_omnisila`` adds per-example scores and
   per-label FNR / Atr-R; ``paired_t_test`` compares two systems; ``make_compute_metrics`` plugs them into the
   ``Trainer``;
-* ``OpenAIJudge`` / ``TransformersJudge`` — Atr-R judges; ``export_space`` — the Hub Space folder.
+* ``OpenAIJudge`` / ``TransformersJudge`` — Atr-R judges; ``export_space`` — the Hub Space folder;
+* ``METRIC_NAMES`` / ``metrics_table`` — the metrics' display names and the markdown table of results.
 
 Importing this package never imports torch (sentence-transformers and the local judge load it lazily).
 """
@@ -29,10 +30,12 @@ from .functions import (
 from .judges import ATR_R_PROMPT, OpenAIJudge, TransformersJudge, atr_r_scores, parse_judge_score
 from .parser import ParsedAnswer, parse_answer
 from .space import export_space
+from .tables import METRIC_NAMES, metrics_table
 
 __all__ = [
     "ATR_R_PROMPT",
     "DEFAULT_TIOU_THRESHOLDS",
+    "METRIC_NAMES",
     "OmnisilaBatch",
     "OmnisilaResult",
     "OpenAIJudge",
@@ -48,6 +51,7 @@ __all__ = [
     "fnr",
     "make_compute_metrics",
     "map_at_tiou",
+    "metrics_table",
     "paired_t_test",
     "parse_answer",
     "parse_judge_score",

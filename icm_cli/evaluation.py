@@ -23,24 +23,12 @@ from typing import Any
 from evaluate_metrics.charts import write_charts
 from evaluate_metrics.functions import MISSING_ANSWER
 
+# the metric names and the markdown table are library logic (model cards use them too); re-exported here
+from evaluate_metrics.tables import METRIC_NAMES, metrics_table  # noqa: F401
+
 from .errors import CliError
 
 EVALUATION_FORMAT = "icm-evaluation/1"
-#: Metric names of the JSON -> how the table and the model card call them.
-METRIC_NAMES = {
-    "acc": "Acc",
-    "f2": "F2",
-    "map@0.1": "mAP@0.1",
-    "map@0.2": "mAP@0.2",
-    "map@0.3": "mAP@0.3",
-    "map_avg": "mAP@tIoU (avg)",
-    "f2_tsl": "F2 (TSL-300)",
-    "fnr": "FNRs",
-    "sem_r": "Sem-R",
-    "sem_c": "Sem-C",
-    "sen_a": "Sen-A",
-    "atr_r": "Atr-R",
-}
 
 
 def read_rows(path: str | os.PathLike, what: str) -> list[Any]:
@@ -251,27 +239,6 @@ def evaluate_files(
     }
 
 
-def metrics_table(columns: Mapping[str, Mapping[str, Any]]) -> str:
-    """A markdown table: one row per metric, one column per system (``{system: metrics}``)."""
-    names = [m for m in METRIC_NAMES if any(m in metrics for metrics in columns.values())]
-    head = "| metric | " + " | ".join(columns) + " |"
-    rule = "|---|" + "---:|" * len(columns)
-    lines = [head, rule]
-    for name in names:
-        cells = []
-        for metrics in columns.values():
-            value = metrics.get(name)
-            if value is None or (isinstance(value, float) and not math.isfinite(value)):
-                cells.append("–")
-            elif name == "atr_r":
-                cells.append(f"{value:.2f}")
-            else:
-                cells.append(f"{100 * value:.2f}")
-        arrow = " ↓" if name == "fnr" else ""
-        lines.append(f"| {METRIC_NAMES[name]}{arrow} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("Values in %, except Atr-R (judge score 1–10). FNRs: lower is better.")
-    return "\n".join(lines)
 
 
 def recorded_judge_for(path: str | os.PathLike, attributions_nonempty: Sequence[bool]):

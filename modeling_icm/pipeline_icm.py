@@ -11,8 +11,9 @@ analyser("video.mp4", window=10.0, overlap=5.0, config_name="explicit", return_w
 ```
 
 It ships flat with the remote code (the model folder's ``config.json`` names it in ``custom_pipelines``). It is a
-``ChunkPipeline``: ``preprocess`` plans the sliding windows of a video and decodes each frame once
-(``processing.video.iter_window_clips``), ``_forward`` answers a batch of windows (``processing.analysis``), and
+``ChunkPipeline``: ``preprocess`` plans the sliding windows of a video, samples them from one frame grid, decodes
+each frame once (``processing.video.iter_window_clips``) and extracts its scene features once
+(``processing.analysis.SharedSceneFeatures``), ``_forward`` answers a batch of windows (``processing.analysis``), and
 ``postprocess`` merges the windows' segments into the timeline. Decoding and the scene extractors come from the
 omnisila-icm package, imported lazily: without them the error says which extra to install.
 """
@@ -76,11 +77,22 @@ class VideoSentimentAnalysisPipeline(ChunkPipeline):
         info = video_mod.probe_video(path)
         overlap = window / 2 if overlap is None else overlap
         windows = analysis.plan_windows(info.duration, window, overlap)
-        clips = video_mod.iter_window_clips(path, windows, num_frames=self.processor.num_frames,
-                                            max_side=self.processor.max_side)  # fmt: skip
-        for index, clip in enumerate(clips):
+        clips = video_mod.iter_window_clips(
+            path,
+            windows,
+            num_frames=self.processor.num_frames,
+            max_side=self.processor.max_side,
+            grid_fps=analysis.analysis_grid_fps(window, self.processor.num_frames),
+        )
+        frame_windows = (
+            analysis.FrameWindow(clip.frames, clip.timestamps, clip.start, clip.end, index, frame_keys=clip.indices)
+            for index, clip in enumerate(clips)
+        )
+        if self.processor.num_scene_tokens:  # scene features once per distinct frame, as analyze_video does
+            frame_windows = analysis.SharedSceneFeatures(self.processor.scene_pipeline)(frame_windows)
+        for index, frame_window in enumerate(frame_windows):
             yield {
-                "window": analysis.FrameWindow(clip.frames, clip.timestamps, clip.start, clip.end, index),
+                "window": frame_window,
                 "video": {"path": path, "duration": info.duration, "num_windows": len(windows)},
                 "is_last": index == len(windows) - 1,
             }

@@ -9,8 +9,9 @@ This module owns inference with a trained ICM; ``icm analyze``, the ``video-sent
   frames with their video timestamps -> a window result ``{start, end, sentiment, confidence, attribution,
   scene_weights, segments, ...}``; what a live-stream watcher calls.
 * :func:`iter_window_results` — any iterable of windows (a file's, a stream's) -> window results, batch by batch.
-* :func:`analyze_video` — a video file: windows planned over its duration, each frame decoded once
-  (``processing.video.iter_window_clips``), results appended to a JSON Lines log as batches finish (resumable),
+* :func:`analyze_video` — a video file: windows planned over its duration, frames sampled from a shared frame grid,
+  each frame decoded once (``processing.video.iter_window_clips``) and its scene features extracted once
+  (:class:`SharedSceneFeatures`), results appended to a JSON Lines log as batches finish (resumable),
   and the analysis document with the merged timeline (:func:`merge_windows`).
 
 ``icm analyze`` cuts a video into windows of the model's clip length (``window`` seconds) that overlap by
@@ -31,6 +32,13 @@ videos):
 * **scene_weights** of a segment are the router's gating probabilities P (SBM, Eq. 1) averaged over the analysed
   frames whose time lies in the segment (frames of every window, overlaps included); frames where no scene is
   present carry no weights and are left out. They say which scenes drove the judgement.
+* **Frames** of a video file's windows come from one frame grid of ``num_frames / window`` frames per second
+  (:func:`analysis_grid_fps`; ``processing.grid``'s rule, as for training clips): a full window holds exactly
+  ``num_frames`` grid frames, evenly spaced, and overlapping windows sample the *same* frames in their overlap
+  (per-window ``round(linspace)`` sampling almost never does: at 25 fps, 10-s windows 5 s apart share no frame).
+  The scene extractors then run once per distinct frame and overlapping windows reuse the features
+  (:class:`SharedSceneFeatures`; at 50 % overlap half the extraction). A window clipped by the end of the video
+  holds fewer grid frames, which repeat.
 * **Long runs** append one JSON line per finished window to ``<out>.partial.jsonl`` (the first line is a header
   naming the video, model and settings) instead of rewriting a growing document per batch (quadratic in the
   number of windows); a run started again with the same header continues after the last complete line.
@@ -46,8 +54,12 @@ import json
 import math
 import os
 import re
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -426,13 +438,19 @@ def generate_answers(
 class FrameWindow:
     """One window of already decoded frames: ``frames`` uint8 RGB ``[T, H, W, 3]``, ``timestamps`` their video
     time (s), ``start``/``end`` the window (default: the first timestamp / the last one plus one frame step),
-    ``index`` its position (a counter for a stream)."""
+    ``index`` its position (a counter for a stream). ``frame_keys`` names each frame (its index in the video: equal
+    keys are the same frame, what :class:`SharedSceneFeatures` shares between windows); ``scene_features`` /
+    ``scene_masks`` (``{scene: [T, items, dim]}`` / ``{scene: [T, items]}``) are its scene features when already
+    extracted (otherwise the processor's extractors run on ``frames``)."""
 
     frames: Any
     timestamps: Sequence[float]
     start: float | None = None
     end: float | None = None
     index: int = 0
+    frame_keys: Sequence[int] | None = None
+    scene_features: dict | None = None
+    scene_masks: dict | None = None
 
     def bounds(self) -> tuple[float, float]:
         times = [float(t) for t in self.timestamps]
@@ -471,6 +489,9 @@ def analyze_frames_batch(
         return []
     bounds = [w.bounds() for w in windows]
     durations = list(duration) if isinstance(duration, Sequence) else [duration] * len(windows)
+    if scene_features is None and all(w.scene_features is not None for w in windows):
+        scene_features = [w.scene_features for w in windows]
+        scene_masks = [w.scene_masks for w in windows]
     answers = generate_answers(
         model,
         processor,
@@ -546,21 +567,165 @@ def iter_window_results(
     config_name: str = "implicit",
     duration: float | None = None,
     max_new_tokens: int = 96,
+    timer: StageTimer | None = None,
 ) -> Iterator[list[WindowResult]]:
     """Windows from any source (a file's :func:`processing.video.iter_window_clips`, a live stream) -> lists of
-    :class:`WindowResult`, one list per batch of ``batch_size`` windows, as soon as each batch is generated."""
+    :class:`WindowResult`, one list per batch of ``batch_size`` windows, as soon as each batch is generated
+    (``timer`` counts the batches' time as ``"generation"``)."""
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+
+    def answer(chunk: list[FrameWindow]) -> list[WindowResult]:
+        with _stage(timer, "generation"):
+            return analyze_frames_batch(model, processor, chunk, config_name=config_name, duration=duration,
+                                        max_new_tokens=max_new_tokens)  # fmt: skip
+
     chunk: list[FrameWindow] = []
     for window in windows:
         chunk.append(window)
         if len(chunk) == int(batch_size):
-            yield analyze_frames_batch(model, processor, chunk, config_name=config_name, duration=duration,
-                                       max_new_tokens=max_new_tokens)  # fmt: skip
+            yield answer(chunk)
             chunk = []
     if chunk:
-        yield analyze_frames_batch(model, processor, chunk, config_name=config_name, duration=duration,
-                                   max_new_tokens=max_new_tokens)  # fmt: skip
+        yield answer(chunk)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scene features shared between overlapping windows; where the time goes
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class StageTimer:
+    """Wall-clock and CPU seconds an analysis spends per stage: ``"decode"`` (reading the windows' frames),
+    ``"scene_extraction"`` (the four extractors) and ``"generation"`` (the processor, ``generate`` and parsing).
+    Pass one to :func:`analyze_video` (``timer=``) to see where the time goes (the P11 benchmark prints it)."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        w0, c0 = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - w0
+            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c0
+
+    def report(self) -> dict[str, dict[str, float]]:
+        """``{stage: {"wall": s, "cpu": s}}``."""
+        return {name: {"wall": self.wall[name], "cpu": self.cpu[name]} for name in self.wall}
+
+
+def _stage(timer: StageTimer | None, name: str):
+    return nullcontext() if timer is None else timer.stage(name)
+
+
+class SharedSceneFeatures:
+    """Scene features of each distinct frame, extracted once and reused by every window that samples the frame.
+
+    At 50 % overlap every frame a window samples is also sampled by the next window — provided both sample it:
+    per-window uniform sampling (``round(linspace)`` over each window's own frames) puts the frames of overlapping
+    windows at different positions, so :func:`analyze_video` samples every window from one shared frame grid
+    (``grid_fps``, see :func:`processing.video.window_indices`). Frames are named by ``FrameWindow.frame_keys``
+    (their index in the video); the unseen frames of a group of windows (``group``: :func:`analyze_video` takes its
+    generation batch) go through ``pipeline.extract`` in calls of one window's frame count — the batch per-window
+    extraction has, where a window's new frames alone would make a smaller one — the others come from an LRU of the last ``capacity`` frames' features (memory
+    bounded; windows arriving in time order reuse at most one window's frames from their predecessors, so any
+    ``capacity`` >= the frames per window keeps every reuse). The extractors are per-frame (features
+    ``[T, items, dim]`` with a fixed ``items``), so a frame's features do not depend on which window it is extracted
+    with — up to float rounding of batched kernels (about 1e-6; tested). ``capacity=0``, or a window without ``frame_keys``, extracts every frame of every window (what
+    the processor does per window).
+
+    Attributes:
+        frames_extracted: frames the extractors ran on.
+        frames_reused: window frames served from the LRU.
+    """
+
+    def __init__(self, pipeline, capacity: int = 64):
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ValueError(f"capacity must be an integer >= 0 (frames), got {capacity!r}")
+        self.pipeline = pipeline
+        self.capacity = capacity
+        self.frames_extracted = 0
+        self.frames_reused = 0
+        self._lru: OrderedDict[Any, tuple[dict, dict]] = OrderedDict()
+
+    def features(self, window: FrameWindow) -> tuple[dict, dict]:
+        """``({scene: [T, items, dim]}, {scene: [T, items]})`` of the window's frames."""
+        return self.features_batch([window])[0]
+
+    def features_batch(self, windows: Sequence[FrameWindow]) -> list[tuple[dict, dict]]:
+        """The features of several windows; their unseen frames go through the extractors together, in calls of
+        one window's frame count."""
+        import torch
+
+        frames = [w.frames if torch.is_tensor(w.frames) else torch.as_tensor(w.frames) for w in windows]
+        for window, clip in zip(windows, frames):
+            if window.frame_keys is not None and len(window.frame_keys) != clip.shape[0]:
+                raise ValueError(f"window {window.index}: {clip.shape[0]} frames but {len(window.frame_keys)} frame keys")
+        keyed = [self.capacity > 0 and w.frame_keys is not None for w in windows]
+        wanted: dict[Any, torch.Tensor] = {}  # unseen frame key -> its frame, in order of first use
+        for window, clip, shared in zip(windows, frames, keyed):
+            if shared:
+                for position, key in enumerate(window.frame_keys):
+                    if key not in self._lru and key not in wanted:
+                        wanted[key] = clip[position]
+        # extractor calls of one window's frame count, the batch per-window extraction has (larger batches are
+        # slower per frame on CPU: MTCNN's image pyramid of 16+ frames at 640x360 falls out of the caches)
+        step = max(int(clip.shape[0]) for clip in frames)
+        pending = list(wanted.items())
+        for k in range(0, len(pending), step):
+            chunk = pending[k : k + step]
+            feats, masks = self.pipeline.extract(torch.stack([frame for _, frame in chunk]))
+            self.frames_extracted += len(chunk)
+            for j, (key, _) in enumerate(chunk):
+                self._lru[key] = (
+                    {s: v[j].clone() for s, v in feats.items()},
+                    {s: v[j].clone() for s, v in masks.items()},
+                )
+        out = []
+        for window, clip, shared in zip(windows, frames, keyed):
+            if not shared:
+                self.frames_extracted += int(clip.shape[0])
+                out.append(self.pipeline.extract(clip))
+                continue
+            keys = list(window.frame_keys)
+            fresh = [key for key in dict.fromkeys(keys) if key in wanted]  # extracted just now, first used here
+            self.frames_reused += len(keys) - len(fresh)
+            for key in fresh:
+                del wanted[key]
+            for key in dict.fromkeys(keys):
+                self._lru.move_to_end(key)
+            rows = [self._lru[key] for key in keys]
+            scenes = rows[0][0].keys()
+            out.append(
+                (
+                    {s: torch.stack([r[0][s] for r in rows]) for s in scenes},
+                    {s: torch.stack([r[1][s] for r in rows]) for s in scenes},
+                )
+            )
+        while len(self._lru) > self.capacity:
+            self._lru.popitem(last=False)
+        return out
+
+    def __call__(
+        self, windows: Iterable[FrameWindow], timer: StageTimer | None = None, group: int = 1
+    ) -> Iterator[FrameWindow]:
+        """The windows with their ``scene_features`` / ``scene_masks`` filled in, ``group`` windows at a time (their
+        unseen frames extracted in one call; ``timer``: ``"scene_extraction"``)."""
+        if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+            raise ValueError(f"group must be an integer >= 1 (windows), got {group!r}")
+        windows = iter(windows)
+        while chunk := list(islice(windows, group)):
+            with _stage(timer, "scene_extraction"):
+                features = self.features_batch(chunk)
+            for window, (feats, masks) in zip(chunk, features):
+                yield replace(window, scene_features=feats, scene_masks=masks)
+
+    def clear(self) -> None:
+        self._lru.clear()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -663,17 +828,28 @@ def analysis_document(
 
 
 def _file_windows(video: Path, plan: Sequence[tuple[int, tuple[float, float]]], processor, decode: str,
-                  backend: str | None) -> Iterator[FrameWindow]:  # fmt: skip
+                  backend: str | None, grid_fps: float | None = None,
+                  timer: StageTimer | None = None) -> Iterator[FrameWindow]:  # fmt: skip
     from processing.video import iter_window_clips, sample_frames
 
     if decode == "once":
         clips = iter_window_clips(video, [w for _, w in plan], num_frames=processor.num_frames,
-                                  max_side=processor.max_side, backend=backend)  # fmt: skip
+                                  max_side=processor.max_side, backend=backend, grid_fps=grid_fps)  # fmt: skip
     else:
         clips = (sample_frames(video, num_frames=processor.num_frames, start=s, end=e, max_side=processor.max_side,
-                               backend=backend) for _, (s, e) in plan)  # fmt: skip
-    for (index, _), clip in zip(plan, clips):
-        yield FrameWindow(clip.frames, clip.timestamps, clip.start, clip.end, index)
+                               backend=backend, grid_fps=grid_fps) for _, (s, e) in plan)  # fmt: skip
+    clips = iter(clips)
+    for index, _ in plan:
+        with _stage(timer, "decode"):
+            clip = next(clips)
+        yield FrameWindow(clip.frames, clip.timestamps, clip.start, clip.end, index, frame_keys=clip.indices)
+
+
+def analysis_grid_fps(window: float, num_frames: int) -> float:
+    """The frame grid :func:`analyze_video` samples windows from: ``num_frames / window`` frames per second, one grid
+    frame per frame slot, so every full window holds exactly ``num_frames`` grid frames, evenly spaced, and two
+    overlapping windows sample the same frames in their overlap (their scene features are shared)."""
+    return float(num_frames) / float(window)
 
 
 def analyze_video(
@@ -695,11 +871,21 @@ def analyze_video(
     decode: str = "once",
     backend: str | None = None,
     on_update: Callable[[dict], None] | None = None,
+    grid_fps: float | None = None,
+    share_features: bool | None = None,
+    feature_capacity: int = 64,
+    timer: StageTimer | None = None,
 ) -> dict[str, Any]:
     """Analyse ``video`` window by window and return the analysis document (see :func:`analysis_document`).
 
-    Memory stays flat in the video's length: the frames of at most about two windows are held at a time, and each
-    frame is decoded once (``decode="once"``; ``"per_window"`` decodes each window on its own). With ``out_json``,
+    Every window samples its frames from one frame grid of ``grid_fps`` frames per second (default
+    :func:`analysis_grid_fps`: ``num_frames / window``), so overlapping windows sample the same frames. Memory stays
+    flat in the video's length: the frames of about one batch of windows are held at a time, each frame is decoded
+    once (``decode="once"``; ``"per_window"`` decodes each window on its own), and — with ``share_features``
+    (default: on with ``decode="once"``) — the scene extractors run once per distinct frame, an LRU of the last
+    ``feature_capacity`` frames' features serving the windows that sample it again (:class:`SharedSceneFeatures`;
+    off: every window extracts its own frames, as the processor does). ``timer`` (a :class:`StageTimer`) adds up
+    the time spent decoding, extracting and generating. With ``out_json``,
     finished windows are appended to ``<out_json>.partial.jsonl`` after every batch (never a rewrite of the whole
     document); a run interrupted and started again with the same video, model and settings continues from the
     windows already done (``resume``); the document is written to ``out_json`` at the end (and, once, when the run
@@ -718,6 +904,8 @@ def analyze_video(
     info = probe_video(video, backend=backend)
     overlap = window / 2 if overlap is None else overlap
     windows = plan_windows(info.duration, window, overlap)
+    grid_fps = analysis_grid_fps(window, processor.num_frames) if grid_fps is None else float(grid_fps)
+    share_features = decode == "once" if share_features is None else bool(share_features)
     header = {
         "format": ANALYSIS_FORMAT,
         "video": _video_signature(video),
@@ -726,6 +914,7 @@ def analyze_video(
         "window": window,
         "overlap": overlap,
         "num_frames": processor.num_frames,
+        "grid_fps": grid_fps,
         "max_new_tokens": max_new_tokens,
         "seed": seed,
         "scenes": list(model.config.active_scenes),
@@ -737,9 +926,13 @@ def analyze_video(
     torch.manual_seed(seed)
     bar = tqdm(total=len(windows), initial=len(done), desc=f"analyse {video.name}", unit="window", disable=not progress)
     try:
+        frame_windows = _file_windows(video, plan, processor, decode, backend, grid_fps, timer)
+        if processor.num_scene_tokens:  # without scene tokens the processor extracts nothing
+            shared = SharedSceneFeatures(processor.scene_pipeline, feature_capacity if share_features else 0)
+            frame_windows = shared(frame_windows, timer, group=batch_size if share_features else 1)
         results = iter_window_results(
-            model, processor, _file_windows(video, plan, processor, decode, backend), batch_size=batch_size,
-            config_name=config_name, duration=info.duration, max_new_tokens=max_new_tokens,
+            model, processor, frame_windows, batch_size=batch_size, config_name=config_name,
+            duration=info.duration, max_new_tokens=max_new_tokens, timer=timer,
         )  # fmt: skip
         for batch in results:
             if log is not None:
@@ -767,8 +960,11 @@ __all__ = [
     "FrameWindow",
     "ModelLoadError",
     "ResultsLog",
+    "SharedSceneFeatures",
+    "StageTimer",
     "WindowResult",
     "analysis_document",
+    "analysis_grid_fps",
     "analyze_frames",
     "analyze_frames_batch",
     "analyze_video",

@@ -374,11 +374,20 @@ def probe_video(path: str | os.PathLike, *, backend: str | None = None) -> Video
         reader.close()
 
 
-def window_indices(info: VideoInfo, num_frames: int, start: float | None = None, end: float | None = None) -> tuple[
-    list[int], float, float
-]:
+def window_indices(
+    info: VideoInfo,
+    num_frames: int,
+    start: float | None = None,
+    end: float | None = None,
+    grid_fps: float | None = None,
+) -> tuple[list[int], float, float]:
     """Frame indices of ``num_frames`` uniformly sampled frames of the ``[start, end)`` window, and the clipped
-    window. Frame ``i`` is at ``i / fps`` seconds; a window holding no frame takes the frame nearest its start."""
+    window. Frame ``i`` is at ``i / fps`` seconds; a window holding no frame takes the frame nearest its start.
+
+    With ``grid_fps`` the frames come from the video's frame grid (``processing.grid``: grid time ``i / grid_fps``,
+    the first video frame at or after it), ``round(linspace)`` over the grid frames inside the window: overlapping
+    windows then sample the *same* frames where they overlap (per-window sampling almost never does), so features of
+    a frame can be shared between them."""
     if not isinstance(num_frames, (int, np.integer)) or isinstance(num_frames, bool) or num_frames < 1:
         raise ValueError(f"num_frames must be a positive integer, got {num_frames!r} (video '{info.path}')")
     start = 0.0 if start is None else float(start)
@@ -392,6 +401,13 @@ def window_indices(info: VideoInfo, num_frames: int, start: float | None = None,
             f"start={start} s is at or after the end of video '{info.path}' (duration {info.duration:.3f} s)"
         )
     end = min(end, info.duration)
+    if grid_fps is not None:
+        from .grid import clip_grid_indices, grid_frame_indices, grid_sampling, grid_times
+
+        grid_sampling(grid_fps)  # validates it
+        grid = grid_times(info.duration, grid_fps)
+        positions = clip_grid_indices(grid, start, end - start, num_frames, grid_fps)
+        return grid_frame_indices(grid[positions], info.fps, info.num_frames), start, end
     eps = 1e-6
     first = min(info.num_frames - 1, math.ceil(start * info.fps - eps))
     last = min(info.num_frames - 1, math.ceil(end * info.fps - eps) - 1)
@@ -413,9 +429,10 @@ def _clip(info: VideoInfo, indices: list[int], frames: torch.Tensor, start: floa
     )
 
 
-def _sample(reader: _Reader, num_frames: int, start: float | None, end: float | None) -> SampledClip:
+def _sample(reader: _Reader, num_frames: int, start: float | None, end: float | None,
+            grid_fps: float | None = None) -> SampledClip:  # fmt: skip
     info = reader.info
-    indices, start, end = window_indices(info, num_frames, start, end)
+    indices, start, end = window_indices(info, num_frames, start, end, grid_fps)
     return _clip(info, indices, reader.read(indices), start, end)
 
 
@@ -426,8 +443,10 @@ def sample_frames(
     end: float | None = None,
     backend: str | None = None,
     max_side: int | None = None,
+    grid_fps: float | None = None,
 ) -> SampledClip:
-    """Uniformly sample ``num_frames`` frames of the ``[start, end)`` window (seconds; default: the whole video).
+    """Uniformly sample ``num_frames`` frames of the ``[start, end)`` window (seconds; default: the whole video),
+    from the video's frame grid of ``grid_fps`` frames per second when given (see :func:`window_indices`).
 
     Returns a :class:`SampledClip` with ``frames`` uint8 RGB ``[T, H, W, 3]`` (downscaled so that
     ``max(H, W) <= max_side`` when given) and the sampled frames' ``timestamps`` in seconds. Raises
@@ -435,7 +454,7 @@ def sample_frames(
     """
     reader = _open(path, backend, max_side)
     try:
-        return _sample(reader, num_frames, start, end)
+        return _sample(reader, num_frames, start, end, grid_fps)
     finally:
         reader.close()
 
@@ -489,9 +508,11 @@ def iter_window_clips(
     num_frames: int = DEFAULT_NUM_FRAMES,
     backend: str | None = None,
     max_side: int | None = None,
+    grid_fps: float | None = None,
 ) -> Iterator[SampledClip]:
     """Yield the :class:`SampledClip` of each ``[start, end)`` window of ``windows`` (in order), decoding every frame
-    of the video at most once even when the windows overlap.
+    of the video at most once even when the windows overlap (frames from the frame grid of ``grid_fps`` frames per
+    second when given, see :func:`window_indices`).
 
     :func:`sample_frames` per window re-decodes the overlap of consecutive windows (a decoder goes forward from a
     keyframe, through every frame, to the sampled ones): twice at 50 % overlap. Here the file is opened once and the
@@ -504,7 +525,7 @@ def iter_window_clips(
     reader = _open(path, backend, max_side)
     try:
         info = reader.info
-        plans = [window_indices(info, num_frames, start, end) for start, end in windows]
+        plans = [window_indices(info, num_frames, start, end, grid_fps) for start, end in windows]
         last_use: dict[int, int] = {}
         for k, (indices, _, _) in enumerate(plans):
             for i in indices:

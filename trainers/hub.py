@@ -82,7 +82,7 @@ def eval_results(documents: Sequence[Mapping[str, Any]]):
     """``huggingface_hub.EvalResult`` rows (-> ``model-index``) of ``icm evaluate`` documents (NaN/null skipped)."""
     from huggingface_hub import EvalResult
 
-    from icm_cli.evaluation import METRIC_NAMES  # the metric names/table are shared with `icm evaluate`
+    from evaluate_metrics.tables import METRIC_NAMES  # the names `icm evaluate` tables print
 
     rows = []
     for document in documents:
@@ -109,7 +109,7 @@ def eval_results(documents: Sequence[Mapping[str, Any]]):
 
 
 def _card_body(repo_id: str, config, parts: Mapping[str, int], documents, base_model: str | None) -> str:
-    from icm_cli.evaluation import metrics_table
+    from evaluate_metrics.tables import metrics_table
 
     backbone = config.backbone_config.text_config
     size = (

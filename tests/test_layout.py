@@ -1,0 +1,90 @@
+"""The layout rule: the library (modeling_icm, processing, trainers, datasets_scripts, evaluate_metrics) never imports
+the command line (icm_cli); the CLI is a thin layer over the library and re-exports what it used to define."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBRARY = ("modeling_icm", "processing", "trainers", "datasets_scripts", "evaluate_metrics")
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """``(line, module)`` of every absolute import in a source file, at any depth (lazy imports inside functions
+    too); text that merely mentions a module (a docstring, a template written for a Space) is not an import."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.extend([(node.lineno, node.module)])
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
+            if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def library_files() -> list[Path]:
+    return sorted(p for package in LIBRARY for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_no_library_module_imports_the_cli():
+    files = library_files()
+    assert len(files) > 50 and {p.relative_to(ROOT).parts[0] for p in files} == set(LIBRARY)
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}: imports {module}"
+        for path in files
+        for line, module in imported_modules(path)
+        if module == "icm_cli" or module.startswith("icm_cli.")
+    ]
+    assert offenders == [], "the library must not import the CLI:\n" + "\n".join(offenders)
+
+
+def test_the_import_scanner_sees_lazy_imports_and_ignores_text(tmp_path):
+    """The scanner can fail: a lazy import inside a function is found, a template string is not an import."""
+    source = tmp_path / "m.py"
+    source.write_text(
+        'TEMPLATE = "from icm_cli.app import launch_app"\n'
+        "def f():\n    from icm_cli.evaluation import metrics_table\n    import icm_cli.main\n"
+        "    import importlib\n    importlib.import_module('icm_cli.app')\n"
+    )
+    assert [m for _, m in imported_modules(source) if m.startswith("icm_cli")] == [
+        "icm_cli.evaluation",
+        "icm_cli.main",
+        "icm_cli.app",
+    ]
+    hub = {m for _, m in imported_modules(ROOT / "trainers" / "hub.py")}
+    assert "evaluate_metrics.tables" in hub and "processing.analysis" in hub
+
+
+@pytest.mark.parametrize(
+    "cli_module, names, library_module",
+    [
+        ("icm_cli.evaluation", ("METRIC_NAMES", "metrics_table"), "evaluate_metrics.tables"),
+        ("icm_cli.inference", ("analyze_video", "check_model_dir", "generate_answers", "load_model"),
+         "processing.analysis"),
+    ],
+)  # fmt: skip
+def test_cli_re_exports_the_library_objects(cli_module, names, library_module):
+    import importlib
+
+    cli, library = importlib.import_module(cli_module), importlib.import_module(library_module)
+    for name in names:
+        assert getattr(cli, name) is getattr(library, name), name
+
+
+def test_metrics_table_of_the_library():
+    from evaluate_metrics import METRIC_NAMES, metrics_table
+
+    table = metrics_table({"icm": {"acc": 0.5, "fnr": 0.25, "atr_r": 6.5, "map@0.1": float("nan")}, "base": {"acc": 0.1}})
+    lines = table.splitlines()
+    assert lines[0] == "| metric | icm | base |"
+    assert "| Acc | 50.00 | 10.00 |" in lines and "| FNRs ↓ | 25.00 | – |" in lines and "| Atr-R | 6.50 | – |" in lines
+    assert "| mAP@0.1 | – | – |" in lines and lines[-1].startswith("Values in %")
+    assert [line.split(" | ")[0][2:] for line in lines[2:6]] == [METRIC_NAMES[k] for k in ("acc", "map@0.1")] + [
+        "FNRs ↓",
+        "Atr-R",
+    ]
