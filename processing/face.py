@@ -293,6 +293,16 @@ class FaceExtractor(SceneExtractor):
         self.encoder = model
         self.encoder_name = name
         self.face_size = int(face_size)
+        self.encoder_batch_size = int(encoder_batch_size)
+        self.tiny_seed = tiny_seed
+        self.register_buffer("image_mean", torch.tensor(image_mean or mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(image_std or std).view(1, 3, 1, 1), persistent=False)
+        self._set_up_detector(margin, min_face_size, thresholds, factor, min_prob, align, max_side)
+        self._fingerprint: str | None = None
+        self.freeze()
+
+    def _set_up_detector(self, margin, min_face_size, thresholds, factor, min_prob, align, max_side) -> None:
+        """The MTCNN detection and crop settings, and the detector itself (shared with ``processing.lite``)."""
         self.margin = float(margin)
         self.min_face_size = int(min_face_size)
         self.thresholds = tuple(float(t) for t in thresholds)
@@ -300,13 +310,7 @@ class FaceExtractor(SceneExtractor):
         self.min_prob = float(min_prob)
         self.align = bool(align)
         self.max_side = None if max_side is None else int(max_side)
-        self.encoder_batch_size = int(encoder_batch_size)
-        self.tiny_seed = tiny_seed
-        self.register_buffer("image_mean", torch.tensor(image_mean or mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(image_std or std).view(1, 3, 1, 1), persistent=False)
         self.mtcnn = _load_mtcnn(self.min_face_size, self.thresholds, self.factor)
-        self._fingerprint: str | None = None
-        self.freeze()
 
     # -- constructors ------------------------------------------------------------------------------------------
     @classmethod

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import SceneExtractor, require
-from .face import FaceExtractor, _load_mtcnn, downscale_frames
+from .face import FaceExtractor, downscale_frames
 from .real_weights import model_file, weights_record
 
 LITERT_HINT = "pip install 'omnisila-icm[real]'  (ai-edge-litert)"
@@ -135,14 +135,7 @@ class LiteFaceExtractor(FaceExtractor):
         channels = self.expression.interpreter.get_tensor_details()[self.expression.penultimate_index]["shape"][-1]
         SceneExtractor.__init__(self, output_dim=int(channels), max_items=max_faces)
         self.face_size = self.expression.input_size[0]
-        self.margin = float(margin)
-        self.min_face_size = int(min_face_size)
-        self.thresholds = tuple(float(t) for t in thresholds)
-        self.factor = float(factor)
-        self.min_prob = float(min_prob)
-        self.align = bool(align)
-        self.max_side = None if max_side is None else int(max_side)
-        self.mtcnn = _load_mtcnn(self.min_face_size, self.thresholds, self.factor)
+        self._set_up_detector(margin, min_face_size, thresholds, factor, min_prob, align, max_side)
         self.freeze()
 
     def config_dict(self) -> dict[str, Any]:
