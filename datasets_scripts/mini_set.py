@@ -68,7 +68,7 @@ from modeling_icm.templates import (
     locate_instruction,
 )
 
-from .schema import ClipRecord, read_annotations, write_annotations
+from .schema import ClipRecord, read_annotations, round_robin, write_annotations
 from .windows import ClipWindows, SourceVideo, WindowConfig
 
 FPS = 4
@@ -534,7 +534,8 @@ def _scene_items(seed: int, size: str, clips: list[ClipRecord], image_dir: Path,
             ("face", faces, lambda c: FACE_DESCRIPTIONS[c.label]),
             ("action", actions, lambda c: ACTION_DESCRIPTIONS[c.label]),
         ):
-            for clip in source[: counts[split]]:
+            # label by label in turn: the first N clips of the pool would all carry its first label
+            for clip in round_robin(source, lambda c: c.label, counts[split]):
                 start, end = clip.segments[0]
                 items[scene].append(
                     {

@@ -33,12 +33,14 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from modeling_icm.templates import CONFIG_NAMES, LABELS, normalize_label
+
+T = TypeVar("T")
 
 #: Seconds by which a segment may exceed the stated duration (sources round durations).
 DURATION_TOLERANCE = 0.05
@@ -383,3 +385,24 @@ def write_annotations(
                 row = dict(record)
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
+
+
+def round_robin(items: Iterable[T], key: Callable[[T], Any], limit: int | None = None) -> list[T]:
+    """At most ``limit`` of ``items`` (all when ``None``), taken one group at a time in turn: the first item of
+    every ``key`` group (groups in order of first appearance), then the second of each, and so on.
+
+    Why: annotation files list clips label by label, so "the first N" of them is one label only; a small N taken
+    this way keeps every label (or every scene description) in it. Deterministic; file order within a group."""
+    groups: dict[Any, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    total = sum(len(g) for g in groups.values())
+    wanted = total if limit is None else max(0, min(int(limit), total))
+    out: list[T] = []
+    index = 0
+    while len(out) < wanted:
+        for group in groups.values():
+            if index < len(group) and len(out) < wanted:
+                out.append(group[index])
+        index += 1
+    return out

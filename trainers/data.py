@@ -306,13 +306,19 @@ def read_scene_records(
     max_per_scene: int | None = None,
 ):
     """``(scene, record dict with absolute paths)`` of the scene-tuning JSONL files (``<scene>.jsonl``); at most
-    ``max_per_scene`` records per scene (the first ones)."""
+    ``max_per_scene`` records per scene, taken description by description in turn
+    (:func:`datasets_scripts.schema.round_robin` on ``text``): the files list records grouped by what they
+    describe, and scene tuning on the first few alone taught every expert one constant answer ("A person with a
+    happy face." for every face), which collapsed the scene tokens before Omni-SILA tuning began."""
+    from datasets_scripts.schema import round_robin
+
     data_dir = Path(data_dir)
     out = []
     for scene in scenes:
         path = data_dir / f"{scene}.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"no scene-tuning annotations for scene {scene!r}: {path} is missing")
+        rows = []
         for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
@@ -320,10 +326,9 @@ def read_scene_records(
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{line_no}: not JSON ({err})") from err
-            if row.get("split") != split:
-                continue
-            if max_per_scene is not None and sum(1 for sc, _ in out if sc == scene) >= max_per_scene:
-                break
+            if row.get("split") == split:
+                rows.append(row)
+        for row in round_robin(rows, lambda row: row.get("text"), max_per_scene):
             for field_name in ("video", "image"):
                 if row.get(field_name):
                     row[field_name] = str((data_dir / row[field_name]).resolve())

@@ -322,32 +322,20 @@ def _prepare_data(r: dict, out: Path, log) -> Path:
 
 
 def _clip_records(r: dict, data_dir: Path, config: str, split: str, limit_key: str):
+    from datasets_scripts.schema import round_robin
+
     from .data import read_clip_records
 
     records = read_clip_records(data_dir, config, split)
     limit = r["data"][limit_key]
     if limit is not None:
-        records = _balanced(records, int(limit))
+        records = round_robin(records, lambda rec: rec.label, int(limit))  # a small limit keeps every label
     return records
 
 
 def _windowed(records) -> bool:
     """Clip windows of longer sources (``datasets_scripts.windows``) rather than whole-video clips (the mini set)."""
     return any(rec.offset > 0 for rec in records)
-
-
-def _balanced(records, limit: int):
-    """At most ``limit`` clips, taken round-robin over the labels (so a small limit keeps every label)."""
-    by_label: dict[str, list] = {}
-    for record in records:
-        by_label.setdefault(record.label, []).append(record)
-    out, index = [], 0
-    while len(out) < min(limit, len(records)):
-        for label_records in by_label.values():
-            if index < len(label_records) and len(out) < limit:
-                out.append(label_records[index])
-        index += 1
-    return out
 
 
 def _extract(r: dict, data_dir: Path, cache, pipeline, log) -> None:
