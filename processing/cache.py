@@ -16,8 +16,13 @@ Integrity: the index records each shard's size and sha256. :meth:`FeatureCache.g
 key and its shapes; a **corrupt** entry (missing or truncated shard, checksum or shape mismatch) or a **stale** one
 (the same video and sampling computed with another pipeline config, or an older cache format) is reported as such,
 dropped, and recomputed by :func:`extract_videos`. Writes are atomic (temporary file + ``os.replace``).
-Several processes must not share one index file: distributed extraction gives each rank its own index name and
-merges them (:meth:`FeatureCache.merge`, ``processing.distributed``).
+
+Processes sharing one cache (two training runs on the same ``cache_dir``, an extraction beside a training run): the
+index is written under a lock file (``index.json.lock``) after merging what other processes wrote meanwhile, so
+no process drops another's entries; when two processes computed the same entry, the record kept is the one whose
+checksum matches the shard now on disk; and an entry that looks corrupt is looked up again in the index on disk
+before it is dropped (another process may have just rewritten its shard). Distributed extraction still gives
+each rank its own index name and merges them (:meth:`FeatureCache.merge`, ``processing.distributed``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,12 @@ import torch
 CACHE_FORMAT = 1
 INDEX_NAME = "index.json"
 _CHUNK = 1 << 20
+#: Seconds a process waits for another to finish writing the index.
+INDEX_LOCK_TIMEOUT_S = 120.0
+
+
+class _UnreadableIndex(ValueError):
+    pass
 
 
 def file_sha256(path: str | os.PathLike, chunk_size: int = _CHUNK) -> str:
@@ -132,37 +143,108 @@ class FeatureCache:
         self.last_status: str | None = None
         self.last_reason: str | None = None
         self._dirty = False
+        self._written: set[str] = set()  # entries put here since the last flush (checked against the disk there)
+        self._dropped: set[str] = set()  # entries removed here since the last flush (not re-adopted from the disk)
         self._load_index()
 
     # -- index -------------------------------------------------------------------------------------------------
-    def _load_index(self) -> None:
-        if not self.index_path.exists():
-            return
+    def _read_index_file(self) -> dict | None:
         try:
             data = json.loads(self.index_path.read_text(encoding="utf-8"))
             if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
                 raise ValueError("no 'entries' mapping")
+        except FileNotFoundError:
+            return None
         except (OSError, ValueError) as err:
+            raise _UnreadableIndex(str(err)) from err
+        return data
+
+    def _load_index(self) -> None:
+        try:
+            data = self._read_index_file()
+        except _UnreadableIndex as err:
             # an unreadable index loses nothing: every shard describes itself
             self.rebuild_index(reason=f"index {self.index_path} unreadable ({err})")
+            return
+        if data is None:
             return
         self.entries = data["entries"]
         self.file_hashes = data.get("file_hashes", {})
         self.removed = set(data.get("removed", []))
 
-    def flush(self) -> None:
-        """Write the index (atomically)."""
-        data = {"format": CACHE_FORMAT, "entries": self.entries, "file_hashes": self.file_hashes}
+    def _lock(self):
+        """The inter-process lock of this index (``<index>.lock``, held only while the index is merged and
+        written)."""
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.index_path) + ".lock", timeout=INDEX_LOCK_TIMEOUT_S)
+
+        class _Held:
+            def __enter__(inner):
+                try:
+                    lock.acquire()
+                except Timeout as err:
+                    raise TimeoutError(
+                        f"feature cache {self.root}: could not lock {lock.lock_file} within "
+                        f"{INDEX_LOCK_TIMEOUT_S:.0f} s (another process holds it; remove the file if no process "
+                        f"is using this cache)"
+                    ) from err
+                return inner
+
+            def __exit__(inner, *exc):
+                lock.release()
+                return False
+
+        return _Held()
+
+    def _merge_from_disk(self) -> None:
+        """Adopt what other processes wrote to the index since it was read (call under :meth:`_lock`): their new
+        entries (except those removed here) and hash memos; for an entry both wrote, the record whose checksum
+        matches the shard on disk."""
+        try:
+            data = self._read_index_file()
+        except _UnreadableIndex:
+            data = None  # ours replaces it; the shards describe themselves
+        if not data:
+            return
+        for entry_id in [e for e in self.entries if e not in data["entries"] and e not in self._written]:
+            del self.entries[entry_id]  # another process removed it (stale or corrupt there)
+        for entry_id, record in data["entries"].items():
+            if entry_id in self._dropped:
+                continue
+            mine = self.entries.get(entry_id)
+            if mine is None:
+                self.entries[entry_id] = record
+            elif mine.get("sha256") != record.get("sha256") and entry_id in self._written:
+                shard = self.root / mine["shard"]
+                on_disk = file_sha256(shard) if shard.exists() else None
+                if on_disk == record.get("sha256"):
+                    self.entries[entry_id] = record  # the other process wrote the shard last
+        for path, memo in data.get("file_hashes", {}).items():
+            self.file_hashes.setdefault(path, memo)
         if self.track_removals:
-            data["removed"] = sorted(self.removed)
-        _atomic_write(self.index_path, json.dumps(data, indent=1, sort_keys=True).encode())
+            self.removed |= set(data.get("removed", [])) - set(self.entries)
+
+    def flush(self, merge: bool = True) -> None:
+        """Merge what other processes wrote meanwhile (unless ``merge=False``: this index replaces the file), then
+        write the index (atomically, under the lock)."""
+        with self._lock():
+            if merge:
+                self._merge_from_disk()
+            data = {"format": CACHE_FORMAT, "entries": self.entries, "file_hashes": self.file_hashes}
+            if self.track_removals:
+                data["removed"] = sorted(self.removed)
+            _atomic_write(self.index_path, json.dumps(data, indent=1, sort_keys=True).encode())
         self._dirty = False
+        self._written.clear()
+        self._dropped.clear()
 
     def rebuild_index(self, reason: str = "") -> int:
         """Re-create the index from the shards' own metadata (checksums recomputed). Returns the entry count."""
         from safetensors import safe_open
 
         self.entries = {}
+        self._written.clear()
         for shard in sorted((self.root / "shards").glob("*/*.safetensors")):
             try:
                 with safe_open(str(shard), framework="pt") as f:
@@ -171,7 +253,7 @@ class FeatureCache:
                 self.entries[key.entry_id] = self._record(key, shard, json.loads(meta["scenes"]), meta)
             except Exception:  # a broken shard is left out of the index; it will be recomputed
                 continue
-        self.flush()
+        self.flush(merge=False)
         return len(self.entries)
 
     def _record(self, key: CacheKey, shard: Path, scenes: dict, meta: Mapping[str, str]) -> dict[str, Any]:
@@ -243,10 +325,25 @@ class FeatureCache:
                 return self._read(key)
             except Exception as err:
                 status, reason = "corrupt", f"{type(err).__name__}: {err}"
+        if status == "corrupt" and self._refresh_entry(key.entry_id):
+            return self.get(key)  # another process rewrote the shard and its index entry: read theirs
         self.last_status, self.last_reason = status, reason
         if status == "corrupt" or (status == "stale" and key.entry_id in self.entries):
             self.remove(key.entry_id)
         return None
+
+    def _refresh_entry(self, entry_id: str) -> bool:
+        """Take ``entry_id``'s record from the index on disk when another process changed it there (True)."""
+        try:
+            data = self._read_index_file()
+        except _UnreadableIndex:
+            return False
+        record = (data or {}).get("entries", {}).get(entry_id)
+        if record is None or record == self.entries.get(entry_id):
+            return False
+        self.entries[entry_id] = record
+        self._written.discard(entry_id)
+        return True
 
     def get_by_id(self, entry_id: str) -> CachedFeatures | None:
         record = self.entries.get(entry_id)
@@ -333,6 +430,8 @@ class FeatureCache:
         record = self._record(key, shard, scenes, metadata)
         self.entries[key.entry_id] = record
         self.removed.discard(key.entry_id)
+        self._written.add(key.entry_id)
+        self._dropped.discard(key.entry_id)
         self._dirty = True
         if flush:
             self.flush()
@@ -340,6 +439,8 @@ class FeatureCache:
 
     def remove(self, entry_id: str, flush: bool = True) -> None:
         record = self.entries.pop(entry_id, None)
+        self._dropped.add(entry_id)
+        self._written.discard(entry_id)
         if self.track_removals:
             self.removed.add(entry_id)
         if record is not None:

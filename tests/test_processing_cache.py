@@ -209,3 +209,84 @@ def test_accelerate_launch_two_cpu_processes_equals_one_process(tmp_path, videos
     for entry_id in one_t:
         for name, tensor in one_t[entry_id].items():
             torch.testing.assert_close(two_t[entry_id][name], tensor, msg=f"{entry_id} {name}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Processes sharing one cache (issue 12: two training runs on one cache_dir left "fails its sha256 check" errors)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _put(cache: FeatureCache, video: str, value: float, flush: bool = True) -> CacheKey:
+    key = CacheKey.create(video * 64, "c" * 64, **sampling_params(num_frames=2))
+    feats = {"face": torch.full((2, 1, 4), value)}
+    cache.put(key, feats, {"face": torch.ones(2, 1, dtype=torch.bool)}, [0.0, 1.0], flush=flush)
+    return key
+
+
+def test_two_writers_keep_each_others_entries(tmp_path):
+    a, b = FeatureCache(tmp_path), FeatureCache(tmp_path)  # both opened before either wrote
+    ka, kb = _put(a, "a", 1.0), _put(b, "b", 2.0)
+    fresh = FeatureCache(tmp_path)
+    assert set(fresh.entries) == {ka.entry_id, kb.entry_id}
+    assert fresh.get(ka).features["face"].eq(1.0).all() and fresh.get(kb).features["face"].eq(2.0).all()
+
+
+def test_same_entry_written_by_two_writers_stays_readable(tmp_path):
+    a, b = FeatureCache(tmp_path), FeatureCache(tmp_path)
+    key = _put(a, "v", 1.0, flush=False)  # a writes the shard, flushes its index later
+    _put(b, "v", 2.0)  # b rewrites the same shard and flushes first
+    a.flush()  # a's record no longer matches the shard on disk: b's record is kept
+    got = FeatureCache(tmp_path).get(key)
+    assert got is not None and got.features["face"].eq(2.0).all()
+
+
+def test_a_reader_with_an_old_index_rereads_a_rewritten_entry(tmp_path):
+    key = _put(FeatureCache(tmp_path), "v", 1.0)
+    reader = FeatureCache(tmp_path)
+    _put(FeatureCache(tmp_path), "v", 3.0)  # another process recomputes the entry
+    got = reader.get(key)
+    assert got is not None and got.features["face"].eq(3.0).all() and reader.last_status == "hit"
+
+
+def test_removed_entry_is_not_brought_back_by_the_merge(tmp_path):
+    a = FeatureCache(tmp_path)
+    key = _put(a, "v", 1.0)
+    b = FeatureCache(tmp_path)
+    kw = _put(b, "w", 1.0, flush=False)
+    a.remove(key.entry_id)
+    b.flush()  # b still lists v from when it opened the index, but v was removed on disk since
+    assert set(FeatureCache(tmp_path).entries) == {kw.entry_id}
+
+
+_WRITER = """
+import pathlib, sys, time, torch
+from processing.cache import CacheKey, FeatureCache, sampling_params
+root, tag = sys.argv[1], sys.argv[2]
+cache = FeatureCache(root)  # both open the index before either writes
+pathlib.Path(root, f"ready-{tag}").touch()
+while not all(pathlib.Path(root, f"ready-{t}").exists() for t in "ab"):
+    time.sleep(0.01)
+for i in range(25):
+    time.sleep(0.005)  # interleave the two writers
+    key = CacheKey.create(f"{tag}{i:03d}".ljust(64, "0"), "c" * 64, **sampling_params(num_frames=2))
+    ones = {"face": torch.ones(2, 1, dtype=torch.bool)}
+    cache.put(key, {"face": torch.full((2, 1, 4), float(i))}, ones, [0.0, 1.0], flush=i % 5 == 4)  # batched flushes
+    shared = CacheKey.create("s" * 64, "c" * 64, **sampling_params(num_frames=2))  # both write this one too
+    cache.put(shared, {"face": torch.full((2, 1, 4), 7.0)}, ones, [0.0, 1.0], flush=i % 5 == 4)
+cache.flush()
+"""
+
+
+def test_two_processes_writing_one_cache_lose_nothing(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), tag], env=env, stderr=subprocess.PIPE)
+        for tag in ("a", "b")
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-2000:]
+    cache = FeatureCache(tmp_path)
+    assert len(cache.entries) == 51
+    for entry_id in list(cache.entries):
+        assert cache.get_by_id(entry_id) is not None, cache.last_reason
