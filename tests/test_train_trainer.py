@@ -81,7 +81,8 @@ def test_arguments_default_to_the_paper_recipe(tmp_path, field, value):
 
 @pytest.mark.parametrize(
     "kwargs,message",
-    [({"stage": "pretrain"}, "stage"), ({"router_alpha": -1.0}, "router_alpha"), ({"kmeans_backend": "x"}, "kmeans")],
+    [({"stage": "pretrain"}, "stage"), ({"router_alpha": -1.0}, "router_alpha"), ({"kmeans_backend": "x"}, "kmeans"),
+     ({"icm_learning_rate": 0.0}, "icm_learning_rate")],
 )
 def test_bad_arguments_name_the_field(tmp_path, kwargs, message):
     from trainers.args import IcmTrainingArguments
@@ -94,6 +95,25 @@ def test_warmup_ratio_sets_warmup_steps(tmp_path):
     from trainers.args import IcmTrainingArguments
 
     assert IcmTrainingArguments(output_dir=str(tmp_path), warmup_ratio=0.1).warmup_steps == 0.1
+
+
+@pytest.mark.parametrize("icm_rate", [None, 3e-3])
+def test_icm_learning_rate_gives_the_icm_modules_their_own_rate(tiny, tmp_path, icm_rate):
+    from trainers.lora import icm_base_model
+    from trainers.trainer import IcmTrainer
+
+    model, processor, examples = _fresh(tiny)
+    args = _args(tmp_path, learning_rate=1e-4, icm_learning_rate=icm_rate, lr_scheduler_type="constant")
+    trainer = IcmTrainer(model=model, args=args, processor=processor, train_dataset=examples)
+    trainer.train()
+    base = icm_base_model(trainer.model)
+    icm_ids = {id(p) for name in base.icm_module_names for p in getattr(base, name).parameters()}
+    rates = {id(p): g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    trainable = {id(p) for p in trainer.model.parameters() if p.requires_grad}
+    assert set(rates) == trainable and sum(len(g["params"]) for g in trainer.optimizer.param_groups) == len(rates)
+    assert icm_ids and icm_ids <= trainable and trainable - icm_ids  # LoRA and the ICM modules both train
+    assert {rates[i] for i in icm_ids} == {icm_rate or 1e-4}
+    assert {rates[i] for i in trainable - icm_ids} == {1e-4}
 
 
 def test_lora_wraps_only_the_llm_projections(tiny):

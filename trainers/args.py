@@ -59,6 +59,14 @@ class IcmTrainingArguments(TrainingArguments):
             "learns too slowly through LoRA alone."
         },
     )
+    icm_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the ICM modules (SBM, IEC, Norm, scene projector), which start from random, "
+            "when it should differ from `learning_rate` (then the LoRA-adapted LLM's). None = `learning_rate` for "
+            "every parameter, as §4.3 gives one rate. Like LLaVA's `mm_projector_lr`; the same schedule scales both."
+        },
+    )
     use_lora: bool = field(
         default=True,
         metadata={"help": "Wrap the LLM with LoRA (§4.3). False trains only the ICM modules (SBM, IEC, projector)."},
@@ -104,6 +112,8 @@ class IcmTrainingArguments(TrainingArguments):
     def __post_init__(self):
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {list(STAGES)}, got {self.stage!r}")
+        if self.icm_learning_rate is not None and not self.icm_learning_rate > 0:
+            raise ValueError(f"icm_learning_rate must be > 0 or None, got {self.icm_learning_rate!r}")
         for name in ("router_alpha", "router_beta", "lora_dropout"):
             value = getattr(self, name)
             if value < 0:

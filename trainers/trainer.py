@@ -138,6 +138,28 @@ class IcmTrainer(Trainer):
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._step_router: list[torch.Tensor] = []
 
+    # -- optimizer ----------------------------------------------------------------------------------------------
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer; with ``args.icm_learning_rate`` the ICM modules' parameters form their own
+        groups at that rate (weight-decay groups kept)."""
+        optimizer = super().create_optimizer(model)
+        rate = self.args.icm_learning_rate
+        if rate is None or getattr(optimizer, "_icm_groups", False):
+            return optimizer
+        base = icm_base_model(self.model)
+        icm_ids = {id(p) for name in base.icm_module_names for p in getattr(base, name).parameters()}
+        groups = []
+        for group in optimizer.param_groups:
+            for is_icm in (False, True):
+                params = [p for p in group["params"] if (id(p) in icm_ids) == is_icm]
+                if params:
+                    groups.append({**group, "params": params, **({"lr": float(rate)} if is_icm else {})})
+        optimizer.param_groups.clear()  # before any step: no optimizer state refers to the old groups
+        for group in groups:
+            optimizer.add_param_group(group)
+        optimizer._icm_groups = True
+        return optimizer
+
     # -- loss ---------------------------------------------------------------------------------------------------
     @property
     def scene_names(self) -> list[str]:
