@@ -27,6 +27,7 @@ each rank its own index name and merges them (:meth:`FeatureCache.merge`, ``proc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -172,30 +173,24 @@ class FeatureCache:
         self.file_hashes = data.get("file_hashes", {})
         self.removed = set(data.get("removed", []))
 
+    @contextlib.contextmanager
     def _lock(self):
         """The inter-process lock of this index (``<index>.lock``, held only while the index is merged and
         written)."""
         from filelock import FileLock, Timeout
 
         lock = FileLock(str(self.index_path) + ".lock", timeout=INDEX_LOCK_TIMEOUT_S)
-
-        class _Held:
-            def __enter__(inner):
-                try:
-                    lock.acquire()
-                except Timeout as err:
-                    raise TimeoutError(
-                        f"feature cache {self.root}: could not lock {lock.lock_file} within "
-                        f"{INDEX_LOCK_TIMEOUT_S:.0f} s (another process holds it; remove the file if no process "
-                        f"is using this cache)"
-                    ) from err
-                return inner
-
-            def __exit__(inner, *exc):
-                lock.release()
-                return False
-
-        return _Held()
+        try:
+            lock.acquire()
+        except Timeout as err:
+            raise TimeoutError(
+                f"feature cache {self.root}: could not lock {lock.lock_file} within {INDEX_LOCK_TIMEOUT_S:.0f} s "
+                f"(another process holds it; remove the file if no process is using this cache)"
+            ) from err
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _merge_from_disk(self) -> None:
         """Adopt what other processes wrote to the index since it was read (call under :meth:`_lock`): their new
