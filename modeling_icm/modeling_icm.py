@@ -266,8 +266,14 @@ class SceneBalancedMoE(nn.Module):
             self.projections = nn.ModuleDict({s: nn.Linear(config.scene_dims[s], d) for s in self.scenes})
             self.frame_embedding = nn.Embedding(config.num_frames, d)
         self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
-        dims = torch.tensor([float(config.scene_dims[s]) for s in self.scenes])
-        self.register_buffer("dimension_share", dims / dims.sum(), persistent=False)
+        # Not saved (it follows from the config), so `_init_weights` rebuilds it after `from_pretrained`: a
+        # non-persistent buffer is otherwise left as uninitialised memory there, and Eq. 2 goes with it.
+        self.register_buffer("dimension_share", self.expected_dimension_share(), persistent=False)
+
+    def expected_dimension_share(self, device=None) -> torch.Tensor:
+        """G_j of Eq. 2: each enabled scene's share of the input dimension, ``dim_j / Σ_k dim_k``."""
+        dims = torch.tensor([float(self.config.scene_dims[s]) for s in self.scenes], device=device)
+        return dims / dims.sum()
 
     def _plain_fusion(self, features, masks):
         outputs, present = [], []
@@ -428,6 +434,8 @@ class IcmPreTrainedModel(PreTrainedModel):
         elif isinstance(module, ImplicitEnhancedCausal):
             hf_init.normal_(module.dictionary, mean=0.0, std=std)
             hf_init.zeros_(module.dictionary_initialized)
+        elif isinstance(module, SceneBalancedMoE):
+            hf_init.copy_(module.dimension_share, module.expected_dimension_share(module.dimension_share.device))
         elif hasattr(module, "class_embedding") and isinstance(module.class_embedding, nn.Parameter):
             hf_init.normal_(module.class_embedding, mean=0.0, std=std)
 
@@ -807,8 +815,7 @@ class IcmForVideoSentiment(IcmPreTrainedModel, GenerationMixin):
                         del p._is_hf_initialized
                 self._init_weights(sub)
         if self.sbm is not None:
-            dims = torch.tensor([float(self.config.scene_dims[s]) for s in self.sbm.scenes], device=device)
-            self.sbm.dimension_share = dims / dims.sum()
+            self.sbm.dimension_share = self.sbm.expected_dimension_share(device)
 
 
 IcmConfig.register_for_auto_class()

@@ -334,10 +334,16 @@ def test_save_load_round_trip_bit_exact_with_dictionary(tmp_path, tiny_config, t
     assert torch.equal(back.iec.dictionary, model.iec.dictionary) and bool(back.iec.dictionary_initialized)
     for (n1, p1), (n2, p2) in zip(model.state_dict().items(), back.state_dict().items()):
         assert n1 == n2 and torch.equal(p1, p2), n1
-    batch = make_batch(tiny_processor, tiny_config)
+    # G_j of Eq. 2 is a non-persistent buffer: from_pretrained must rebuild it, not leave uninitialised memory
+    assert torch.equal(back.sbm.dimension_share, model.sbm.dimension_share)
+    batch = make_batch(tiny_processor, tiny_config, answers=ROUND_TRIP_ANSWERS)
     with torch.no_grad():
-        assert torch.equal(model(**batch).logits, back(**batch).logits)
+        out, out_back = model(**batch), back(**batch)
+    assert torch.equal(out.logits, out_back.logits)
+    assert torch.equal(out.router_loss, out_back.router_loss) and torch.equal(out.loss, out_back.loss)
 
+
+ROUND_TRIP_ANSWERS = [T.combined_answer("implicit", "Fire", [[1, 3]], "a fire burns."), "The implicit visual sentiment is Normal."]
 
 REMOTE_SCRIPT = textwrap.dedent(
     """
@@ -354,8 +360,9 @@ REMOTE_SCRIPT = textwrap.dedent(
     assert type(processor).__name__ == "IcmProcessor", type(processor)
     assert "transformers_modules" in type(model).__module__
     with torch.no_grad():
-        logits = model(**ref["batch"]).logits
-    print("IDENTICAL" if torch.equal(logits, ref["logits"]) else f"DIFF {(logits - ref['logits']).abs().max()}")
+        out = model(**ref["batch"])
+    same = torch.equal(out.logits, ref["logits"]) and torch.equal(out.loss, ref["loss"])
+    print("IDENTICAL" if same else f"DIFF logits {(out.logits - ref['logits']).abs().max()} loss {out.loss} vs {ref['loss']}")
     """
 )
 
@@ -363,16 +370,16 @@ REMOTE_SCRIPT = textwrap.dedent(
 def test_remote_code_load_in_fresh_process_is_bit_identical(tmp_path, tiny_config, tiny_processor):
     model = make_tiny_model(tiny_config)
     model.iec.fill_dictionary(torch.randn_like(model.iec.dictionary))
-    batch = make_batch(tiny_processor, tiny_config)
+    batch = make_batch(tiny_processor, tiny_config, answers=ROUND_TRIP_ANSWERS)
     with torch.no_grad():
-        logits = model(**batch).logits
+        out = model(**batch)
     model.save_pretrained(tmp_path)
     tiny_processor.save_pretrained(tmp_path)
     config = (tmp_path / "config.json").read_text()
     assert '"auto_map"' in config and "modeling_icm.IcmForVideoSentiment" in config
     for name in ("modeling_icm.py", "configuration_icm.py", "processing_icm.py", "templates.py", "scene_contract.py"):
         assert (tmp_path / name).exists(), name
-    torch.save({"batch": dict(batch), "logits": logits}, tmp_path / "reference.pt")
+    torch.save({"batch": dict(batch), "logits": out.logits, "loss": out.loss}, tmp_path / "reference.pt")
     script = tmp_path / "remote_check.py"
     script.write_text(REMOTE_SCRIPT)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "hf_modules"))
