@@ -343,7 +343,10 @@ def test_save_load_round_trip_bit_exact_with_dictionary(tmp_path, tiny_config, t
     assert torch.equal(out.router_loss, out_back.router_loss) and torch.equal(out.loss, out_back.loss)
 
 
-ROUND_TRIP_ANSWERS = [T.combined_answer("implicit", "Fire", [[1, 3]], "a fire burns."), "The implicit visual sentiment is Normal."]
+ROUND_TRIP_ANSWERS = [
+    T.combined_answer("implicit", "Fire", [[1, 3]], "a fire burns."),
+    "The implicit visual sentiment is Normal.",
+]
 
 REMOTE_SCRIPT = textwrap.dedent(
     """
