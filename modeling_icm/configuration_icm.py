@@ -91,6 +91,18 @@ class IcmConfig(PretrainedConfig):
             projector and no ``<scene>`` placeholders (the processor writes none; scene features given to the model
             are ignored, so the same data pipeline and trainer run). `use_sbm`, `use_iec` and `enabled_scenes` are
             then unused and ``active_scenes`` is empty.
+        use_video_tokens (`bool`, *optional*, defaults to `True`):
+            The scene-only ablation ("w/o video") when `False`, the complement of `use_scene_tokens=False`: the
+            prompt holds no ``<video>`` placeholder at all and the video tower never runs (``pixel_values_videos``
+            given to the model are ignored), so the LLM sees the scene tokens, the frame timestamps and the
+            instruction only. Removing the placeholders (rather than feeding zero vectors at them) keeps the
+            sequence short and leaves no position whose content is a constant. Not in the paper; it is the cleanest
+            test that the scene pathway carries the clip to the answer.
+        scene_norm_type (`str`, *optional*, defaults to `"layer"`):
+            The ``Norm`` of ``Norm(y_moe + y_iec)`` (§3.4; the paper does not say which): `"layer"`, a LayerNorm over
+            the channels of each frame vector, or `"batch"`, a BatchNorm over the clips of a batch and their frames
+            (running statistics at evaluation), which keeps the scene tokens from collapsing into one vector shared
+            by every clip (see `SceneTokenNorm`).
         expert_hidden_size (`int`, *optional*, defaults to 1024):
             Width d of every scene expert, of the router's input h and of the IEC block.
         expert_num_layers (`int`, *optional*, defaults to 8):
@@ -115,10 +127,20 @@ class IcmConfig(PretrainedConfig):
             K).
         iec_intermediate_size (`int`, *optional*, defaults to 4096):
             Width of the FFN in ``y_iec = FFN(y_m + y_x)``.
+        iec_output_norm (`bool`, *optional*, defaults to `False`):
+            Not in the paper (whose reading is `False`): a LayerNorm on ``y_iec`` before ``Norm(y_moe + y_iec)``, so
+            that the IEC output enters the sum at the scale of ``y_moe`` (a LayerNorm output, Eq. 1). Without it
+            nothing bounds ``y_iec``; it can grow into a large vector shared by every clip that the final ``Norm``
+            turns into the same scene tokens for every clip (see ``docs/scene-pathway.md``).
         router_alpha (`float`, *optional*, defaults to 1e-4):
             α of Eq. 2, weight of the router entropy term.
         router_beta (`float`, *optional*, defaults to 1e-2):
             β of Eq. 2, weight of the dimension-balancing term.
+        router_balance (`str`, *optional*, defaults to `"dimension_share"`):
+            How G_j of Eq. 2 is read (see `router_balance_loss`): `"dimension_share"` (the paper's text: the
+            constant share of expert j's scene dimension) or `"dispatch"` (the indicator ``1{e_j ∈ E_j}`` read as
+            the fraction of frames dispatched to expert j, weighted by its dimension, as in Switch Transformer's
+            load balancing).
         scene_token_id (`int`, *optional*, defaults to 32003):
             Token id of the ``<scene>`` placeholder. The default is the id Video-LLaVA-7B-hf's tokenizer gives it
             (the first free id after ``<pad>``, inside the padded 32064-row vocabulary, so no resizing is needed);
@@ -145,6 +167,8 @@ class IcmConfig(PretrainedConfig):
     use_sbm: bool = True
     use_iec: bool = True
     use_scene_tokens: bool = True
+    use_video_tokens: bool = True
+    scene_norm_type: str = "layer"
     expert_hidden_size: int = 1024
     expert_num_layers: int = 8
     expert_num_heads: int = 16
@@ -157,6 +181,8 @@ class IcmConfig(PretrainedConfig):
     iec_intermediate_size: int = 4096
     router_alpha: float = 1e-4
     router_beta: float = 1e-2
+    router_balance: str = "dimension_share"
+    iec_output_norm: bool = False
     scene_token_id: int = 32003
     scene_projector_hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-5
@@ -208,6 +234,14 @@ class IcmConfig(PretrainedConfig):
         for scene, dim in dims.items():
             if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
                 raise ValueError(f"scene_dims[{scene!r}] must be a positive int, got {dim!r}")
+        if not self.use_scene_tokens and not self.use_video_tokens:
+            raise ValueError(
+                "use_scene_tokens and use_video_tokens are both False: the model would see no clip at all"
+            )
+        if self.router_balance not in ("dimension_share", "dispatch"):
+            raise ValueError(f"router_balance must be 'dimension_share' or 'dispatch', got {self.router_balance!r}")
+        if self.scene_norm_type not in ("layer", "batch"):
+            raise ValueError(f"scene_norm_type must be 'layer' or 'batch', got {self.scene_norm_type!r}")
         enabled = list(self.enabled_scenes)
         if not enabled:
             raise ValueError("enabled_scenes must name at least one scene")

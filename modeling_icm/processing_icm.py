@@ -140,6 +140,8 @@ class IcmProcessor(ProcessorMixin):
         scene_extraction (`dict`, *optional*): how to build the scene extractors when features are not given:
             ``{"pipeline": "pretrained", ...kwargs of processing.pipeline.ScenePipeline.from_pretrained}`` or
             ``{"pipeline": "tiny", "seed": 0}`` or ``{"pipeline": "lite"}`` (the real offline extractors).
+        use_video (`bool`, defaults to `True`): write the ``<video>`` placeholder and return ``pixel_values_videos``;
+            `False` for a scene-only model (``IcmConfig.use_video_tokens=False``), whose prompt has no video tokens.
         max_side (`int`, defaults to 1024): decoded frames are downscaled so their longer side is at most this.
         max_length (`int`, *optional*): token budget; only answers are ever truncated.
         chat_template (`str`, *optional*): unused; kept for the ProcessorMixin contract.
@@ -156,9 +158,11 @@ class IcmProcessor(ProcessorMixin):
         max_side: int = 1024,
         max_length: int | None = None,
         chat_template=None,
+        use_video: bool = True,
         **kwargs,
     ):
         self.num_frames = int(num_frames)
+        self.use_video = bool(use_video)
         self.num_scene_tokens = int(num_scene_tokens)
         self.patch_size = int(patch_size)
         self.scene_extraction = dict(scene_extraction or {"pipeline": "pretrained"})
@@ -352,9 +356,11 @@ class IcmProcessor(ProcessorMixin):
         else:
             feats, masks = collate_scene_features(self._scene_inputs(scene_features, scene_masks, frames_list))
 
-        pixel = self.video_processor(
-            [f.numpy() if torch.is_tensor(f) else f for f in frames_list], return_tensors="pt"
-        )["pixel_values_videos"]
+        pixel = None
+        if self.use_video:
+            pixel = self.video_processor(
+                [f.numpy() if torch.is_tensor(f) else f for f in frames_list], return_tensors="pt"
+            )["pixel_values_videos"]
 
         prompts = [self.build_prompt(texts[i], times_list[i]) for i in range(batch)]
         encoded = self._tokenize(prompts, answers_list, padding_side, max_length or self.max_length)
@@ -406,14 +412,18 @@ class IcmProcessor(ProcessorMixin):
         if T.SCENE_TOKEN in instruction or T.VIDEO_TOKEN in instruction:
             prompt = instruction
         else:
-            prompt = T.build_prompt(instruction, timestamps, self.num_scene_tokens)
+            prompt = T.build_prompt(instruction, timestamps, self.num_scene_tokens, with_video=self.use_video)
         n_scene = prompt.count(T.SCENE_TOKEN)
         if n_scene != self.num_scene_tokens:
             raise ValueError(
                 f"the prompt has {n_scene} {T.SCENE_TOKEN} placeholders but num_scene_tokens={self.num_scene_tokens}"
             )
-        if prompt.count(T.VIDEO_TOKEN) != 1:
-            raise ValueError(f"the prompt must hold exactly one {T.VIDEO_TOKEN} placeholder before expansion")
+        wanted = 1 if self.use_video else 0
+        if prompt.count(T.VIDEO_TOKEN) != wanted:
+            raise ValueError(
+                f"the prompt must hold exactly {wanted} {T.VIDEO_TOKEN} placeholder(s) before expansion "
+                f"(use_video={self.use_video})"
+            )
         return prompt.replace(T.VIDEO_TOKEN, T.VIDEO_TOKEN * (self.video_tokens_per_frame * self.num_frames))
 
     def _tokenize(self, prompts, answers, padding_side, max_length):

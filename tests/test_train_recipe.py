@@ -64,6 +64,7 @@ def test_missing_recipe_file_is_named(tmp_path):
         ("paper-wo-action", {"scenes": ["face", "object", "background"]}),
         ("paper-wo-object", {"scenes": ["face", "action", "background"]}),
         ("paper-wo-background", {"scenes": ["face", "action", "object"]}),
+        ("paper-wo-video", {"video_tokens": False, "scene_tokens": True}),
     ],
 )
 def test_shipped_ablation_recipes_resolve(name, ablation):

@@ -198,6 +198,9 @@ def test_router_loss_logged_and_equals_eq2_on_logged_probs(trained_run):
     assert len(logged) == 4
     for entry in logged:
         assert {"lm_loss", "router_loss", "loss"} <= set(entry)
+        # the scene-pathway diagnostics of the batch (trainers.diagnostics), at every logging step
+        assert {"scene_spread", "scene_norm_ratio", "scene_sensitivity"} <= set(entry)
+        assert entry["scene_spread"] > 0 and entry["scene_norm_ratio"] > 0 and 0 <= entry["scene_sensitivity"] <= 1
         assert {f"router_weight/{s}" for s in DIMS} <= set(entry)
         assert math.isclose(sum(entry[f"router_weight/{s}"] for s in DIMS), 1.0, rel_tol=1e-4)
     assert len(trainer.router_records) == len(logged)

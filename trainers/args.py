@@ -87,6 +87,16 @@ class IcmTrainingArguments(TrainingArguments):
             "tokens: the same L_lm (§3.4), a fraction of the logits memory."
         },
     )
+    scene_diagnostics: bool = field(
+        default=True,
+        metadata={
+            "help": "At every logging step, measure the scene pathway on the current batch and log it "
+            "(trainers.diagnostics): scene_spread (relative spread of the scene tokens across the batch's clips), "
+            "scene_norm_ratio (scene-token norm / text-embedding norm), scene_sensitivity (change of the answer "
+            "distribution when the clips' scene features are swapped); a warning when the spread collapses. Costs "
+            "two extra forward passes per logging step."
+        },
+    )
     generation_max_new_tokens: int = field(
         default=96, metadata={"help": "Tokens generated per answer when evaluating through generation (§4.4)."}
     )

@@ -54,6 +54,7 @@ recipe names (data folder, extractor checkpoints, the pretrained model) are chec
       iec: true                   # false = "w/o IEC"
       scenes: [face, action, object, background]   # Table 3: the scenes captured
       scene_tokens: true          # false = the Video-LLaVA baseline: the backbone alone (IcmConfig.use_scene_tokens)
+      video_tokens: true          # false = "w/o video", scene-only: no <video> tokens (IcmConfig.use_video_tokens)
     training: {...}               # IcmTrainingArguments fields shared by both stages
     stages:
       scene: {...}                # IcmTrainingArguments overrides of stage 1
@@ -118,6 +119,7 @@ SCHEMA: dict[str, Any] = {
         "iec": True,
         "scenes": ["face", "action", "object", "background"],
         "scene_tokens": True,
+        "video_tokens": True,
     },
     "training": _ARGS,
     "stages": {"scene": _ARGS, "omnisila": _ARGS},
@@ -380,6 +382,7 @@ def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
         use_iec=bool(r["ablation"]["iec"]),
         enabled_scenes=list(r["ablation"]["scenes"]),
         use_scene_tokens=bool(r["ablation"]["scene_tokens"]),
+        use_video_tokens=bool(r["ablation"]["video_tokens"]),
     )
     preset = r["model"]["preset"]
     num_frames = int(r["features"]["num_frames"])
@@ -425,6 +428,8 @@ def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
     processor.scene_extraction = scene_extraction  # icm analyze on the saved model extracts scenes the same way
     if hasattr(processor, "num_scene_tokens"):  # 0 for the Video-LLaVA baseline (use_scene_tokens=False)
         processor.num_scene_tokens = model.config.num_scene_placeholders
+    if hasattr(processor, "use_video"):  # False for the scene-only ablation (use_video_tokens=False)
+        processor.use_video = bool(model.config.use_video_tokens)
     return model, processor
 
 
@@ -582,6 +587,30 @@ def _evaluate(model, processor, eval_sets: dict, r: dict, log, tag: str, out: Pa
     return results
 
 
+def _diagnose(model, processor, eval_sets: dict, r: dict, log, tag: str, before: dict | None = None) -> dict:
+    """The scene-pathway diagnostics (``trainers.diagnostics``) on every evaluation clip, per config; a warning
+    when the scene tokens have collapsed to one vector."""
+    from .diagnostics import collapse_warning, scene_diagnostics
+
+    results = {}
+    for config, examples in eval_sets.items():
+        found = scene_diagnostics(model, processor, examples, batch_size=int(r["evaluate"]["batch_size"]))
+        if not found:
+            continue
+        results[config] = found
+        routers = " ".join(f"{k.split('/', 1)[1]}={v:.3f}" for k, v in found.items() if k.startswith("router_weight/"))
+        log(
+            f"scene diagnostics[{tag}] {config}: spread={found['scene_spread']:.4f} "
+            f"norm_ratio={found['scene_norm_ratio']:.2f} sensitivity={found.get('scene_sensitivity', 0.0):.4f} "
+            f"router {routers}"
+        )
+        warning = collapse_warning(found, (before or {}).get(config))
+        if warning:
+            logger.warning(f"{config}: {warning}")
+            log(f"WARNING {config}: {warning}")
+    return results
+
+
 def _data_and_features(r: dict, out: Path, log, timings: dict) -> dict:
     """Steps 1-2: the data folder and the scene features of every clip/image into the cache."""
     from processing.cache import FeatureCache
@@ -692,6 +721,7 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
     corpus += sorted({e["answer"] for e in scene_examples} | {e["answer"] for e in train_examples})
     model, processor = _build_model(r, scene_dims, corpus)
 
+    result["diagnostics"] = {"untrained": _diagnose(model, processor, eval_sets, r, log, "untrained")}
     if r["evaluate"]["before_training"]:
         started = time.perf_counter()
         result["metrics"]["untrained"] = _evaluate(model, processor, eval_sets, r, log, "untrained", out)
@@ -732,6 +762,9 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
             f"{train_output.training_loss:.3f} ({elapsed:.1f}s)"
         )
 
+    result["diagnostics"]["trained"] = _diagnose(
+        model, processor, eval_sets, r, log, "trained", before=result["diagnostics"]["untrained"]
+    )
     started = time.perf_counter()
     result["metrics"]["trained"] = _evaluate(model, processor, eval_sets, r, log, "trained", out)
     timings["evaluate_trained_s"] = time.perf_counter() - started

@@ -3,13 +3,16 @@ weights, checkpoints that keep the ICM modules and the IEC dictionary, and evalu
 
 Logging (trl style): every training step adds ``lm_loss``, ``router_loss`` and the router's mean expert weights
 ``router_weight/<scene>`` (mean of P_j over the frames where some scene is present) to a metrics buffer; the
-``log()`` override averages the buffer into the Trainer's logs and clears it. With ``record_router_probs=True`` the
+``log()`` override averages the buffer into the Trainer's logs and clears it. At every logging step
+(``scene_diagnostics=True``) the scene pathway of the current batch is measured too (``trainers.diagnostics``:
+``scene_spread``, ``scene_norm_ratio``, ``scene_sensitivity``), with a warning when the scene tokens collapse. With ``record_router_probs=True`` the
 trainer also keeps, per optimisation step, the router probabilities themselves (``trainer.router_records``), so Eq. 2
 can be recomputed from what was logged.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import defaultdict
 from typing import Any
@@ -21,6 +24,8 @@ from transformers import Trainer
 from .args import IcmTrainingArguments
 from .collator import IcmDataCollator
 from .lora import apply_lora, icm_base_model, mark_icm_trainable
+
+logger = logging.getLogger(__name__)
 
 ICM_MODULES_NAME = "icm_modules.safetensors"
 
@@ -137,6 +142,7 @@ class IcmTrainer(Trainer):
         self.router_records: list[dict[str, Any]] = []
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._step_router: list[torch.Tensor] = []
+        self._collapse_warned = False
 
     # -- optimizer ----------------------------------------------------------------------------------------------
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
@@ -167,6 +173,8 @@ class IcmTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         """``L = L_lm + L_rb`` (§3.4); both parts and the router's mean expert weights go to the metrics buffer."""
+        if model.training and self.args.scene_diagnostics and self._is_logging_step():
+            self._log_scene_diagnostics(model, inputs)
         if self.args.answer_only_logits:
             inputs = answer_only_logits(inputs)
         outputs = model(**inputs)
@@ -189,6 +197,28 @@ class IcmTrainer(Trainer):
             if mode == "train" and self.record_router_probs:
                 self._step_router.append(probs.cpu())
         return (loss, outputs) if return_outputs else loss
+
+    def _is_logging_step(self) -> bool:
+        """The optimisation step now running ends with a log (``logging_strategy='steps'``)."""
+        steps = self.state.logging_steps or self.args.logging_steps
+        if self.args.logging_strategy != "steps" or not steps or steps < 1:
+            return False
+        return (self.state.global_step + 1) % int(steps) == 0
+
+    def _log_scene_diagnostics(self, model, inputs) -> None:
+        """Scene-pathway diagnostics of the current batch into the metrics buffer (``trainers.diagnostics``), and
+        one warning per training run when the scene tokens collapse to one vector."""
+        from .diagnostics import batch_scene_diagnostics, collapse_warning
+
+        found = batch_scene_diagnostics(model, inputs, self.scene_names)
+        buffer = self._metrics["train"]
+        for key in ("scene_spread", "scene_norm_ratio", "scene_sensitivity"):
+            if key in found:
+                buffer[key].append(found[key])
+        warning = collapse_warning(found)
+        if warning and not self._collapse_warned:
+            self._collapse_warned = True
+            logger.warning(f"step {self.state.global_step + 1}: {warning}")
 
     def _gathered_mean(self, value: torch.Tensor) -> float:
         value = value.detach().float().reshape(1)
