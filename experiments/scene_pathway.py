@@ -78,11 +78,13 @@ def main(argv=None) -> int:
             diag = result.get("diagnostics", {})
             before = diag.get("untrained", {}).get(config, {})
             after = diag.get("trained", {}).get(config, {})
+            probe = diag.get("scene_probe", {}).get(config, {})
             rows.append(
                 {
                     "run": name,
                     "acc": metrics.get("acc"),
                     "map_avg": metrics.get("map_avg"),
+                    "probe_acc": probe.get("probe_acc"),
                     "spread_init": before.get("scene_spread"),
                     "spread": after.get("scene_spread"),
                     "norm_ratio": after.get("scene_norm_ratio"),

@@ -220,6 +220,24 @@ def test_diagnostics_tell_a_collapsed_scene_pathway_from_a_working_one(scene_onl
     assert warning and "at initialisation" in warning
 
 
+def test_scene_probe_reads_the_label_from_the_scene_features():
+    from trainers.diagnostics import pooled_scene_features, scene_probe
+    from trainers.tiny import label_coded_scene_examples
+
+    train = label_coded_scene_examples(DIMS, LABELS, 24, seed=1)
+    test = label_coded_scene_examples(DIMS, LABELS, 12, seed=2)
+    pooled = pooled_scene_features(train[0], list(DIMS))
+    assert pooled.shape == (2 * sum(DIMS.values()),)
+    assert not pooled[: 2 * DIMS["face"]].any()  # an absent scene pools to zeros
+    found = scene_probe(train + train, test, list(DIMS))  # a clip seen twice (two tasks) counts once
+    assert found["train_clips"] == 24 and found["eval_clips"] == 12 and found["chance"] == 0.25
+    assert found["probe_acc"] == 1.0
+    # features that carry no label: the probe stays near chance
+    noise = label_coded_scene_examples(DIMS, LABELS, 12, seed=3, noise=50.0)
+    assert scene_probe(train, noise, list(DIMS))["probe_acc"] <= 0.5
+    assert scene_probe(train[:1], test, list(DIMS)) is None  # one label: nothing to learn
+
+
 # ---- the scene-only test of the pathway: the label is only in the scene features ----------------------------------
 
 

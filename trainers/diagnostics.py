@@ -140,6 +140,60 @@ def scene_diagnostics(model, processor, examples: Sequence[dict[str, Any]], batc
     return out
 
 
+def pooled_scene_features(example: dict[str, Any], scenes: Sequence[str]) -> torch.Tensor:
+    """One vector per clip: for each scene, the mean and the max of its present items' features over all frames
+    (zeros for an absent scene), concatenated in ``scenes`` order."""
+    parts = []
+    for scene in scenes:
+        feats = torch.as_tensor(example["scene_features"][scene]).float()
+        dim = feats.shape[-1]
+        feats = feats.reshape(-1, dim)
+        masks = example.get("scene_masks") or {}
+        present = torch.as_tensor(masks[scene]).reshape(-1).bool() if scene in masks else torch.ones(len(feats), dtype=torch.bool)
+        rows = feats[present]
+        if len(rows):
+            parts += [rows.mean(0), rows.max(0).values]
+        else:
+            parts += [torch.zeros(dim), torch.zeros(dim)]
+    return torch.cat(parts)
+
+
+def scene_probe(
+    train_examples: Sequence[dict[str, Any]], eval_examples: Sequence[dict[str, Any]], scenes: Sequence[str]
+) -> dict | None:
+    """How much of the label the scene features carry: a logistic regression (scikit-learn, standardised inputs) on
+    :func:`pooled_scene_features` of the training clips, its accuracy on the evaluation clips. The reference a
+    scene-only model should reach. One row per clip (examples of several tasks on one clip count once); None when
+    scikit-learn is missing or the training clips have fewer than two labels."""
+    try:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+    except ImportError:
+        return None
+
+    def rows(examples):
+        seen = {}
+        for example in examples:
+            key = example.get("clip_id", id(example))
+            if key not in seen and example.get("label") is not None:
+                seen[key] = example
+        return [pooled_scene_features(e, scenes).numpy() for e in seen.values()], [e["label"] for e in seen.values()]
+
+    x_train, y_train = rows(train_examples)
+    x_eval, y_eval = rows(eval_examples)
+    if len(set(y_train)) < 2 or not y_eval:
+        return None
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(x_train, y_train)
+    return {
+        "probe_acc": float(probe.score(x_eval, y_eval)),
+        "probe_train_acc": float(probe.score(x_train, y_train)),
+        "train_clips": len(y_train),
+        "eval_clips": len(y_eval),
+        "chance": 1.0 / len(set(y_train) | set(y_eval)),
+    }
+
+
 def collapse_warning(diagnostics: dict, before: dict | None = None) -> str | None:
     """A warning line when the scene tokens have (nearly) collapsed to one vector, else None."""
     spread = diagnostics.get("scene_spread")
@@ -156,7 +210,9 @@ __all__ = [
     "COLLAPSE_SPREAD",
     "batch_scene_diagnostics",
     "collapse_warning",
+    "pooled_scene_features",
     "relative_spread",
     "scene_diagnostics",
+    "scene_probe",
     "scene_sensitivity",
 ]

@@ -611,6 +611,24 @@ def _diagnose(model, processor, eval_sets: dict, r: dict, log, tag: str, before:
     return results
 
 
+def _probe(train_sets: dict, eval_sets: dict, scenes: list[str], log) -> dict:
+    """Per config, a linear probe on the same scene features (``trainers.diagnostics.scene_probe``): the accuracy a
+    model that carries the scene information to the answer can reach."""
+    from .diagnostics import scene_probe
+
+    results = {}
+    for config, examples in eval_sets.items():
+        found = scene_probe(train_sets.get(config, []), examples, scenes)
+        if found:
+            results[config] = found
+            log(
+                f"scene probe {config}: a linear probe on the scene features gets acc {found['probe_acc']:.3f} on "
+                f"the {found['eval_clips']} evaluation clips (train {found['probe_train_acc']:.3f}, chance "
+                f"{found['chance']:.3f})"
+            )
+    return results
+
+
 def _data_and_features(r: dict, out: Path, log, timings: dict) -> dict:
     """Steps 1-2: the data folder and the scene features of every clip/image into the cache."""
     from processing.cache import FeatureCache
@@ -722,6 +740,8 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
     model, processor = _build_model(r, scene_dims, corpus)
 
     result["diagnostics"] = {"untrained": _diagnose(model, processor, eval_sets, r, log, "untrained")}
+    if model.config.use_scene_tokens:
+        result["diagnostics"]["scene_probe"] = _probe(train_sets, eval_sets, model.config.active_scenes, log)
     if r["evaluate"]["before_training"]:
         started = time.perf_counter()
         result["metrics"]["untrained"] = _evaluate(model, processor, eval_sets, r, log, "untrained", out)
