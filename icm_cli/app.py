@@ -85,11 +85,13 @@ class Analyser:
     def __init__(self, model_ref: str | os.PathLike, *, config_name: str = "implicit", window: float = 10.0,
                  overlap: float | None = None, batch_size: int = 4, max_new_tokens: int = 96,
                  max_duration_s: float = 600.0, max_run_s: float = 600.0, examples_dir: str | os.PathLike | None = None,
-                 device: str = "cpu", model=None, processor=None):  # fmt: skip
+                 device: str = "cpu", model=None, processor=None, trust_remote_code: bool = False,
+                 base_model: str | os.PathLike | None = None):  # fmt: skip
         from processing.analysis import load_model
 
         if model is None or processor is None:
-            model, processor = load_model(model_ref, device=device)
+            model, processor = load_model(model_ref, device=device, trust_remote_code=trust_remote_code,
+                                          base_model=base_model)  # fmt: skip
         self.model, self.processor = model, processor
         self.model_ref = str(model_ref)
         self.config_name = config_name

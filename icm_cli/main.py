@@ -457,6 +457,22 @@ def _default_model() -> str:
     raise CliError(f"no model given: pass --model DIR_OR_HUB_ID (e.g. the one `icm demo` trains: {candidate})")
 
 
+def _trust(args) -> dict:
+    """The model-loading choices of the user (``processing.trust``): run the folder's own code or not, and the base
+    model of an adapter folder."""
+    return {"trust_remote_code": bool(args.trust_remote_code), "base_model": args.adapter_base}
+
+
+def _add_trust_options(p, adapter: bool = True) -> None:
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let the model folder run its own Python code (off: a model saved by omnisila-icm loads with "
+                   "the installed classes; one whose code files differ is refused)")  # fmt: skip
+    if adapter:
+        p.add_argument("--adapter-base", metavar="DIR_OR_HUB_ID",
+                       help="the base model of a LoRA adapter folder (the one its adapter_config.json names is "
+                       "loaded only when given here)")  # fmt: skip
+
+
 def cmd_analyze(args) -> int:
     from processing.analysis import analyze_video, load_model
     from processing.video import VideoDecodeError, probe_video
@@ -474,7 +490,7 @@ def cmd_analyze(args) -> int:
         raise CliError(f"--overlap must be in [0, --window={args.window}) seconds, got {args.overlap}")
     _quiet_transformers()
     model_ref = args.model or _default_model()
-    model, processor = load_model(model_ref, device=args.device)
+    model, processor = load_model(model_ref, device=args.device, **_trust(args))
     out = Path(args.out or f"{video.stem}.analysis.json")
     timeline = Path(args.timeline or out.with_suffix("").as_posix().removesuffix(".analysis") + ".timeline.png")
     try:
@@ -550,7 +566,7 @@ def cmd_watch(args) -> int:
     _quiet_transformers()
     from .inference import load_model
 
-    model, processor = load_model(args.model or _default_model(), device=args.device)
+    model, processor = load_model(args.model or _default_model(), device=args.device, **_trust(args))
     analyzer = model_analyzer(model, processor, config_name=args.config, max_new_tokens=args.max_new_tokens)
     try:
         summary = watch(
@@ -613,6 +629,7 @@ def _push(args) -> int:
             license=args.license or "apache-2.0",
             datasets=args.datasets or (),
             base_model=args.base_model,
+            trust_remote_code=args.trust_remote_code,
         )
         repo_type, sdk = "model", None
     elif args.dataset:
@@ -679,7 +696,7 @@ def cmd_serve(args) -> int:
         model_ref, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, queue_size=args.queue_size,
         examples_dir=args.examples, config_name=args.config, window=args.window, overlap=args.overlap,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, max_duration_s=args.max_duration,
-        max_run_s=args.max_seconds, device=args.device,
+        max_run_s=args.max_seconds, device=args.device, **_trust(args),
     )  # fmt: skip
     return 0
 
@@ -901,6 +918,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--no-resume", action="store_true", help="start over instead of continuing an interrupted run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_trust_options(p)
     p.set_defaults(func=cmd_analyze)
 
     # watch
@@ -940,6 +958,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--summary", help="write the run's summary (windows analysed/dropped, alerts, faults) as JSON here")
+    _add_trust_options(p)
     p.set_defaults(func=cmd_watch)
 
     # push
@@ -968,6 +987,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", action="store_true",
                    help="with --model: write the web app (`icm serve`) as a Gradio Space (model copied into it)")  # fmt: skip
     p.add_argument("--examples", nargs="+", help="--space: example videos to ship with the app")
+    _add_trust_options(p, adapter=False)
     p.set_defaults(func=cmd_push)
 
     # serve
@@ -989,6 +1009,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=600.0, help="an analysis stops after this long (partial result shown)")
     p.add_argument("--queue-size", type=int, default=16, help="analyses waiting at most (one runs at a time)")
     p.add_argument("--device", default="cpu", help="torch device")
+    _add_trust_options(p)
     p.set_defaults(func=cmd_serve)
 
     # demo

@@ -72,6 +72,7 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json",
 )
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 #: decode strategies of :func:`analyze_video`: "once" reads each frame once over all windows (the default),
 #: "per_window" decodes every window on its own (what a window-by-window loop does; kept for the P11 benchmark).
 DECODE_MODES = ("once", "per_window")
@@ -292,6 +293,8 @@ def check_model_dir(path: str | os.PathLike) -> str:
     if not path.is_dir():
         raise ModelLoadError(f"model {path}: not a directory (give a model folder or a Hub id org/name)")
     if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        for weights in sorted(path.glob("*.safetensors")):
+            check_safetensors(weights)
         return "adapter"
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"model directory {path} has no config.json (is it a saved ICM model?)")
@@ -299,14 +302,47 @@ def check_model_dir(path: str | os.PathLike) -> str:
         raise ModelLoadError(f"model directory {path} has no weights (expected model.safetensors)")
     if not any((path / name).is_file() for name in PROCESSOR_FILES):
         raise ModelLoadError(f"model directory {path} has no processor (processor_config.json); save the processor with it")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(f"model directory {path} has no tokenizer: {path / TOKENIZER_FILES[0]} not found; save the "
+                             "processor (its tokenizer) with the model")  # fmt: skip
+    for weights in sorted(path.glob("*.safetensors")):
+        check_safetensors(weights)
     return "merged"
 
 
-def load_model(reference: str | os.PathLike, device: str = "cpu"):
+def check_safetensors(path: str | os.PathLike) -> None:
+    """:class:`ModelLoadError` naming ``path`` when it is not a whole safetensors file (a truncated download or copy
+    fails later inside the loader with a message that names no file). Reads the header only."""
+    path = Path(path)
+    size = path.stat().st_size
+    problem = None
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if length < 2 or 8 + length > size:
+            problem = "truncated or not a safetensors file (its header is incomplete)"
+        else:
+            try:
+                header = json.loads(handle.read(length))
+                end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, KeyError, TypeError, IndexError):
+                problem = "not a safetensors file (its header is not valid)"
+            else:
+                if 8 + length + end > size:
+                    problem = f"truncated: {size:,} bytes, its header describes {8 + length + end:,}"
+    if problem:
+        raise ModelLoadError(f"{path}: {problem}; copy or download it again")
+
+
+def load_model(reference: str | os.PathLike, device: str = "cpu", trust_remote_code: bool = False,
+               base_model: str | os.PathLike | None = None):
     """``(model, processor)`` from a local folder (merged model or LoRA adapter) or a Hub id, both from the same
-    place, loaded with ``trust_remote_code=True``, the model in eval mode on ``device``. Every failure is a one-line
+    place, the model in eval mode on ``device``. No code from the model's folder runs unless ``trust_remote_code``
+    (``processing.trust``): a model saved by this package loads with the installed package's classes, one whose
+    code files differ is refused. An adapter's base model is ``base_model`` (the user's choice); the one recorded in
+    ``adapter_config.json`` is used only when it is given here too. Every failure is a one-line
     :class:`ModelLoadError` naming the reference."""
-    from transformers import AutoModel, AutoProcessor
+    from .trust import UntrustedCodeError, model_from_pretrained, processor_from_pretrained
 
     ref = os.fspath(reference)
     path = Path(ref).expanduser()
@@ -316,16 +352,20 @@ def load_model(reference: str | os.PathLike, device: str = "cpu"):
             if layout == "adapter":
                 from trainers.saving import load_icm_adapter
 
-                model = load_icm_adapter(path)
+                model = load_icm_adapter(path, base_model=base_model, trust_remote_code=trust_remote_code)
             else:
-                model = AutoModel.from_pretrained(str(path), trust_remote_code=True)
-            processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=True)
+                model = model_from_pretrained(path, trust_remote_code=trust_remote_code)
+            processor = processor_from_pretrained(path, trust_remote_code=trust_remote_code)
+        except UntrustedCodeError as err:
+            raise ModelLoadError(str(err)) from err
         except (OSError, ValueError, KeyError) as err:
             raise ModelLoadError(f"cannot load the model in {path}: {_first_line(err)}") from err
     elif HUB_ID_RE.match(ref):
         try:
-            model = AutoModel.from_pretrained(ref, trust_remote_code=True)
-            processor = AutoProcessor.from_pretrained(ref, trust_remote_code=True)
+            model = model_from_pretrained(ref, trust_remote_code=trust_remote_code)
+            processor = processor_from_pretrained(ref, trust_remote_code=trust_remote_code)
+        except UntrustedCodeError as err:
+            raise ModelLoadError(str(err)) from err
         except Exception as err:  # noqa: BLE001 - any Hub/network failure is one clear line
             if _offline():
                 raise ModelLoadError(

@@ -1,0 +1,123 @@
+"""Bad and hostile input as a new user meets it: each test is the reproduction of one failure (it fails on a
+package that runs a model folder's code without asking, guesses in evaluation, checks outputs after the work, ...)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from icm_cli.main import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_icm(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line(err: str) -> str:
+    assert err.strip().count("\n") == 0 and "Traceback" not in err, err
+    return err.strip()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# trust: no code from a model folder runs unless the user says so
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def tampered_copy(model_dir: Path, where: Path, marker: Path) -> Path:
+    """A copy of a saved model whose configuration_icm.py also writes ``marker`` when imported."""
+    copy = where / f"tampered_{where.name}"
+    shutil.copytree(model_dir, copy)
+    with open(copy / "configuration_icm.py", "a", encoding="utf-8") as handle:
+        handle.write(f"\nopen({str(marker)!r}, 'w').write('ran')\n")
+    return copy
+
+
+def test_a_tampered_model_folder_runs_nothing_without_the_flag(capsys, tmp_path, fire_model_dir, carphone_path):
+    marker = tmp_path / "created_by_the_model_folder"
+    copy = tampered_copy(fire_model_dir, tmp_path, marker)
+    code, out, err = run_icm(capsys, "analyze", carphone_path, "--model", copy, "--out", tmp_path / "a.json")
+    assert code == 2, (out, err)
+    line = one_line(err)
+    assert "--trust-remote-code" in line and "configuration_icm.py" in line and str(copy) in line
+    assert not marker.exists() and not (tmp_path / "a.json").exists()
+
+
+def test_the_tampered_folder_is_a_real_threat_when_trusted(tmp_path, fire_model_dir):
+    """The reproduction is sound: transformers' remote-code loading does import the planted line (fresh process)."""
+    marker = tmp_path / "created_by_the_model_folder"
+    copy = tampered_copy(fire_model_dir, tmp_path, marker)
+    script = "import sys\nfrom processing.analysis import load_model\nload_model(sys.argv[1], trust_remote_code=True)\n"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", script, str(copy)], capture_output=True, text=True, env=env,
+                            cwd=ROOT)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert marker.read_text() == "ran"
+
+
+def test_a_genuine_saved_model_loads_with_the_installed_classes_and_analyses(capsys, tmp_path, fire_model_dir,
+                                                                              bikes_path):  # fmt: skip
+    from processing.analysis import load_model
+
+    model, processor = load_model(fire_model_dir)
+    assert type(model).__module__ == "modeling_icm.modeling_icm"
+    assert type(processor).__module__ == "modeling_icm.processing_icm"
+    out = tmp_path / "bikes.json"
+    code, stdout, err = run_icm(capsys, "analyze", bikes_path, "--model", fire_model_dir, "--out", out,
+                                "--window", 4, "--overlap", 0, "--max-new-tokens", 48, "--no-progress")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out.read_text())["segments"][0]["sentiment"] == "Fire"
+
+
+def test_other_code_named_by_the_config_is_refused(tmp_path, fire_model_dir):
+    from processing.analysis import ModelLoadError, load_model
+
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(fire_model_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["auto_map"]["AutoModel"] = "someone/else--modeling_x.Model"
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="auto_map AutoModel=someone/else--modeling_x.Model"):
+        load_model(copy)
+
+
+def test_an_adapter_loads_its_recorded_base_only_when_the_user_names_it(tmp_path):
+    from trainers.saving import load_icm_adapter
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/somewhere/base"}))
+    (tmp_path / "icm_modules.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"names the base model /somewhere/base.*--adapter-base /somewhere/base"):
+        load_icm_adapter(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# broken model folders: one line naming the file
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_a_truncated_safetensors_file_is_named(capsys, tmp_path, fire_model_dir, carphone_path):
+    copy = tmp_path / "truncated"
+    shutil.copytree(fire_model_dir, copy)
+    weights = copy / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+    code, _, err = run_icm(capsys, "analyze", carphone_path, "--model", copy, "--out", tmp_path / "a.json")
+    assert code == 2
+    assert str(weights) in one_line(err) and "truncated" in err
+
+
+def test_a_missing_tokenizer_is_named(capsys, tmp_path, fire_model_dir, carphone_path):
+    copy = tmp_path / "no_tokenizer"
+    shutil.copytree(fire_model_dir, copy)
+    (copy / "tokenizer.json").unlink()
+    code, _, err = run_icm(capsys, "analyze", carphone_path, "--model", copy, "--out", tmp_path / "a.json")
+    assert code == 2
+    assert str(copy / "tokenizer.json") in one_line(err)
