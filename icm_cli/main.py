@@ -364,6 +364,7 @@ def cmd_evaluate(args) -> int:
         skip_invalid=args.skip_invalid,
         dataset=dataset,
         require_all=args.require_all,
+        clip_segments=args.clip_segments,
     )
     out = Path(args.out or Path(args.predictions).with_suffix("").as_posix() + ".metrics.json")
     charts_dir = Path(args.charts_dir or out.parent)
@@ -372,6 +373,8 @@ def cmd_evaluate(args) -> int:
     missing = len(document.get("missing", ()))
     print(f"Omni-SILA {document['config']} — {document['metrics'].get('num_examples', 0):.0f} examples"
           + (f" ({missing} without a prediction, scored as empty answers)" if missing else ""))  # fmt: skip
+    if document["matched_by"] == "order":
+        print("predictions matched to references by order (the files carry no ids on both sides)")
     if missing:
         _eprint(f"  {missing} reference(s) have no prediction (scored as wrong; --require-all makes this an error): "
                 + ", ".join(document["missing"][:5]) + (" ..." if missing > 5 else ""))  # fmt: skip
@@ -859,6 +862,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-invalid", action="store_true", help="skip and report invalid examples instead of stopping")
     p.add_argument("--require-all", action="store_true",
                    help="a reference without a prediction is an error (default: scored as an empty, wrong answer)")  # fmt: skip
+    p.add_argument("--clip-segments", action="store_true",
+                   help="clip segments to [0, duration] before matching (off: mAP and f2_tsl as TSL-300's own "
+                   "evaluation computes them; on: a prediction running past a clip's end is not charged for it)")  # fmt: skip
     p.add_argument("--dataset-name", help="data set name recorded in the JSON (shown in model cards)")
     p.add_argument("--dataset-type", help="data set id recorded in the JSON (e.g. org/omni-sila)")
     p.set_defaults(func=cmd_evaluate)

@@ -121,3 +121,89 @@ def test_a_missing_tokenizer_is_named(capsys, tmp_path, fire_model_dir, carphone
     code, _, err = run_icm(capsys, "analyze", carphone_path, "--model", copy, "--out", tmp_path / "a.json")
     assert code == 2
     assert str(copy / "tokenizer.json") in one_line(err)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# icm evaluate never guesses
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _answer(label: str, start: int, end: int) -> str:
+    from modeling_icm import templates as T
+
+    return T.combined_answer("implicit", label, [[start, end]], "smoke")
+
+
+def _write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def evaluation_files(tmp_path):
+    labels = ["Fire", "Theft", "Normal", "Robbery"]
+    refs = [{"id": f"c{i}", "sentiment": label, "segments": [[1, 4]], "cause": "", "duration": 10.0}
+            for i, label in enumerate(labels)]  # fmt: skip
+    preds = [{"id": f"c{i}", "answer": _answer(label, 1, 4)} for i, label in enumerate(labels)][::-1]
+    return tmp_path, refs, preds
+
+
+def test_evaluate_refuses_predictions_where_some_rows_lack_an_id(capsys, evaluation_files):
+    tmp, refs, preds = evaluation_files
+    del preds[2]["id"]  # the third row: matching the rest by order would pair the wrong rows (exit 0, low scores)
+    code, out, err = run_icm(capsys, "evaluate", "--predictions", _write_jsonl(tmp / "p.jsonl", preds),
+                             "--references", _write_jsonl(tmp / "r.jsonl", refs), "--out", tmp / "m.json")  # fmt: skip
+    assert code == 2, out
+    line = one_line(err)
+    assert "row 3 has no id" in line and str(tmp / "p.jsonl") in line
+    assert not (tmp / "m.json").exists()
+
+
+def test_evaluate_refuses_references_where_some_rows_lack_an_id(capsys, evaluation_files):
+    tmp, refs, preds = evaluation_files
+    del refs[0]["id"]
+    code, _, err = run_icm(capsys, "evaluate", "--predictions", _write_jsonl(tmp / "p.jsonl", preds),
+                           "--references", _write_jsonl(tmp / "r.jsonl", refs), "--out", tmp / "m.json")  # fmt: skip
+    assert code == 2 and "row 1 has no id" in one_line(err) and "r.jsonl" in err
+
+
+def test_evaluate_by_id_and_by_order_says_which(capsys, evaluation_files):
+    tmp, refs, preds = evaluation_files
+    code, out, err = run_icm(capsys, "evaluate", "--predictions", _write_jsonl(tmp / "p.jsonl", preds),
+                             "--references", _write_jsonl(tmp / "r.jsonl", refs), "--out", tmp / "m.json",
+                             "--attribution-metrics", "none")  # fmt: skip
+    document = json.loads((tmp / "m.json").read_text())
+    assert code == 0 and document["matched_by"] == "id" and document["metrics"]["acc"] == 1.0, err
+    assert "by order" not in out
+    texts = [p["answer"] for p in preds[::-1]]  # no ids at all: the order is used, and said
+    code, out, err = run_icm(capsys, "evaluate", "--predictions", _write_jsonl(tmp / "t.jsonl", texts),
+                             "--references", tmp / "r.jsonl", "--out", tmp / "m2.json",
+                             "--attribution-metrics", "none")  # fmt: skip
+    document = json.loads((tmp / "m2.json").read_text())
+    assert code == 0 and document["matched_by"] == "order" and document["metrics"]["acc"] == 1.0, err
+    assert "matched to references by order" in out
+
+
+def test_evaluate_clip_segments_is_an_option_and_off_by_default(capsys, tmp_path):
+    refs = [{"id": "a", "sentiment": "Fire", "segments": [[5, 10]], "cause": "", "duration": 10.0}]
+    preds = [{"id": "a", "answer": _answer("Fire", 5, 30)}]  # runs 20 s past the clip's end: tIoU 5/25
+    argv = ["evaluate", "--predictions", _write_jsonl(tmp_path / "p.jsonl", preds), "--references",
+            _write_jsonl(tmp_path / "r.jsonl", refs), "--attribution-metrics", "none"]  # fmt: skip
+    assert run_icm(capsys, *argv, "--out", tmp_path / "official.json")[0] == 0
+    assert run_icm(capsys, *argv, "--out", tmp_path / "clipped.json", "--clip-segments")[0] == 0
+    official = json.loads((tmp_path / "official.json").read_text())
+    clipped = json.loads((tmp_path / "clipped.json").read_text())
+    assert official["clip_segments"] is False and official["metrics"]["map@0.3"] == 0.0
+    assert clipped["clip_segments"] is True and clipped["metrics"]["map@0.3"] == 1.0
+
+
+def test_latin1_bytes_in_a_jsonl_name_the_file_and_line(capsys, evaluation_files):
+    tmp, refs, preds = evaluation_files
+    path = _write_jsonl(tmp / "p.jsonl", preds)
+    with open(path, "ab") as handle:
+        handle.write(json.dumps({"id": "x", "answer": "caf"}).encode()[:-3] + b"\xe9\"}\n")
+    code, _, err = run_icm(capsys, "evaluate", "--predictions", path, "--references",
+                           _write_jsonl(tmp / "r.jsonl", refs), "--out", tmp / "m.json")  # fmt: skip
+    assert code == 2
+    line = one_line(err)
+    assert str(path) in line and "line 5" in line and "UTF-8" in line
