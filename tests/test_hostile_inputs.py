@@ -207,3 +207,56 @@ def test_latin1_bytes_in_a_jsonl_name_the_file_and_line(capsys, evaluation_files
     assert code == 2
     line = one_line(err)
     assert str(path) in line and "line 5" in line and "UTF-8" in line
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# both Video-LLaVA checkpoint layouts pass the folder check and build ICM
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def video_llava_layouts(tmp_path_factory):
+    """The Hub layout (preprocessor_config.json) and the layout VideoLlavaProcessor.save_pretrained writes today
+    (processor_config.json holding the processors), with the same weights."""
+    from checkpoint_standins import save_video_llava_7b_standin
+    from transformers import AutoProcessor
+
+    hub = save_video_llava_7b_standin(tmp_path_factory.mktemp("hub") / "Video-LLaVA-7B-hf", text_layers=1)
+    resaved = tmp_path_factory.mktemp("resaved") / "video-llava-resaved"
+    AutoProcessor.from_pretrained(hub).save_pretrained(resaved)
+    for path in hub.iterdir():
+        if path.name == "config.json" or path.name.startswith("model"):
+            shutil.copy(path, resaved / path.name)
+    return hub, resaved
+
+
+def test_the_resaved_layout_has_no_preprocessor_config(video_llava_layouts):
+    _, resaved = video_llava_layouts
+    assert not (resaved / "preprocessor_config.json").exists()
+    assert "video_processor" in json.loads((resaved / "processor_config.json").read_text())
+
+
+@pytest.mark.parametrize("layout", [0, 1], ids=["hub", "save_pretrained"])
+def test_both_video_llava_layouts_pass_the_check_and_build_icm(video_llava_layouts, layout):
+    from modeling_icm.configuration_icm import IcmConfig
+    from modeling_icm.modeling_icm import IcmForVideoSentiment
+    from modeling_icm.processing_icm import check_video_llava_folder
+
+    folder = video_llava_layouts[layout]
+    check_video_llava_folder(folder, need_weights=True)
+    config = IcmConfig(scene_dims={"face": 8, "action": 8, "object": 8, "background": 8}, num_frames=2,
+                       num_scene_tokens=2, expert_hidden_size=32, expert_num_layers=1, expert_num_heads=2,
+                       expert_intermediate_size=64, iec_num_heads=2, iec_dictionary_size=4,
+                       iec_intermediate_size=64)  # fmt: skip
+    model, processor = IcmForVideoSentiment.from_video_llava(folder, config)
+    assert processor.video_processor is not None and processor.scene_token_id == model.config.scene_token_id
+
+
+def test_a_processor_config_without_the_processors_is_still_refused(video_llava_layouts, tmp_path):
+    from modeling_icm.processing_icm import check_video_llava_folder
+
+    folder = tmp_path / "broken"
+    shutil.copytree(video_llava_layouts[0], folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    (folder / "preprocessor_config.json").unlink()  # processor_config.json of the Hub layout holds no processor
+    with pytest.raises(FileNotFoundError, match=r"preprocessor_config\.json: not found"):
+        check_video_llava_folder(folder)
