@@ -2,7 +2,9 @@
 the end-to-end CPU demo of omnisila-icm (ICM for Omni-SILA).
 
 Exit codes: 0 ok; 2 bad usage or bad input (one line on stderr naming the problem); 1 an unexpected failure (one
-line; ``icm --debug ...`` shows the traceback); 130 interrupted (partial results stay on disk).
+line; ``icm --debug ...`` shows the traceback); 130 interrupted (partial results stay on disk). ``icm watch`` stops
+cleanly on SIGTERM (exit 0) and on the first SIGINT / Ctrl-C (exit 130): an open alert is ended, ``--summary`` is
+written and a final line says so; a second signal interrupts at once.
 """
 
 from __future__ import annotations
@@ -477,7 +479,7 @@ def _add_trust_options(p, adapter: bool = True) -> None:
 
 
 def cmd_analyze(args) -> int:
-    from processing.analysis import analyze_video, load_model
+    from processing.analysis import analyze_video, check_analysis_outputs, check_output_path, load_model
     from processing.video import VideoDecodeError, probe_video
 
     from .plots import timeline_chart
@@ -491,11 +493,13 @@ def cmd_analyze(args) -> int:
         raise CliError(str(err)) from err
     if args.window <= 0 or (args.overlap is not None and not 0 <= args.overlap < args.window):
         raise CliError(f"--overlap must be in [0, --window={args.window}) seconds, got {args.overlap}")
+    out = Path(args.out or f"{video.stem}.analysis.json")
+    timeline = Path(args.timeline or out.with_suffix("").as_posix().removesuffix(".analysis") + ".timeline.png")
+    check_analysis_outputs(out, "--out")  # before any work: a bad path must not cost the whole analysis
+    check_output_path(timeline, "--timeline")
     _quiet_transformers()
     model_ref = args.model or _default_model()
     model, processor = load_model(model_ref, device=args.device, **_trust(args))
-    out = Path(args.out or f"{video.stem}.analysis.json")
-    timeline = Path(args.timeline or out.with_suffix("").as_posix().removesuffix(".analysis") + ".timeline.png")
     try:
         document = analyze_video(
             video,
@@ -539,7 +543,7 @@ def cmd_analyze(args) -> int:
 def cmd_watch(args) -> int:
     import logging
 
-    from processing.alerts import AlertRule, Backoff
+    from processing.alerts import AlertRule, Backoff, check_webhook_url
     from processing.live import SourceError, model_analyzer, source_kind, watch
 
     if source_kind(args.source) == "file" and not Path(args.source).is_file():
@@ -562,6 +566,17 @@ def cmd_watch(args) -> int:
         backoff = Backoff(initial=args.retry_initial, maximum=args.retry_max)
     except ValueError as err:
         raise CliError(str(err)) from err
+    from processing.analysis import check_output_path
+
+    for flag, path in (("--out", args.out), ("--summary", args.summary)):  # before the model loads
+        if path and path != "-":
+            check_output_path(path, flag)
+    if args.webhook:
+        try:
+            check_webhook_url(args.webhook)
+        except ValueError as err:
+            raise CliError(f"--webhook: {err}") from err
+        check_output_path(args.outbox, "--outbox", folder=True)
     if args.threads:
         import torch
 
@@ -571,21 +586,68 @@ def cmd_watch(args) -> int:
 
     model, processor = load_model(args.model or _default_model(), device=args.device, **_trust(args))
     analyzer = model_analyzer(model, processor, config_name=args.config, max_new_tokens=args.max_new_tokens)
+    stop, signals = _stop_on_signals()
     try:
         summary = watch(
             args.source, analyzer, window=args.window, stride=args.stride, rule=rule, output=args.out or None,
             webhook=args.webhook, outbox=args.outbox, webhook_timeout=args.webhook_timeout, backoff=backoff,
             queue_size=args.queue_size, pace=args.pace, stall_timeout=args.stall_timeout,
             give_up_after=args.give_up_after, max_seconds=args.max_seconds, follow=not args.no_follow,
-            av_options=options,
+            av_options=options, stop_event=stop,
         )  # fmt: skip
     except SourceError as err:
         raise CliError(str(err)) from err
+    finally:
+        signals.restore()
+    if signals.received:
+        summary.ended_by = f"stopped by {signals.received[0]}"
     if args.summary:
         _write_json(Path(args.summary), summary.to_dict())
+    if signals.received:
+        kept = f"; {summary.undelivered} alert message(s) kept in {args.outbox} for the next run" if summary.undelivered else ""
+        log.info("stopped by %s: %d window(s) analysed, %d alert(s); any open alert ended ('watch stopped')%s%s",
+                 signals.received[0], summary.windows_analysed, summary.alerts, kept,
+                 f"; summary: {args.summary}" if args.summary else "")  # fmt: skip
+        return 130 if signals.received[0] == "SIGINT" else 0
     if summary.frames == 0:
         raise CliError(f"source {args.source}: no frame received ({summary.ended_by or 'the stream never started'})")
     return 0
+
+
+class _SignalStop:
+    """SIGTERM / SIGINT set ``event`` (the watch then ends cleanly: open alerts ended, summary written); a second
+    signal interrupts at once. Handlers can be set only in the main thread; elsewhere nothing is installed."""
+
+    def __init__(self, event):
+        import signal
+
+        self.event, self.received, self._previous = event, [], {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                break
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.received.append(signal.Signals(signum).name)
+        self.event.set()
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+
+def _stop_on_signals():
+    import threading
+
+    stop = threading.Event()
+    return stop, _SignalStop(stop)
 
 
 # ----------------------------------------------------------------------------------------------------------------

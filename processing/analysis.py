@@ -788,6 +788,40 @@ def write_json_atomic(path: str | os.PathLike, data: Mapping) -> Path:
     return path
 
 
+class OutputPathError(ValueError):
+    """An output path that cannot be written: said before any work starts."""
+
+
+def check_output_path(path: str | os.PathLike, what: str = "output", folder: bool = False) -> Path:
+    """``path`` (a file, or with ``folder`` a folder) can be written: it is not a folder (not a file), and the
+    nearest existing folder above it is a writable folder. Called before decoding starts, so that a bad ``--out``
+    costs nothing rather than the whole analysis. Creates nothing; :class:`OutputPathError` naming ``what``."""
+    path = Path(path)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise OutputPathError(f"{what} {path}: is a file, not a folder")
+    elif path.is_dir():
+        raise OutputPathError(f"{what} {path}: is a folder; give a file name")
+    probe = path if folder and path.is_dir() else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputPathError(f"{what} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{what} {path}: cannot write in {probe} (permission denied)")
+    if path.is_file() and not os.access(path, os.W_OK):
+        raise OutputPathError(f"{what} {path}: the file exists and cannot be written (permission denied)")
+    return path
+
+
+def check_analysis_outputs(out_json: str | os.PathLike, what: str = "--out") -> None:
+    """The files a run writing ``out_json`` writes: the document, its temporary file and the partial log."""
+    out_json = Path(out_json)
+    check_output_path(out_json, what)
+    for extra in (out_json.with_name(f".{out_json.name}.tmp"), partial_path(out_json)):
+        check_output_path(extra, f"{what} {out_json}: its companion file")
+
+
 def partial_path(out_json: str | os.PathLike) -> Path:
     """The JSON Lines log of a run writing ``out_json``."""
     out_json = Path(out_json)
@@ -960,6 +994,8 @@ def analyze_video(
         "scenes": list(model.config.active_scenes),
     }
     out_json = None if out_json is None else Path(out_json)
+    if out_json is not None:
+        check_analysis_outputs(out_json, "out_json")
     log = ResultsLog(partial_path(out_json), header, resume=resume) if out_json is not None else None
     done: dict[int, WindowResult] = dict(log.done) if log is not None else {}
     plan = [(i, w) for i, w in enumerate(windows) if i not in done]
@@ -1013,6 +1049,7 @@ __all__ = [
     "frame_scene_weights",
     "generate_answers",
     "iter_window_results",
+    "check_output_path",
     "load_model",
     "merge_windows",
     "mean_scene_weights",

@@ -260,3 +260,117 @@ def test_a_processor_config_without_the_processors_is_still_refused(video_llava_
     (folder / "preprocessor_config.json").unlink()  # processor_config.json of the Hub layout holds no processor
     with pytest.raises(FileNotFoundError, match=r"preprocessor_config\.json: not found"):
         check_video_llava_folder(folder)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fail before the work: outputs and settings are checked before the model loads or a frame is decoded
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_analyze_out_that_is_a_folder_fails_before_anything_loads(capsys, tmp_path, carphone_path):
+    existing = tmp_path / "results"
+    existing.mkdir()
+    # the model does not exist: an error about --out proves the output was checked first
+    code, _, err = run_icm(capsys, "analyze", carphone_path, "--model", tmp_path / "no_model", "--out", existing)
+    assert code == 2
+    assert "--out" in one_line(err) and "is a folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no .tmp, no .partial.jsonl
+
+
+def test_analyze_out_under_a_file_fails_before_anything_loads(capsys, tmp_path, carphone_path):
+    (tmp_path / "plain").write_text("x")
+    code, _, err = run_icm(capsys, "analyze", carphone_path, "--model", tmp_path / "no_model",
+                           "--out", tmp_path / "plain" / "a.json")  # fmt: skip
+    assert code == 2 and "--out" in one_line(err) and "is a file, not a folder" in err
+
+
+@pytest.mark.parametrize("flag", ["--summary", "--out"])
+def test_watch_outputs_are_checked_before_the_model_loads(capsys, tmp_path, bikes_path, flag):
+    code, _, err = run_icm(capsys, "watch", bikes_path, "--model", tmp_path / "no_model", flag, tmp_path)
+    assert code == 2 and flag in one_line(err) and "is a folder" in err
+
+
+def test_watch_rejects_a_non_http_webhook_before_the_model_loads(capsys, tmp_path, bikes_path):
+    code, _, err = run_icm(capsys, "watch", bikes_path, "--model", tmp_path / "no_model",
+                           "--webhook", "ftp://example.org/alerts")  # fmt: skip
+    assert code == 2 and "--webhook" in one_line(err) and "ftp://example.org/alerts" in err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# icm watch: an empty file, and SIGTERM
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_watch_waits_for_an_empty_file_as_long_as_give_up_after_says(tmp_path):
+    import time
+
+    from processing.live import watch
+
+    empty = tmp_path / "recording.ts"
+    empty.write_bytes(b"")
+    started = time.monotonic()
+    summary = watch(empty, lambda frames, times: {"sentiment": "Normal", "confidence": 1.0}, give_up_after=1.5,
+                    stall_timeout=5.0, output=tmp_path / "w.jsonl")  # fmt: skip
+    waited = time.monotonic() - started
+    assert 1.5 <= waited < 4.0, waited  # not the stall time-out, not an instant failure
+    assert summary.frames == 0 and "stayed empty" in summary.ended_by
+
+
+def ts_recording(path: Path, seconds: int, fps: int = 5) -> Path:
+    """An MPEG-TS recording (the format a growing file has) of ``seconds`` of changing frames."""
+    import numpy as np
+
+    from processing.live import send_mpegts
+
+    frames = [np.full((48, 64, 3), (40 * k) % 255, dtype=np.uint8) for k in range(seconds * fps)]
+    send_mpegts(frames, str(path), fps, pace=1000.0)
+    return path
+
+
+def test_watch_picks_up_an_empty_file_that_starts_growing(tmp_path):
+    import threading
+
+    from processing.live import watch
+
+    growing = tmp_path / "recording.ts"
+    growing.write_bytes(b"")
+    staged = ts_recording(tmp_path / "staged.ts", 6)
+    threading.Timer(1.0, lambda: os.replace(staged, growing)).start()  # the recorder's first write, whole
+    summary = watch(growing, lambda frames, times: {"sentiment": "Normal", "confidence": 1.0}, window=2.0,
+                    stride=2.0, give_up_after=20.0, stall_timeout=1.0, pace=20.0, max_seconds=4.0,
+                    output=tmp_path / "w.jsonl")  # fmt: skip
+    assert summary.frames > 0 and summary.windows_analysed >= 1
+
+
+def test_watch_stops_cleanly_on_sigterm(tmp_path, fire_model_dir):
+    import signal
+    import time
+
+    recording = ts_recording(tmp_path / "recording.ts", 60)  # a minute at real time: SIGTERM comes first
+    out, summary_path = tmp_path / "w.jsonl", tmp_path / "summary.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "icm_cli.main", "watch", str(recording), "--model", str(fire_model_dir),
+         "--out", str(out), "--summary", str(summary_path), "--window", "2", "--stride", "1", "--threshold", "0",
+         "--max-new-tokens", "40", "--outbox", str(tmp_path / "outbox")],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if out.is_file() and '"event": "start"' in out.read_text().replace('"event":"start"', '"event": "start"'):
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, "the watch ended before an alert opened"
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err[-2000:]
+    assert "stopped by SIGTERM" in err.strip().splitlines()[-1]
+    summary = json.loads(summary_path.read_text())
+    assert summary["ended_by"] == "stopped by SIGTERM" and summary["alerts"] >= 1
+    events = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    alerts = [e for e in events if e.get("type") == "alert"]
+    assert alerts[-1]["event"] == "end"  # the open alert was ended, not left dangling
