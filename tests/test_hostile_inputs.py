@@ -374,3 +374,81 @@ def test_watch_stops_cleanly_on_sigterm(tmp_path, fire_model_dir):
     events = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     alerts = [e for e in events if e.get("type") == "alert"]
     assert alerts[-1]["event"] == "end"  # the open alert was ended, not left dangling
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data convert: wrong JSON shapes, wrong encodings, hostile names
+# ---------------------------------------------------------------------------------------------------------------
+
+TSL300 = ROOT / "tests" / "data" / "tsl300"
+
+
+def test_tsl300_fps_dictionary_given_as_a_list_is_named(capsys, tmp_path):
+    fps = tmp_path / "fps_dict.json"
+    fps.write_text(json.dumps(list(json.loads((TSL300 / "fps_dict.json").read_text()).values())))
+    code, _, err = run_icm(capsys, "data", "convert", "--source", "tsl300", "--annotations",
+                           TSL300 / "videosenti_gt.json", "--fps-json", fps, "--durations-json",
+                           TSL300 / "len_duration_dict.json", "--videos", tmp_path, "--out", tmp_path / "out",
+                           "--no-check-video")  # fmt: skip
+    assert code == 2
+    line = one_line(err)
+    assert str(fps) in line and "must be an object" in line and "unexpected" not in line
+
+
+def test_latin1_bytes_in_a_tsl300_dictionary_name_the_file_and_line(capsys, tmp_path):
+    durations = tmp_path / "len_duration_dict.json"
+    durations.write_bytes(b'{\n "caf\xe9": 12.0\n}\n')
+    code, _, err = run_icm(capsys, "data", "convert", "--source", "tsl300", "--annotations",
+                           TSL300 / "videosenti_gt.json", "--fps-json", TSL300 / "fps_dict.json",
+                           "--durations-json", durations, "--videos", tmp_path, "--out", tmp_path / "out",
+                           "--no-check-video")  # fmt: skip
+    assert code == 2 and str(durations) in one_line(err) and "line 2" in err and "UTF-8" in err
+
+
+def test_latin1_bytes_in_an_annotation_jsonl_are_a_named_bad_record(tmp_path):
+    from datasets_scripts.schema import AnnotationError, ValidationReport, iter_annotations
+
+    path = tmp_path / "explicit.jsonl"
+    path.write_bytes(b'{"id": "caf\xe9"}\n')
+    with pytest.raises(AnnotationError) as info:
+        list(iter_annotations(path, check_video=False))
+    assert str(path) in str(info.value) and "UTF-8" in str(info.value)
+    report = ValidationReport()
+    assert list(iter_annotations(path, strict=False, check_video=False, report=report)) == []
+    assert report.issues and report.issues[0].line == 1 and "UTF-8" in report.issues[0].reason
+
+
+@pytest.fixture
+def cuva_videos(tmp_path, carphone_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(carphone_path, videos / "00041.mp4")
+    shutil.copy(carphone_path, tmp_path / "secret.mp4")  # beside the videos folder, not in it
+    return videos
+
+
+def _convert_cuva(capsys, tmp_path, videos, annotations, *extra):
+    (tmp_path / "cuva.json").write_text(json.dumps(annotations))
+    return run_icm(capsys, "data", "convert", "--source", "cuva", "--annotations", tmp_path / "cuva.json",
+                   "--videos", videos, "--out", tmp_path / "out", "--window", "4", "--stride", "2", *extra)  # fmt: skip
+
+
+def test_cuva_split_written_as_a_list(capsys, tmp_path, cuva_videos):
+    annotations = [{"video_name": "00041", "category": "Fire", "timestamps": [[1, 3]], "split": ["test"]}]
+    code, _, err = _convert_cuva(capsys, tmp_path, cuva_videos, annotations)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "out" / "implicit.jsonl").read_text().splitlines()]
+    assert rows and {r["split"] for r in rows} == {"test"}
+
+
+def test_cuva_video_name_outside_the_videos_folder_is_refused(capsys, tmp_path, cuva_videos):
+    annotations = [{"video_name": "00041", "category": "Fire", "timestamps": [[1, 3]]},
+                   {"video_name": "../secret", "category": "Fire", "timestamps": [[1, 3]]},
+                   {"video_name": str(tmp_path / "secret.mp4"), "category": "Fire", "timestamps": [[1, 3]]}]  # fmt: skip
+    code, _, err = _convert_cuva(capsys, tmp_path, cuva_videos, annotations)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "out" / "implicit.jsonl").read_text().splitlines()]
+    assert {r["source_id"] for r in rows} == {"00041"} and not any("secret" in r["video"] for r in rows)
+    report = json.loads((tmp_path / "out" / "implicit.skipped.json").read_text())
+    assert [s["field"] for s in report["skipped"]] == ["video_name", "video_name"]
+    assert all("outside the videos folder" in s["reason"] for s in report["skipped"])
