@@ -452,3 +452,20 @@ def test_cuva_video_name_outside_the_videos_folder_is_refused(capsys, tmp_path, 
     report = json.loads((tmp_path / "out" / "implicit.skipped.json").read_text())
     assert [s["field"] for s in report["skipped"]] == ["video_name", "video_name"]
     assert all("outside the videos folder" in s["reason"] for s in report["skipped"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a picture renamed .mp4
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_a_png_renamed_mp4_is_refused(capsys, tmp_path, fire_model_dir):
+    import numpy as np
+    from PIL import Image
+
+    fake = tmp_path / "holiday.mp4"
+    Image.fromarray(np.full((64, 64, 3), 200, dtype=np.uint8)).save(fake, format="PNG")
+    code, _, err = run_icm(capsys, "analyze", fake, "--model", fire_model_dir, "--out", tmp_path / "a.json")
+    assert code == 2
+    assert str(fake) in one_line(err) and "PNG image, not a video" in err
+    assert not (tmp_path / "a.json").exists()
