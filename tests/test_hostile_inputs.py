@@ -469,3 +469,53 @@ def test_a_png_renamed_mp4_is_refused(capsys, tmp_path, fire_model_dir):
     assert code == 2
     assert str(fake) in one_line(err) and "PNG image, not a video" in err
     assert not (tmp_path / "a.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# icm serve: no files left behind, no server paths shown
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fire_analyser(loaded_fire_model):
+    pytest.importorskip("gradio")
+    from icm_cli.app import Analyser
+
+    model, processor = loaded_fire_model
+    return Analyser("fire-model", model=model, processor=processor, window=4.0, overlap=2.0, max_new_tokens=48)
+
+
+def test_serve_errors_show_no_server_paths(fire_analyser, tmp_path):
+    broken = tmp_path / "deep" / "server" / "folder" / "broken.mp4"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))  # an MP4 header, then garbage
+    status = fire_analyser.run(str(broken), None)[0]
+    assert status.startswith("⚠️") and "broken.mp4" in status
+    assert str(tmp_path) not in status and "/deep/" not in status, status
+    fire_analyser.close()
+
+
+def test_serve_removes_its_temporary_folder_and_the_uploads(fire_analyser, tmp_path, carphone_path):
+    import socket
+
+    import httpx
+
+    from icm_cli.app import launch_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gradio_default = Path(os.environ.get("TMPDIR", "/tmp")) / "gradio"
+    before = set(gradio_default.rglob("*")) if gradio_default.is_dir() else set()
+    app, url = launch_app("fire-model", analyser=fire_analyser, port=port, block=False, max_upload_mb=5)
+    try:
+        response = httpx.post(f"{url}gradio_api/upload", timeout=30,
+                              files={"files": ("visitor.mp4", carphone_path.read_bytes(), "video/mp4")})  # fmt: skip
+        assert response.status_code == 200, response.text
+        uploaded = Path(response.json()[0])
+        assert uploaded.is_file() and fire_analyser.out_dir in uploaded.parents
+    finally:
+        app.close()
+    assert not fire_analyser.out_dir.exists() and not uploaded.exists()
+    after = set(gradio_default.rglob("*")) if gradio_default.is_dir() else set()
+    assert not [p for p in after - before if p.name == "visitor.mp4"]
