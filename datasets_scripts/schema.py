@@ -299,17 +299,26 @@ def iter_annotations(
     memo: dict[str, str | None] = {}
     wanted = iter(only_lines) if only_lines is not None else None
     next_line = next(wanted, None) if wanted is not None else None
-    with path.open(encoding="utf-8") as handle:
-        for line_no, text in enumerate(handle, start=1):
+    with path.open("rb") as handle:  # decoded line by line: a line that is not UTF-8 is named, not fatal
+        for line_no, raw in enumerate(handle, start=1):
             if wanted is not None:
                 if next_line is None:
                     break
                 if line_no != next_line:
                     continue
                 next_line = next(wanted, None)
-            if not text.strip():
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                text = None
+                bad = f"byte 0x{raw[err.start]:02x} at column {err.start + 1}"
+            if text is not None and not text.strip():
                 continue
             try:
+                if text is None:
+                    raise AnnotationError(
+                        ValidationIssue(str(path), line_no, "<encoding>", "not UTF-8 text (save the file as UTF-8)", bad)
+                    )
                 try:
                     row = json.loads(text)
                 except json.JSONDecodeError as err:

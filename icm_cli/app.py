@@ -16,7 +16,11 @@ A thin layer over the library's analysis API (:func:`processing.analysis.analyze
 
 from __future__ import annotations
 
+import atexit
 import os
+import re
+import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -85,11 +89,13 @@ class Analyser:
     def __init__(self, model_ref: str | os.PathLike, *, config_name: str = "implicit", window: float = 10.0,
                  overlap: float | None = None, batch_size: int = 4, max_new_tokens: int = 96,
                  max_duration_s: float = 600.0, max_run_s: float = 600.0, examples_dir: str | os.PathLike | None = None,
-                 device: str = "cpu", model=None, processor=None):  # fmt: skip
+                 device: str = "cpu", model=None, processor=None, trust_remote_code: bool = False,
+                 base_model: str | os.PathLike | None = None):  # fmt: skip
         from processing.analysis import load_model
 
         if model is None or processor is None:
-            model, processor = load_model(model_ref, device=device)
+            model, processor = load_model(model_ref, device=device, trust_remote_code=trust_remote_code,
+                                          base_model=base_model)  # fmt: skip
         self.model, self.processor = model, processor
         self.model_ref = str(model_ref)
         self.config_name = config_name
@@ -98,7 +104,17 @@ class Analyser:
         self.max_duration_s, self.max_run_s = float(max_duration_s), float(max_run_s)
         self.examples = list_examples(examples_dir)
         self.examples_dir = Path(examples_dir).resolve() if examples_dir else None
-        self.out_dir = Path(tempfile.mkdtemp(prefix="icm-app-"))
+        self.out_dir = Path(tempfile.mkdtemp(prefix="icm-app-"))  # outputs, and the uploads under launch_app
+        self.uploads_dir = self.out_dir / "uploads"
+
+    def close(self) -> None:
+        """Remove the app's temporary folder: its outputs and the uploads (called when the server stops)."""
+        shutil.rmtree(self.out_dir, ignore_errors=True)
+
+    def public_message(self, message: str) -> str:
+        """``message`` without the server's folders: every path is cut to its file name (an error shown to a
+        visitor must not map the server's disk)."""
+        return _PATH_RE.sub(lambda m: m.group("name"), str(message))
 
     def resolve(self, upload: str | None, example: str | None) -> tuple[Path, str]:
         """The video to analyse and the name to show: the upload, else the picked example (by name, from the
@@ -184,9 +200,16 @@ class Analyser:
             path, name = self.resolve(upload, example)
             document, status = self.analyse(path, name, progress)
         except ValueError as err:
-            return f"⚠️ {err}", None, [], [], "", None
+            return f"⚠️ {self.public_message(err)}", None, [], [], "", None
+        except Exception as err:  # noqa: BLE001 - the visitor gets one line without server details; the log has it
+            print(f"icm serve: analysis failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+            return f"⚠️ the analysis failed ({type(err).__name__}); see the server's log", None, [], [], "", None
         return (status, document["timeline"], segment_rows(document), scene_rows(document),
                 attribution_text(document), document["json"])  # fmt: skip
+
+
+#: An absolute path (POSIX or Windows) in a message; ``name`` is its last part.
+_PATH_RE = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[/\\][^\s'\"/\\:]+)*[/\\](?P<name>[^\s'\"/\\:]+)")
 
 
 def build_app(analyser: Analyser):
@@ -230,13 +253,40 @@ def launch_app(model_ref: str | os.PathLike, *, host: str = "127.0.0.1", port: i
     a background thread; ``app.close()`` stops it)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no call home (and none is reachable here)
     analyser = analyser or Analyser(model_ref, **settings)
+    # uploads go into the app's own temporary folder (removed when the server stops), not Gradio's shared one,
+    # unless the user chose a folder with GRADIO_TEMP_DIR
+    previous_temp = os.environ.get("GRADIO_TEMP_DIR")
+    if previous_temp is None:
+        os.environ["GRADIO_TEMP_DIR"] = str(analyser.uploads_dir)
+
+    def cleanup() -> None:
+        analyser.close()
+        if previous_temp is None and os.environ.get("GRADIO_TEMP_DIR") == str(analyser.uploads_dir):
+            del os.environ["GRADIO_TEMP_DIR"]
+
+    atexit.register(cleanup)
     app = build_app(analyser)
     app.queue(max_size=int(queue_size), default_concurrency_limit=1)
     allowed = [str(analyser.out_dir)] + ([str(analyser.examples_dir)] if analyser.examples_dir else [])
-    _, url, _ = app.launch(
-        server_name=host, server_port=port, max_file_size=f"{max_upload_mb:g}mb", allowed_paths=allowed,
-        prevent_thread_lock=not block, quiet=True, footer_links=["gradio"], ssr_mode=False,
-    )  # fmt: skip
+    close = app.close
+
+    def close_and_clean(*args, **kwargs):
+        try:
+            return close(*args, **kwargs)
+        finally:
+            cleanup()
+
+    app.close = close_and_clean
+    try:
+        _, url, _ = app.launch(
+            server_name=host, server_port=port, max_file_size=f"{max_upload_mb:g}mb", allowed_paths=allowed,
+            prevent_thread_lock=not block, quiet=True, footer_links=["gradio"], ssr_mode=False,
+        )  # fmt: skip
+    except BaseException:
+        cleanup()
+        raise
+    if block:  # the server has stopped (Ctrl-C): its temporary files go with it
+        cleanup()
     return app, url
 
 

@@ -8,7 +8,9 @@ File formats (JSON Lines, or one JSON list):
 * references — ``{"id", "sentiment", "segments", "cause", "duration"}``, or clip records of the annotation schema
   (``explicit.jsonl`` / ``implicit.jsonl``: ``label`` is the sentiment). ``--split`` keeps one split of them.
 
-When both sides carry ids, predictions are matched to references by id (``id`` or ``clip_id``); otherwise by order.
+Matching never guesses: within each file the rows carry ids (``id`` or ``clip_id``) all or none; a file that mixes
+them is an error naming its first row without an id. When both sides carry ids, predictions are matched to
+references by id; otherwise by order (the document's ``matched_by`` and the command's output say which).
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ def read_rows(path: str | os.PathLike, what: str) -> list[Any]:
     path = Path(path)
     if not path.is_file():
         raise CliError(f"{what} file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise CliError(f"{what} file {path}, line {line}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+                       f"{err.start}); save it as UTF-8") from err  # fmt: skip
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
@@ -94,6 +102,20 @@ def to_prediction(row: Any, where: str) -> str | dict[str, Any]:
 
 
 
+def _ids_all_or_none(ids: Sequence[str | None], rows: Sequence[Any], path, what: str) -> bool:
+    """Whether the rows of one file carry ids (all of them); a file where some do and some do not is an error naming
+    the first row without one: matching such a file by order would pair the wrong rows without a word."""
+    if all(ids):
+        return True
+    given = next((i for i, x in enumerate(ids) if x), None)
+    if given is None:
+        return False
+    first = ids.index(None)
+    shown = json.dumps(rows[first], ensure_ascii=False)[:80]
+    raise CliError(f"{what} file {path}: row {first + 1} has no id ({shown}) but row {given + 1} has one "
+                   f"({ids[given]!r}); give every row an id (matched by id) or none (matched by order)")  # fmt: skip
+
+
 def load_pairs(
     predictions_path: str | os.PathLike,
     references_path: str | os.PathLike,
@@ -101,7 +123,9 @@ def load_pairs(
     *,
     require_all: bool = False,
 ) -> tuple[list, list[dict], list[str | None], list[Any], list[str]]:
-    """``(predictions, references, ids, raw_references, missing)`` aligned by id (or by order when ids are missing).
+    """``(predictions, references, ids, raw_references, missing, matched_by)`` aligned by id when both files carry
+    ids, else by order (``matched_by``: ``"id"`` or ``"order"``); a file that mixes rows with and without ids is an
+    error naming its first row without one.
 
     Every reference is scored: matched by id (in prediction order), a reference without a prediction gets the empty
     answer (wrong for every metric), comes last and its id is listed in ``missing``; ``require_all`` makes that an error instead. Matched by order,
@@ -118,7 +142,9 @@ def load_pairs(
     pred_ids = [_row_id(p) for p in predictions]
     ref_ids = [_row_id(r) for r in references]
     missing: list[str] = []
-    if all(pred_ids) and all(ref_ids):
+    by_id = _ids_all_or_none(pred_ids, predictions, predictions_path, "predictions")
+    by_id = _ids_all_or_none(ref_ids, references, references_path, "references") and by_id
+    if by_id:
         seen: set[str] = set()
         for rid in ref_ids:
             if rid in seen:
@@ -151,7 +177,7 @@ def load_pairs(
         ids = ref_ids
     preds = [to_prediction(p, f"predictions[{i}]") for i, p in enumerate(predictions)]
     refs = [to_reference(r, f"references[{i}]") for i, r in enumerate(references)]
-    return preds, refs, ids, references, missing
+    return preds, refs, ids, references, missing, "id" if by_id else "order"
 
 
 def infer_config(raw_references: Sequence[Any], given: str | None) -> str:
@@ -187,15 +213,18 @@ def evaluate_files(
     skip_invalid: bool = False,
     dataset: Mapping[str, str] | None = None,
     require_all: bool = False,
+    clip_segments: bool = False,
 ) -> dict[str, Any]:
     """Score a predictions file against a references file; the evaluation document (JSON-able, NaN -> null).
     ``judge`` is an Atr-R judge callable; ``judge_scores`` a file of recorded per-example Atr-R scores. A reference
     without a prediction scores as an empty answer and is counted in ``metrics.num_missing`` / listed under
-    ``missing`` (``require_all``: an error instead)."""
+    ``missing`` (``require_all``: an error instead). ``clip_segments``: clip segments to [0, duration] before
+    matching (off by default: TSL-300's official scoring; ``evaluate_metrics.functions`` says why one would)."""
     from evaluate_metrics.functions import score_omnisila
     from evaluate_metrics.parser import parse_answer
 
-    preds, refs, ids, raw, missing = load_pairs(predictions_path, references_path, split, require_all=require_all)
+    preds, refs, ids, raw, missing, matched_by = load_pairs(predictions_path, references_path, split,
+                                                            require_all=require_all)  # fmt: skip
     config = infer_config(raw, config_name)
     if judge_scores is not None:
         if judge is not None:
@@ -214,6 +243,7 @@ def evaluate_files(
             attribution_metrics=tuple(attribution_metrics),
             judge=judge,
             on_invalid="skip" if skip_invalid else "raise",
+            clip_segments=clip_segments,
         )
     except ValueError as err:
         raise CliError(f"cannot score {predictions_path} against {references_path}: {err}") from err
@@ -233,6 +263,8 @@ def evaluate_files(
         "dataset": dataset,
         "metrics": metrics,
         "missing": missing,
+        "matched_by": matched_by,
+        "clip_segments": bool(clip_segments),
         "per_label": {label: {k: _finite(v) for k, v in values.items()} for label, values in result.per_label.items()},
         "invalid": list(result.invalid),
         "has_judge_scores": "atr_r" in result.summary,

@@ -2,7 +2,9 @@
 the end-to-end CPU demo of omnisila-icm (ICM for Omni-SILA).
 
 Exit codes: 0 ok; 2 bad usage or bad input (one line on stderr naming the problem); 1 an unexpected failure (one
-line; ``icm --debug ...`` shows the traceback); 130 interrupted (partial results stay on disk).
+line; ``icm --debug ...`` shows the traceback); 130 interrupted (partial results stay on disk). ``icm watch`` stops
+cleanly on SIGTERM (exit 0) and on the first SIGINT / Ctrl-C (exit 130): an open alert is ended, ``--summary`` is
+written and a final line says so; a second signal interrupts at once.
 """
 
 from __future__ import annotations
@@ -364,6 +366,7 @@ def cmd_evaluate(args) -> int:
         skip_invalid=args.skip_invalid,
         dataset=dataset,
         require_all=args.require_all,
+        clip_segments=args.clip_segments,
     )
     out = Path(args.out or Path(args.predictions).with_suffix("").as_posix() + ".metrics.json")
     charts_dir = Path(args.charts_dir or out.parent)
@@ -372,6 +375,8 @@ def cmd_evaluate(args) -> int:
     missing = len(document.get("missing", ()))
     print(f"Omni-SILA {document['config']} — {document['metrics'].get('num_examples', 0):.0f} examples"
           + (f" ({missing} without a prediction, scored as empty answers)" if missing else ""))  # fmt: skip
+    if document["matched_by"] == "order":
+        print("predictions matched to references by order (the files carry no ids on both sides)")
     if missing:
         _eprint(f"  {missing} reference(s) have no prediction (scored as wrong; --require-all makes this an error): "
                 + ", ".join(document["missing"][:5]) + (" ..." if missing > 5 else ""))  # fmt: skip
@@ -457,8 +462,24 @@ def _default_model() -> str:
     raise CliError(f"no model given: pass --model DIR_OR_HUB_ID (e.g. the one `icm demo` trains: {candidate})")
 
 
+def _trust(args) -> dict:
+    """The model-loading choices of the user (``processing.trust``): run the folder's own code or not, and the base
+    model of an adapter folder."""
+    return {"trust_remote_code": bool(args.trust_remote_code), "base_model": args.adapter_base}
+
+
+def _add_trust_options(p, adapter: bool = True) -> None:
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let the model folder run its own Python code (off: a model saved by omnisila-icm loads with "
+                   "the installed classes; one whose code files differ is refused)")  # fmt: skip
+    if adapter:
+        p.add_argument("--adapter-base", metavar="DIR_OR_HUB_ID",
+                       help="the base model of a LoRA adapter folder (the one its adapter_config.json names is "
+                       "loaded only when given here)")  # fmt: skip
+
+
 def cmd_analyze(args) -> int:
-    from processing.analysis import analyze_video, load_model
+    from processing.analysis import analyze_video, check_analysis_outputs, check_output_path, load_model
     from processing.video import VideoDecodeError, probe_video
 
     from .plots import timeline_chart
@@ -472,11 +493,13 @@ def cmd_analyze(args) -> int:
         raise CliError(str(err)) from err
     if args.window <= 0 or (args.overlap is not None and not 0 <= args.overlap < args.window):
         raise CliError(f"--overlap must be in [0, --window={args.window}) seconds, got {args.overlap}")
-    _quiet_transformers()
-    model_ref = args.model or _default_model()
-    model, processor = load_model(model_ref, device=args.device)
     out = Path(args.out or f"{video.stem}.analysis.json")
     timeline = Path(args.timeline or out.with_suffix("").as_posix().removesuffix(".analysis") + ".timeline.png")
+    check_analysis_outputs(out, "--out")  # before any work: a bad path must not cost the whole analysis
+    check_output_path(timeline, "--timeline")
+    _quiet_transformers()
+    model_ref = args.model or _default_model()
+    model, processor = load_model(model_ref, device=args.device, **_trust(args))
     try:
         document = analyze_video(
             video,
@@ -520,7 +543,7 @@ def cmd_analyze(args) -> int:
 def cmd_watch(args) -> int:
     import logging
 
-    from processing.alerts import AlertRule, Backoff
+    from processing.alerts import AlertRule, Backoff, check_webhook_url
     from processing.live import SourceError, model_analyzer, source_kind, watch
 
     if source_kind(args.source) == "file" and not Path(args.source).is_file():
@@ -543,6 +566,17 @@ def cmd_watch(args) -> int:
         backoff = Backoff(initial=args.retry_initial, maximum=args.retry_max)
     except ValueError as err:
         raise CliError(str(err)) from err
+    from processing.analysis import check_output_path
+
+    for flag, path in (("--out", args.out), ("--summary", args.summary)):  # before the model loads
+        if path and path != "-":
+            check_output_path(path, flag)
+    if args.webhook:
+        try:
+            check_webhook_url(args.webhook)
+        except ValueError as err:
+            raise CliError(f"--webhook: {err}") from err
+        check_output_path(args.outbox, "--outbox", folder=True)
     if args.threads:
         import torch
 
@@ -550,23 +584,70 @@ def cmd_watch(args) -> int:
     _quiet_transformers()
     from .inference import load_model
 
-    model, processor = load_model(args.model or _default_model(), device=args.device)
+    model, processor = load_model(args.model or _default_model(), device=args.device, **_trust(args))
     analyzer = model_analyzer(model, processor, config_name=args.config, max_new_tokens=args.max_new_tokens)
+    stop, signals = _stop_on_signals()
     try:
         summary = watch(
             args.source, analyzer, window=args.window, stride=args.stride, rule=rule, output=args.out or None,
             webhook=args.webhook, outbox=args.outbox, webhook_timeout=args.webhook_timeout, backoff=backoff,
             queue_size=args.queue_size, pace=args.pace, stall_timeout=args.stall_timeout,
             give_up_after=args.give_up_after, max_seconds=args.max_seconds, follow=not args.no_follow,
-            av_options=options,
+            av_options=options, stop_event=stop,
         )  # fmt: skip
     except SourceError as err:
         raise CliError(str(err)) from err
+    finally:
+        signals.restore()
+    if signals.received:
+        summary.ended_by = f"stopped by {signals.received[0]}"
     if args.summary:
         _write_json(Path(args.summary), summary.to_dict())
+    if signals.received:
+        kept = f"; {summary.undelivered} alert message(s) kept in {args.outbox} for the next run" if summary.undelivered else ""
+        log.info("stopped by %s: %d window(s) analysed, %d alert(s); any open alert ended ('watch stopped')%s%s",
+                 signals.received[0], summary.windows_analysed, summary.alerts, kept,
+                 f"; summary: {args.summary}" if args.summary else "")  # fmt: skip
+        return 130 if signals.received[0] == "SIGINT" else 0
     if summary.frames == 0:
         raise CliError(f"source {args.source}: no frame received ({summary.ended_by or 'the stream never started'})")
     return 0
+
+
+class _SignalStop:
+    """SIGTERM / SIGINT set ``event`` (the watch then ends cleanly: open alerts ended, summary written); a second
+    signal interrupts at once. Handlers can be set only in the main thread; elsewhere nothing is installed."""
+
+    def __init__(self, event):
+        import signal
+
+        self.event, self.received, self._previous = event, [], {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                break
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.received.append(signal.Signals(signum).name)
+        self.event.set()
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+
+def _stop_on_signals():
+    import threading
+
+    stop = threading.Event()
+    return stop, _SignalStop(stop)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -613,6 +694,7 @@ def _push(args) -> int:
             license=args.license or "apache-2.0",
             datasets=args.datasets or (),
             base_model=args.base_model,
+            trust_remote_code=args.trust_remote_code,
         )
         repo_type, sdk = "model", None
     elif args.dataset:
@@ -679,7 +761,7 @@ def cmd_serve(args) -> int:
         model_ref, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, queue_size=args.queue_size,
         examples_dir=args.examples, config_name=args.config, window=args.window, overlap=args.overlap,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, max_duration_s=args.max_duration,
-        max_run_s=args.max_seconds, device=args.device,
+        max_run_s=args.max_seconds, device=args.device, **_trust(args),
     )  # fmt: skip
     return 0
 
@@ -842,6 +924,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-invalid", action="store_true", help="skip and report invalid examples instead of stopping")
     p.add_argument("--require-all", action="store_true",
                    help="a reference without a prediction is an error (default: scored as an empty, wrong answer)")  # fmt: skip
+    p.add_argument("--clip-segments", action="store_true",
+                   help="clip segments to [0, duration] before matching (off: mAP and f2_tsl as TSL-300's own "
+                   "evaluation computes them; on: a prediction running past a clip's end is not charged for it)")  # fmt: skip
     p.add_argument("--dataset-name", help="data set name recorded in the JSON (shown in model cards)")
     p.add_argument("--dataset-type", help="data set id recorded in the JSON (e.g. org/omni-sila)")
     p.set_defaults(func=cmd_evaluate)
@@ -901,6 +986,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--no-resume", action="store_true", help="start over instead of continuing an interrupted run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_trust_options(p)
     p.set_defaults(func=cmd_analyze)
 
     # watch
@@ -940,6 +1026,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--summary", help="write the run's summary (windows analysed/dropped, alerts, faults) as JSON here")
+    _add_trust_options(p)
     p.set_defaults(func=cmd_watch)
 
     # push
@@ -968,6 +1055,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", action="store_true",
                    help="with --model: write the web app (`icm serve`) as a Gradio Space (model copied into it)")  # fmt: skip
     p.add_argument("--examples", nargs="+", help="--space: example videos to ship with the app")
+    _add_trust_options(p, adapter=False)
     p.set_defaults(func=cmd_push)
 
     # serve
@@ -989,6 +1077,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=600.0, help="an analysis stops after this long (partial result shown)")
     p.add_argument("--queue-size", type=int, default=16, help="analyses waiting at most (one runs at a time)")
     p.add_argument("--device", default="cpu", help="torch device")
+    _add_trust_options(p)
     p.set_defaults(func=cmd_serve)
 
     # demo

@@ -76,8 +76,20 @@ VIDEO_LLAVA_PROCESSOR_FILES: tuple[tuple[str, ...], ...] = (
 def check_video_llava_folder(path: str | os.PathLike, need_weights: bool = False) -> None:
     """Raise naming the file when the local folder ``path`` is not a Video-LLaVA checkpoint: ``config.json`` missing
     or of another architecture, a processor file missing, or (``need_weights``) no safetensors/bin weights. A path
-    that is not a local folder (a Hub id) is left to ``from_pretrained``."""
+    that is not a local folder (a Hub id) is left to ``from_pretrained``.
+
+    Two layouts hold the image/video processor settings, and both load with ``AutoProcessor``: the Hub's
+    (``LanguageBind/Video-LLaVA-7B-hf``: ``preprocessor_config.json``) and the one ``VideoLlavaProcessor.
+    save_pretrained`` writes under transformers 5 (no ``preprocessor_config.json``: ``processor_config.json`` holds
+    the ``image_processor`` / ``video_processor`` entries)."""
     import json
+
+    def holds_processors(name: str) -> bool:  # today's save_pretrained layout
+        try:
+            data = json.loads(open(os.path.join(folder, name), encoding="utf-8").read())
+        except (OSError, ValueError):
+            return False
+        return isinstance(data, dict) and any(isinstance(data.get(k), dict) for k in ("video_processor", "image_processor"))
 
     folder = os.fspath(path)
     if not os.path.isdir(folder):
@@ -98,6 +110,10 @@ def check_video_llava_folder(path: str | os.PathLike, need_weights: bool = False
     for group in VIDEO_LLAVA_PROCESSOR_FILES:
         if not any(os.path.isfile(os.path.join(folder, name)) for name in group):
             names = " or ".join(group)
+            if "preprocessor_config.json" in group:
+                if holds_processors("processor_config.json"):
+                    continue
+                names += " (or a processor_config.json holding video_processor, as save_pretrained writes today)"
             raise FileNotFoundError(f"{os.path.join(folder, group[0])}: not found; a Video-LLaVA processor needs {names}")
     if need_weights:
         names = os.listdir(folder)

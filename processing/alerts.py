@@ -339,6 +339,17 @@ def post_json(url: str, message: Mapping[str, Any], timeout: float = 5.0) -> int
         raise DeliveryError("connection error", f"{type(err).__name__}: {err}") from err
 
 
+def check_webhook_url(url: str) -> str:
+    """``url`` is an ``http://`` or ``https://`` URL with a host; ``ValueError`` naming it otherwise (checked before
+    the model loads, not after)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(str(url))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"webhook URL must start with http:// or https:// and name a host, got {url!r}")
+    return url
+
+
 class WebhookSender:
     """Delivers the outbox's messages to ``url``, oldest first, in a background thread (see the module docstring).
 
@@ -358,8 +369,7 @@ class WebhookSender:
         backoff: Backoff | None = None,
         post: Callable[[str, Mapping[str, Any], float], int] = post_json,
     ):
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"webhook URL must start with http:// or https://, got {url!r}")
+        check_webhook_url(url)
         self.url, self.outbox, self.timeout = url, outbox, float(timeout)
         self.backoff = backoff or Backoff()
         self._post = post
@@ -468,5 +478,6 @@ __all__ = [
     "JsonLinesSink",
     "Outbox",
     "WebhookSender",
+    "check_webhook_url",
     "post_json",
 ]

@@ -72,6 +72,7 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json",
 )
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 #: decode strategies of :func:`analyze_video`: "once" reads each frame once over all windows (the default),
 #: "per_window" decodes every window on its own (what a window-by-window loop does; kept for the P11 benchmark).
 DECODE_MODES = ("once", "per_window")
@@ -292,6 +293,8 @@ def check_model_dir(path: str | os.PathLike) -> str:
     if not path.is_dir():
         raise ModelLoadError(f"model {path}: not a directory (give a model folder or a Hub id org/name)")
     if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        for weights in sorted(path.glob("*.safetensors")):
+            check_safetensors(weights)
         return "adapter"
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"model directory {path} has no config.json (is it a saved ICM model?)")
@@ -299,14 +302,47 @@ def check_model_dir(path: str | os.PathLike) -> str:
         raise ModelLoadError(f"model directory {path} has no weights (expected model.safetensors)")
     if not any((path / name).is_file() for name in PROCESSOR_FILES):
         raise ModelLoadError(f"model directory {path} has no processor (processor_config.json); save the processor with it")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(f"model directory {path} has no tokenizer: {path / TOKENIZER_FILES[0]} not found; save the "
+                             "processor (its tokenizer) with the model")  # fmt: skip
+    for weights in sorted(path.glob("*.safetensors")):
+        check_safetensors(weights)
     return "merged"
 
 
-def load_model(reference: str | os.PathLike, device: str = "cpu"):
+def check_safetensors(path: str | os.PathLike) -> None:
+    """:class:`ModelLoadError` naming ``path`` when it is not a whole safetensors file (a truncated download or copy
+    fails later inside the loader with a message that names no file). Reads the header only."""
+    path = Path(path)
+    size = path.stat().st_size
+    problem = None
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if length < 2 or 8 + length > size:
+            problem = "truncated or not a safetensors file (its header is incomplete)"
+        else:
+            try:
+                header = json.loads(handle.read(length))
+                end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, KeyError, TypeError, IndexError):
+                problem = "not a safetensors file (its header is not valid)"
+            else:
+                if 8 + length + end > size:
+                    problem = f"truncated: {size:,} bytes, its header describes {8 + length + end:,}"
+    if problem:
+        raise ModelLoadError(f"{path}: {problem}; copy or download it again")
+
+
+def load_model(reference: str | os.PathLike, device: str = "cpu", trust_remote_code: bool = False,
+               base_model: str | os.PathLike | None = None):
     """``(model, processor)`` from a local folder (merged model or LoRA adapter) or a Hub id, both from the same
-    place, loaded with ``trust_remote_code=True``, the model in eval mode on ``device``. Every failure is a one-line
+    place, the model in eval mode on ``device``. No code from the model's folder runs unless ``trust_remote_code``
+    (``processing.trust``): a model saved by this package loads with the installed package's classes, one whose
+    code files differ is refused. An adapter's base model is ``base_model`` (the user's choice); the one recorded in
+    ``adapter_config.json`` is used only when it is given here too. Every failure is a one-line
     :class:`ModelLoadError` naming the reference."""
-    from transformers import AutoModel, AutoProcessor
+    from .trust import UntrustedCodeError, model_from_pretrained, processor_from_pretrained
 
     ref = os.fspath(reference)
     path = Path(ref).expanduser()
@@ -316,16 +352,20 @@ def load_model(reference: str | os.PathLike, device: str = "cpu"):
             if layout == "adapter":
                 from trainers.saving import load_icm_adapter
 
-                model = load_icm_adapter(path)
+                model = load_icm_adapter(path, base_model=base_model, trust_remote_code=trust_remote_code)
             else:
-                model = AutoModel.from_pretrained(str(path), trust_remote_code=True)
-            processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=True)
+                model = model_from_pretrained(path, trust_remote_code=trust_remote_code)
+            processor = processor_from_pretrained(path, trust_remote_code=trust_remote_code)
+        except UntrustedCodeError as err:
+            raise ModelLoadError(str(err)) from err
         except (OSError, ValueError, KeyError) as err:
             raise ModelLoadError(f"cannot load the model in {path}: {_first_line(err)}") from err
     elif HUB_ID_RE.match(ref):
         try:
-            model = AutoModel.from_pretrained(ref, trust_remote_code=True)
-            processor = AutoProcessor.from_pretrained(ref, trust_remote_code=True)
+            model = model_from_pretrained(ref, trust_remote_code=trust_remote_code)
+            processor = processor_from_pretrained(ref, trust_remote_code=trust_remote_code)
+        except UntrustedCodeError as err:
+            raise ModelLoadError(str(err)) from err
         except Exception as err:  # noqa: BLE001 - any Hub/network failure is one clear line
             if _offline():
                 raise ModelLoadError(
@@ -748,6 +788,40 @@ def write_json_atomic(path: str | os.PathLike, data: Mapping) -> Path:
     return path
 
 
+class OutputPathError(ValueError):
+    """An output path that cannot be written: said before any work starts."""
+
+
+def check_output_path(path: str | os.PathLike, what: str = "output", folder: bool = False) -> Path:
+    """``path`` (a file, or with ``folder`` a folder) can be written: it is not a folder (not a file), and the
+    nearest existing folder above it is a writable folder. Called before decoding starts, so that a bad ``--out``
+    costs nothing rather than the whole analysis. Creates nothing; :class:`OutputPathError` naming ``what``."""
+    path = Path(path)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise OutputPathError(f"{what} {path}: is a file, not a folder")
+    elif path.is_dir():
+        raise OutputPathError(f"{what} {path}: is a folder; give a file name")
+    probe = path if folder and path.is_dir() else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputPathError(f"{what} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{what} {path}: cannot write in {probe} (permission denied)")
+    if path.is_file() and not os.access(path, os.W_OK):
+        raise OutputPathError(f"{what} {path}: the file exists and cannot be written (permission denied)")
+    return path
+
+
+def check_analysis_outputs(out_json: str | os.PathLike, what: str = "--out") -> None:
+    """The files a run writing ``out_json`` writes: the document, its temporary file and the partial log."""
+    out_json = Path(out_json)
+    check_output_path(out_json, what)
+    for extra in (out_json.with_name(f".{out_json.name}.tmp"), partial_path(out_json)):
+        check_output_path(extra, f"{what} {out_json}: its companion file")
+
+
 def partial_path(out_json: str | os.PathLike) -> Path:
     """The JSON Lines log of a run writing ``out_json``."""
     out_json = Path(out_json)
@@ -920,6 +994,8 @@ def analyze_video(
         "scenes": list(model.config.active_scenes),
     }
     out_json = None if out_json is None else Path(out_json)
+    if out_json is not None:
+        check_analysis_outputs(out_json, "out_json")
     log = ResultsLog(partial_path(out_json), header, resume=resume) if out_json is not None else None
     done: dict[int, WindowResult] = dict(log.done) if log is not None else {}
     plan = [(i, w) for i, w in enumerate(windows) if i not in done]
@@ -973,6 +1049,7 @@ __all__ = [
     "frame_scene_weights",
     "generate_answers",
     "iter_window_results",
+    "check_output_path",
     "load_model",
     "merge_windows",
     "mean_scene_weights",

@@ -312,6 +312,13 @@ class WatchSummary:
         return asdict(self)
 
 
+def _is_empty_file(source: str) -> bool:
+    try:
+        return os.stat(source).st_size == 0
+    except OSError:
+        return False
+
+
 class _Watcher:
     def __init__(self, source: str, analyzer: Analyzer, **kw):
         self.source = source
@@ -383,6 +390,18 @@ class _Watcher:
             return time.monotonic() - (self._last_frame_mono or started)
 
         while not self.stop.is_set():
+            if kind == "file" and kw["follow"] and not connected_once and _is_empty_file(self.source):
+                # a file not yet written to: wait for it to grow, up to give_up_after (opening it now would fail)
+                if away() >= kw["give_up_after"]:
+                    self.summary.ended_by = f"no data for {away():.1f} s (the file stayed empty)"
+                    logger.warning("%s: giving up after %.1f s: the file stayed empty", self.source, away())
+                    return
+                if not failures:
+                    logger.warning("%s: the file is empty; waiting up to %.0f s for it to grow", self.source,
+                                   kw["give_up_after"])  # fmt: skip
+                failures = 1
+                self.stop.wait(min(0.25, max(0.01, kw["give_up_after"] - away())))
+                continue
             try:
                 container, handle = open_source(
                     self.source, kind=kind, stall_timeout=kw["stall_timeout"], open_timeout=kw["open_timeout"],

@@ -361,7 +361,23 @@ def _check_path(path: str | os.PathLike) -> str:
         raise VideoDecodeError(p, "it is a directory, not a video file")
     if p.stat().st_size == 0:
         raise VideoDecodeError(p, "the file is empty (0 bytes)")
+    with open(p, "rb") as handle:
+        head = handle.read(16)
+    image = next((kind for kind, test in _IMAGE_SIGNATURES if test(head)), None)
+    if image:  # FFmpeg would decode it as a one-frame "video" of 0.04 s and the analysis would mean nothing
+        raise VideoDecodeError(p, f"it is a {image} image, not a video")
     return str(p)
+
+
+#: Still-image formats by their first bytes (a picture renamed .mp4 is refused, not analysed as a video).
+_IMAGE_SIGNATURES = (
+    ("PNG", lambda h: h.startswith(b"\x89PNG\r\n\x1a\n")),
+    ("JPEG", lambda h: h.startswith(b"\xff\xd8\xff")),
+    ("GIF", lambda h: h[:6] in (b"GIF87a", b"GIF89a")),
+    ("BMP", lambda h: h.startswith(b"BM") and len(h) >= 14),
+    ("WebP", lambda h: h[:4] == b"RIFF" and h[8:12] == b"WEBP"),
+    ("TIFF", lambda h: h[:4] in (b"II*\x00", b"MM\x00*")),
+)
 
 
 # ------------------------------------------------------------------------------------------------ public API

@@ -233,15 +233,17 @@ def export_model(
     license: str = "apache-2.0",
     datasets: Sequence[str] = (),
     base_model: str | None = "auto",
+    trust_remote_code: bool = False,
 ) -> Path:
-    """Write the Hub layout of a saved ICM model into ``out_dir`` and return it."""
+    """Write the Hub layout of a saved ICM model into ``out_dir`` and return it. ``trust_remote_code``: let the
+    model folder run its own code (``processing.trust``; off, a folder whose code differs is refused)."""
     from processing.analysis import load_model
 
     out = Path(out_dir)
     if out.resolve() == Path(model_dir).resolve():
         raise HubExportError(f"output folder {out} is the model folder itself; choose another folder for the Hub layout")
     documents = read_evaluations(eval_files)
-    model, processor = load_model(model_dir)
+    model, processor = load_model(model_dir, trust_remote_code=trust_remote_code)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)  # safetensors + remote code + config.json with auto_map
     processor.save_pretrained(out)

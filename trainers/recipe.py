@@ -390,10 +390,9 @@ def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
         from .tiny import tiny_icm
 
         return tiny_icm(scene_dims, corpus=corpus, seed=int(r["seed"]), num_frames=num_frames, **overrides)
-    from transformers import AutoConfig, AutoModel, AutoProcessor
-
     from modeling_icm.configuration_icm import IcmConfig
     from modeling_icm.modeling_icm import IcmForVideoSentiment
+    from processing.trust import config_from_pretrained, model_from_pretrained, processor_from_pretrained
 
     torch.manual_seed(int(r["seed"]))
     if preset == "smollm2":  # the real SmolLM2-135M LLM, converted once at set-up (processing.real_weights)
@@ -411,13 +410,11 @@ def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
     dtype = _model_dtype(r)
     scene_extraction = {"pipeline": r["features"]["pipeline"], **(r["features"]["pipeline_kwargs"] or {})}
     scene_extraction.setdefault("scenes", list(r["ablation"]["scenes"]))
-    config = AutoConfig.from_pretrained(source, trust_remote_code=True)
+    config = config_from_pretrained(source)  # processing.trust: no code of the folder runs
     if getattr(config, "model_type", None) == "icm":
-        processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+        processor = processor_from_pretrained(source)
         _check_token_ids(config, processor, source)
-        model = AutoModel.from_pretrained(
-            source, trust_remote_code=True, dtype=dtype, **{"scene_dims": scene_dims, **overrides}
-        )
+        model = model_from_pretrained(source, dtype=dtype, **{"scene_dims": scene_dims, **overrides})
     else:  # a Video-LLaVA checkpoint: build ICM (and its processor) around it
         model, processor = IcmForVideoSentiment.from_video_llava(
             source,
@@ -509,13 +506,12 @@ def preflight(r: dict) -> None:
         except ValueError as err:
             raise RecipeError(f"{field}: {config_file}: not valid JSON ({err})") from err
         if model_type == "icm":
-            from transformers import AutoConfig, AutoProcessor
+            from processing.trust import UntrustedCodeError, config_from_pretrained, processor_from_pretrained
 
-            _check_token_ids(
-                AutoConfig.from_pretrained(source, trust_remote_code=True),
-                AutoProcessor.from_pretrained(source, trust_remote_code=True),
-                source,
-            )
+            try:
+                _check_token_ids(config_from_pretrained(source), processor_from_pretrained(source), source)
+            except UntrustedCodeError as err:
+                raise RecipeError(f"{field}: {err}") from err
             return
         from modeling_icm.processing_icm import check_video_llava_folder
 
@@ -532,9 +528,9 @@ def _check_pretrained_ref(field: str, source: str) -> None:
     if Path(source).is_dir():
         return
     try:
-        from transformers import AutoConfig
+        from processing.trust import config_from_pretrained
 
-        AutoConfig.from_pretrained(source, trust_remote_code=True)
+        config_from_pretrained(source)
     except Exception as err:  # noqa: BLE001 - offline, unknown id, no access: all mean "cannot start"
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise RecipeError(

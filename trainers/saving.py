@@ -10,6 +10,9 @@ Two layouts:
       model = AutoModel.from_pretrained(out_dir, trust_remote_code=True)
       processor = AutoProcessor.from_pretrained(out_dir, trust_remote_code=True)
 
+  or, running none of the folder's code, with the installed package's classes (``processing.trust``;
+  ``processing.analysis.load_model`` does this).
+
 * **adapter** (``merge_lora=False``): the PEFT adapter (``adapter_config.json`` + ``adapter_model.safetensors``:
   the LoRA matrices and any ``modules_to_save``), the ICM modules (``icm_modules.safetensors``: SBM, IEC with its
   dictionary, scene_norm, scene_projector), the ICM config and the processor. Small (the backbone is not copied);
@@ -18,7 +21,8 @@ Two layouts:
       from trainers.saving import load_icm_adapter
       model = load_icm_adapter(out_dir, base_model="path/to/base-icm")  # or an IcmForVideoSentiment instance
 
-  ``base_model`` defaults to the ``base_model_name_or_path`` recorded in ``adapter_config.json``.
+  ``base_model`` is required: the ``base_model_name_or_path`` recorded in ``adapter_config.json`` is named in the
+  error, and loaded only when the caller names it.
 """
 
 from __future__ import annotations
@@ -64,18 +68,23 @@ def save_icm(model: nn.Module, out_dir: str | os.PathLike, merge_lora: bool = Tr
     return out
 
 
-def load_icm_adapter(adapter_dir: str | os.PathLike, base_model=None, merge: bool = True, **from_pretrained_kwargs):
+def load_icm_adapter(adapter_dir: str | os.PathLike, base_model=None, merge: bool = True,
+                     trust_remote_code: bool = False, **from_pretrained_kwargs):
     """Load an adapter-layout save (:func:`save_icm` with ``merge_lora=False``).
 
     Args:
         adapter_dir: the folder written by ``save_icm(..., merge_lora=False)``.
-        base_model: the base ``IcmForVideoSentiment`` (an instance, or a path / Hub id loaded with
-            ``AutoModel.from_pretrained(..., trust_remote_code=True)``); default: ``base_model_name_or_path`` of
-            ``adapter_config.json``.
+        base_model: the base ``IcmForVideoSentiment``: an instance, or a path / Hub id the caller names. Required:
+            the ``base_model_name_or_path`` recorded in ``adapter_config.json`` is someone else's choice (a
+            downloaded adapter could name any model), so it is loaded only when the caller names it here too; the
+            error says which one is recorded.
         merge: merge LoRA into the weights and return a plain ``IcmForVideoSentiment`` (else the ``PeftModel``).
+        trust_remote_code: let the base model's folder run its own code (``processing.trust``); without it a base
+            saved by this package loads with the installed classes and one whose code differs is refused.
     """
     from peft import PeftModel
-    from transformers import AutoModel
+
+    from processing.trust import model_from_pretrained
 
     adapter_dir = Path(adapter_dir)
     icm_file = adapter_dir / ICM_MODULES_NAME
@@ -83,11 +92,15 @@ def load_icm_adapter(adapter_dir: str | os.PathLike, base_model=None, merge: boo
         if not (adapter_dir / needed).is_file():
             raise FileNotFoundError(f"{adapter_dir} is not an ICM adapter save: {needed} is missing")
     if base_model is None:
-        base_model = json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
-        if not base_model:
+        recorded = json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not recorded:
             raise ValueError(f"{adapter_dir}/adapter_config.json records no base_model_name_or_path; pass base_model")
+        raise ValueError(
+            f"{adapter_dir}/adapter_config.json names the base model {recorded}; load it only if you mean it: pass "
+            f"base_model={recorded!r} (icm: --adapter-base {recorded})"
+        )
     if isinstance(base_model, (str, os.PathLike)):
-        base_model = AutoModel.from_pretrained(os.fspath(base_model), trust_remote_code=True, **from_pretrained_kwargs)
+        base_model = model_from_pretrained(base_model, trust_remote_code=trust_remote_code, **from_pretrained_kwargs)
     model = PeftModel.from_pretrained(base_model, os.fspath(adapter_dir))
     load_icm_module_state_dict(model, icm_file)
     if merge:

@@ -12,14 +12,27 @@ from ..schema import ValidationIssue, ValidationReport
 from ..windows import OVERSHOOT_FRAMES
 
 
-def load_json(path: str | os.PathLike, what: str) -> Any:
+def load_json(path: str | os.PathLike, what: str, expect: type | None = None) -> Any:
+    """The JSON of ``path``; ``ValueError`` naming the file (and the line) when it is not UTF-8, not JSON, or not of
+    the ``expect``\ ed type (``dict``: an object such as ``{"video": value}``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
+    data = path.read_bytes()
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[err.start]:02x}); save it as UTF-8") from None
+    try:
+        value = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: line {err.lineno}: malformed JSON ({err.msg})") from None
+    if expect is not None and not isinstance(value, expect):
+        kinds = {dict: "an object ({\"video\": value, ...})", list: "a list"}
+        raise ValueError(f"{path}: the {what} must be {kinds.get(expect, expect.__name__)}, got "
+                         f"{type(value).__name__.replace('dict', 'an object').replace('list', 'a list')}")  # fmt: skip
+    return value
 
 
 def probe_video(path: str | os.PathLike) -> tuple[float, float]:

@@ -193,6 +193,11 @@ def convert_cuva(
             out.skip(where, "video_name", "is missing")
             continue
         name = str(name)
+        if Path(name).is_absolute() or ".." in Path(name).parts or not (video_dir / name).resolve().is_relative_to(
+            video_dir.resolve()
+        ):  # a record must not point the converter (and the training run) at files outside --videos
+            out.skip(where, "video_name", f"names a file outside the videos folder {video_dir}", name)
+            continue
         stem = Path(name).stem if Path(name).suffix.lower() in index.extensions else name
         where = f"{where}:{stem}" if where != stem and not where.startswith(stem) else where
         found, note = index.find(name)
@@ -240,6 +245,11 @@ def convert_cuva(
         clip_split = _get(entry, "split") or (
             split.get(stem, split.get(name, "train")) if isinstance(split, dict) else split
         )
+        if isinstance(clip_split, (list, tuple)) and len(clip_split) == 1:
+            clip_split = clip_split[0]  # ["test"]: one split written as a list
+        if not isinstance(clip_split, str) or not clip_split.strip():
+            out.skip(where, "split", "must be a split name such as train or test", clip_split)
+            continue
         cause = _get(entry, "cause") or _get(entry, "description") or ""
         if isinstance(cause, list):
             cause = " ".join(str(c) for c in cause)

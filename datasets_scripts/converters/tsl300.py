@@ -78,8 +78,8 @@ def convert_tsl300(
     if gt_path.is_dir():
         gt_path = gt_path / ANNOTATIONS_NAME
     gt = load_json(gt_path, "TSL-300 annotations")
-    fps_dict = load_json(fps_json, "TSL-300 fps dictionary")
-    durations = load_json(duration_json, "TSL-300 duration dictionary")
+    fps_dict = load_json(fps_json, "TSL-300 fps dictionary", expect=dict)
+    durations = load_json(duration_json, "TSL-300 duration dictionary", expect=dict)
     if not isinstance(gt, dict) or not isinstance(gt.get("database"), dict):
         raise ValueError(f"{gt_path}: expected an ActivityNet-style object with a 'database' mapping")
     subset_to_split = {"training": "train", "validation": "validation", "testing": "test", **(subset_to_split or {})}

