@@ -267,6 +267,47 @@ def what_ran(recipe: dict) -> dict[str, str]:
     return {"headline": headline, "extractors": extractors, "model": model}
 
 
+def _scene_pathway_report(result: dict) -> list[str]:
+    """The scene-pathway diagnostics of ``results.json`` (``trainers.diagnostics``): does the clip reach the answer
+    through the scene tokens?"""
+    from trainers.diagnostics import COLLAPSE_SPREAD, collapse_warning
+
+    diagnostics = result.get("diagnostics") or {}
+    trained = diagnostics.get("trained") or {}
+    if not trained:
+        return []
+    lines = [
+        "## The scene pathway (do the scene tokens carry the clip?)",
+        "",
+        "Measured on the held-out clips before and after training (`trainers.diagnostics`): the relative spread of "
+        f"the scene tokens across clips (below {COLLAPSE_SPREAD}: one vector for every clip), their norm over the text "
+        "embeddings' norm, the scene sensitivity (total-variation change of the answer distribution when two clips' "
+        "scene features are swapped; 0 = the answer ignores the scenes), the router's mean weight per scene, and a "
+        "linear probe on the same scene features (what the scene information alone can tell).",
+        "",
+        "| config | when | spread | norm ratio | sensitivity | router weights | probe acc |",
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
+    for config, after in trained.items():
+        before = (diagnostics.get("untrained") or {}).get(config, {})
+        probe = (diagnostics.get("scene_probe") or {}).get(config, {})
+        for when, found in (("untrained", before), ("trained", after)):
+            if not found:
+                continue
+            routers = ", ".join(
+                f"{k.split('/', 1)[1]} {v:.2f}" for k, v in found.items() if k.startswith("router_weight/") and v > 0.005
+            )
+            probe_cell = f"{probe['probe_acc']:.3f}" if probe else "–"
+            lines.append(
+                f"| {config} | {when} | {found['scene_spread']:.4f} | {found['scene_norm_ratio']:.2f} | "
+                f"{found.get('scene_sensitivity', 0.0):.4f} | {routers or '–'} | {probe_cell} |"
+            )
+        warning = collapse_warning(after, before)
+        if warning:
+            lines += ["", f"**Warning ({config})**: {warning} (docs/scene-pathway.md)."]
+    return lines + [""]
+
+
 def _report(out: Path, result: dict, documents: dict, charts: dict, analysis: dict, timings: dict) -> str:
     from .evaluation import metrics_table
 
@@ -303,6 +344,7 @@ def _report(out: Path, result: dict, documents: dict, charts: dict, analysis: di
         lines += [f"### {config} ({n} clips)", "", metrics_table({t: d["metrics"] for t, d in docs.items()}), ""]
         for name, path in charts.get(config, {}).items():
             lines += [f"![{name} per label]({_rel(path, out)})", ""]
+    lines += _scene_pathway_report(result)
     lines += [
         "## Analysis of a held-out long video",
         "",

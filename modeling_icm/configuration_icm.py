@@ -101,8 +101,9 @@ class IcmConfig(PretrainedConfig):
         scene_norm_type (`str`, *optional*, defaults to `"layer"`):
             The ``Norm`` of ``Norm(y_moe + y_iec)`` (§3.4; the paper does not say which): `"layer"`, a LayerNorm over
             the channels of each frame vector, or `"batch"`, a BatchNorm over the clips of a batch and their frames
-            (running statistics at evaluation), which keeps the scene tokens from collapsing into one vector shared
-            by every clip (see `SceneTokenNorm`).
+            (running statistics at evaluation; see `SceneBatchNorm`), which removes what every clip has in common
+            before the projector. Measured on the scene-only demo (docs/scene-pathway.md): it keeps the tokens' spread
+            across clips (0.13 after training against 0.002 under `"layer"`) but the answers stay at chance.
         expert_hidden_size (`int`, *optional*, defaults to 1024):
             Width d of every scene expert, of the router's input h and of the IEC block.
         expert_num_layers (`int`, *optional*, defaults to 8):

@@ -428,7 +428,8 @@ class SceneBatchNorm(nn.BatchNorm1d):
     scene side can learn one large vector shared by every clip — a soft prompt — that lowers the LM loss at once and
     drowns the per-clip signal (measured on the demo recipe, scene-only: relative spread of the scene tokens across
     clips 0.32 at initialisation, 0.002 after training, and the answer no longer depends on the scenes). A BatchNorm
-    removes what every clip has in common before the projector, so a clip-independent component cannot grow there.
+    removes what every clip has in common before the projector, so a clip-independent component cannot grow there
+    (the projector's bias can still add one after it; docs/scene-pathway.md has the measurements).
     """
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:

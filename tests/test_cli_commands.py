@@ -474,6 +474,7 @@ def test_demo_trains_a_model_that_beats_the_untrained_one(capsys, tmp_path):
     assert f"report: {report}" in out and report.is_file()
     text = report.read_text()
     assert "trained vs untrained" in text and "timeline.png" in text
+    assert "## The scene pathway" in text and "| implicit | trained |" in text
     summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
     for config, metrics in summary["metrics"].items():
         trained, untrained = metrics["trained"], metrics["untrained"]
@@ -501,6 +502,12 @@ def test_train_runs_a_recipe_end_to_end(capsys, tmp_path):
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(results["stages"]) == {"scene", "omnisila"}
+    # the scene-pathway diagnostics before and after training, and the linear probe on the same features
+    for when in ("untrained", "trained"):
+        found = results["diagnostics"][when]["implicit"]
+        assert {"scene_spread", "scene_norm_ratio", "scene_sensitivity", "router_weight/action"} <= set(found)
+    assert 0 <= results["diagnostics"]["scene_probe"]["implicit"]["probe_acc"] <= 1
+    assert "scene diagnostics[trained] implicit: spread=" in err
     assert f"model: {tmp_path / 'run' / 'model'}" in out and "[icm train] stage omnisila" in err
 
 

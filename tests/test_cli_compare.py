@@ -56,6 +56,7 @@ def test_shipped_grids_load():
         grid = load_grid(name)
         assert grid["reference"] == "ICM" and any(s.get("zero_shot") for s in grid["systems"])
         assert {3} <= {t for s in grid["systems"] for t in s.get("tables", [1, 2])}
+        assert "w/o video" in {s["name"] for s in grid["systems"]}
     with pytest.raises(GridError, match="grid file not found"):
         load_grid("no-such-grid")
 
@@ -161,6 +162,10 @@ def test_icm_compare_end_to_end_on_the_mini_set_then_rescored_from_the_cache(cap
         assert scores["systems"][name]["configs"]["implicit"]["metrics"]["num_examples"] == 6
         assert "VSI" in scores["systems"][name]["configs"]["implicit"]["p"]
     assert (out / "figure3-implicit-fnr_per_label.png").is_file()
+    # the scene-pathway diagnostics of the trained systems with scene tokens (not of the Video-LLaVA baseline)
+    assert {n for n, e in scores["systems"].items() if e.get("diagnostics")} == {"ICM", "w/o Fac"}
+    assert "scene_spread" in scores["systems"]["ICM"]["diagnostics"]["implicit"]
+    assert "## The scene pathway of the trained systems" in (out / "tables.md").read_text()
 
     # a cached rerun: nothing is trained or asked again (except the failed entry), the scores are the same
     prediction_file = Path(json.loads((out / "runs" / "icm" / "run.json").read_text())["predictions"]["implicit"])

@@ -20,3 +20,21 @@ def test_report_describes_the_recipes_pipeline_and_model(recipe, says, never):
         assert phrase in text, (recipe, phrase)
     for phrase in never:
         assert phrase not in text, (recipe, phrase)
+
+
+def test_report_shows_the_scene_pathway_and_warns_on_a_collapse():
+    from icm_cli.demo import _scene_pathway_report
+
+    before = {"scene_spread": 0.32, "scene_norm_ratio": 0.43, "scene_sensitivity": 0.003,
+              "router_weight/action": 0.5, "router_weight/background": 0.5, "router_weight/face": 0.0}
+    after = {"scene_spread": 0.002, "scene_norm_ratio": 19.6, "scene_sensitivity": 2e-5,
+             "router_weight/action": 0.0002, "router_weight/background": 0.9998}  # fmt: skip
+    result = {"diagnostics": {"untrained": {"implicit": before}, "trained": {"implicit": after},
+                              "scene_probe": {"implicit": {"probe_acc": 0.625}}}}  # fmt: skip
+    text = "\n".join(_scene_pathway_report(result))
+    assert "| implicit | untrained | 0.3200 | 0.43 | 0.0030 | action 0.50, background 0.50 | 0.625 |" in text
+    assert "| implicit | trained | 0.0020 | 19.60 | 0.0000 | background 1.00 | 0.625 |" in text
+    assert "**Warning (implicit)**" in text and "at initialisation 0.320" in text
+    healthy = {"diagnostics": {"trained": {"implicit": {**before, "scene_spread": 0.3}}}}
+    assert "Warning" not in "\n".join(_scene_pathway_report(healthy))
+    assert _scene_pathway_report({}) == []

@@ -348,6 +348,11 @@ def run_grid(
         record_path.write_text(json.dumps(record, indent=1))
         runs[name] = record
 
+    for system in g["systems"]:  # the scene-pathway diagnostics of every trained run (results.json)
+        run = runs.get(system["name"], {})
+        if run.get("status") == "done" and not system.get("zero_shot"):
+            run["diagnostics"] = _trained_diagnostics(out / "runs" / _slug(system["name"]) / "train" / "results.json")
+
     started = time.perf_counter()
     document = score_grid(g, runs, references)
     document["timings"] = {**timings, "score_s": time.perf_counter() - started}
@@ -359,6 +364,20 @@ def run_grid(
     saved = {k: v for k, v in document.items() if k != "timings"}
     _write_if_changed(out / "scores.json", json.dumps(saved, default=_json_default))
     return document
+
+
+def _trained_diagnostics(results_path: Path) -> dict:
+    """``{config: scene diagnostics of the trained model}`` from a run's ``results.json`` (``trainers.diagnostics``;
+    the probe's accuracy added as ``probe_acc``); empty when the run wrote none."""
+    try:
+        diagnostics = json.loads(results_path.read_text()).get("diagnostics") or {}
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for config, found in (diagnostics.get("trained") or {}).items():
+        probe = (diagnostics.get("scene_probe") or {}).get(config, {})
+        out[config] = {**found, **({"probe_acc": probe["probe_acc"]} if "probe_acc" in probe else {})}
+    return out
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -405,6 +424,8 @@ def score_grid(g: dict, runs: Mapping[str, dict], references: Mapping[str, tuple
                                  "scenes": run.get("scenes"), "configs": {}}  # fmt: skip
         if run.get("error"):
             entry["error"] = run["error"]
+        if run.get("diagnostics"):
+            entry["diagnostics"] = run["diagnostics"]
         if run.get("status") == "done":
             per_example[name] = {}
             for config, (ids, refs) in references.items():
@@ -505,6 +526,24 @@ def write_outputs(document: dict, out: Path) -> dict[str, str]:
         path = out / f"table{table}.csv"
         _write_if_changed(path, buffer.getvalue())
         files[f"table{table}"] = str(path)
+    pathway = [(name, config, found) for name, e in document["systems"].items()
+               for config, found in (e.get("diagnostics") or {}).items()]  # fmt: skip
+    if pathway:
+        parts += ["## The scene pathway of the trained systems", "",
+                  "Does the clip reach the answer through the scene tokens (`trainers.diagnostics`, on the evaluation "
+                  "clips)? spread: relative spread of the scene tokens across clips (near 0: one vector for every clip); "
+                  "sensitivity: change of the answer distribution when two clips' scene features are swapped; probe: a "
+                  "linear probe's accuracy on the same scene features.", ""]  # fmt: skip
+        head = ["Approach", "config", "spread", "norm ratio", "sensitivity", "router weights", "probe acc"]
+        rows = []
+        for name, config, found in pathway:
+            routers = ", ".join(f"{k.split('/', 1)[1]} {v:.2f}" for k, v in found.items()
+                                if k.startswith("router_weight/") and v > 0.005)  # fmt: skip
+            probe = f"{100 * found['probe_acc']:.2f}" if "probe_acc" in found else "–"
+            rows.append([name, config, f"{found.get('scene_spread', float('nan')):.4f}",
+                         f"{found.get('scene_norm_ratio', float('nan')):.2f}",
+                         f"{found.get('scene_sensitivity', float('nan')):.4f}", routers or "–", probe])  # fmt: skip
+        parts += [markdown_table(head, rows), ""]
     failed = {n: e.get("error", "") for n, e in document["systems"].items() if e["status"] == "failed"}
     if failed:
         parts += ["Failed runs (marked `failed`; rerun `icm compare` to retry them):", ""]
