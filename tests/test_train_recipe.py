@@ -154,3 +154,16 @@ def test_learning_is_real_on_the_mini_set(explicit_demo_run):
     assert after["map_avg"] >= before["map_avg"] + 0.1
     stage = result["stages"]["omnisila"]
     assert stage["last_logged"]["lm_loss"] < 0.5 * stage["first_logged"]["lm_loss"]
+
+
+def test_a_float_written_without_a_dot_in_yaml_is_read_as_a_number(tmp_path):
+    """YAML 1.1 reads `3e-4` as the string '3e-4'; the recipe reads it as the number it looks like."""
+    from trainers.recipe import RecipeError, _training_args, load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("base: demo\ntraining: {icm_learning_rate: 3e-4, learning_rate: 1e-3}\n")
+    args = _training_args(load_recipe(path), "omnisila", tmp_path)
+    assert args.icm_learning_rate == 3e-4 and args.learning_rate == 1e-3
+    path.write_text("base: demo\ntraining: {icm_learning_rate: fast}\n")
+    with pytest.raises(RecipeError, match="icm_learning_rate must be a number, got 'fast'"):
+        _training_args(load_recipe(path), "omnisila", tmp_path)

@@ -547,6 +547,14 @@ def _training_args(r: dict, stage: str, out: Path):
     kwargs.update(r["stages"][stage] or {})
     kwargs["output_dir"] = str(out / f"stage-{stage}")
     kwargs["stage"] = stage
+    # YAML 1.1 reads `3e-4` (no dot) as a string: a number-looking string for a float field is read as the number
+    floats = {f.name for f in dataclasses.fields(IcmTrainingArguments) if "float" in str(f.type)}
+    for key, value in list(kwargs.items()):
+        if key in floats and isinstance(value, str):
+            try:
+                kwargs[key] = float(value)
+            except ValueError:
+                raise RecipeError(f"recipe stages.{stage} / training: {key} must be a number, got {value!r}") from None
     try:
         return IcmTrainingArguments(**kwargs)
     except (TypeError, ValueError) as err:
