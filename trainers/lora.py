@@ -18,9 +18,11 @@ from torch import nn
 
 
 def icm_base_model(model: nn.Module) -> nn.Module:
-    """The ``IcmForVideoSentiment`` inside a PEFT wrapper (or the model itself)."""
+    """The ``IcmForVideoSentiment`` inside a DDP / DataParallel and a PEFT wrapper (or the model itself)."""
     from peft import PeftModel
 
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
     if isinstance(model, PeftModel):
         return model.get_base_model()
     return model

@@ -210,7 +210,9 @@ class IcmTrainer(Trainer):
         one warning per training run when the scene tokens collapse to one vector."""
         from .diagnostics import batch_scene_diagnostics, collapse_warning
 
-        found = batch_scene_diagnostics(model, inputs, self.scene_names)
+        # measured on the unwrapped model: a forward through DDP outside the training step would disturb its
+        # gradient synchronisation, and the measurement is per process anyway
+        found = batch_scene_diagnostics(self.accelerator.unwrap_model(model), inputs, self.scene_names)
         buffer = self._metrics["train"]
         for key in ("scene_spread", "scene_norm_ratio", "scene_sensitivity"):
             if key in found:
