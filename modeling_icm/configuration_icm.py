@@ -133,6 +133,14 @@ class IcmConfig(PretrainedConfig):
             that the IEC output enters the sum at the scale of ``y_moe`` (a LayerNorm output, Eq. 1). Without it
             nothing bounds ``y_iec``; it can grow into a large vector shared by every clip that the final ``Norm``
             turns into the same scene tokens for every clip (see ``docs/scene-pathway.md``).
+        scene_feature_norm (`str`, *optional*, defaults to `"none"`):
+            How each scene expert receives its extractor's features. `"none"` (the paper, which feeds the frozen
+            extractors' outputs to the experts as they come) or `"standardize"`: per input dimension, minus the
+            training set's mean and over its standard deviation, before the experts (buffers of the SBM's
+            ``SceneFeatureStandardizer``, saved with the model, filled before training by
+            ``trainers.scene_stats.fit_scene_standardization``; unfilled, they are the identity). The extractors' dimensions differ in scale by orders
+            of magnitude (the tiny action features: median std 0.006, largest 0.43), and a linear read-out of the
+            small ones needs large weights that Adam and weight decay are slow to build.
         router_alpha (`float`, *optional*, defaults to 1e-4):
             α of Eq. 2, weight of the router entropy term.
         router_beta (`float`, *optional*, defaults to 1e-2):
@@ -184,6 +192,7 @@ class IcmConfig(PretrainedConfig):
     router_beta: float = 1e-2
     router_balance: str = "dimension_share"
     iec_output_norm: bool = False
+    scene_feature_norm: str = "none"
     scene_token_id: int = 32003
     scene_projector_hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-5
@@ -241,6 +250,8 @@ class IcmConfig(PretrainedConfig):
             )
         if self.router_balance not in ("dimension_share", "dispatch"):
             raise ValueError(f"router_balance must be 'dimension_share' or 'dispatch', got {self.router_balance!r}")
+        if self.scene_feature_norm not in ("none", "standardize"):
+            raise ValueError(f"scene_feature_norm must be 'none' or 'standardize', got {self.scene_feature_norm!r}")
         if self.scene_norm_type not in ("layer", "batch"):
             raise ValueError(f"scene_norm_type must be 'layer' or 'batch', got {self.scene_norm_type!r}")
         enabled = list(self.enabled_scenes)

@@ -198,6 +198,20 @@ class SceneExpert(nn.Module):
         return pooled, mask.any(-1)
 
 
+class SceneFeatureStandardizer(nn.Module):
+    """``(x - mean) / std`` per input dimension of one scene's features (``IcmConfig.scene_feature_norm =
+    "standardize"``). The statistics are buffers saved with the model, filled from the training set before training
+    (``trainers.scene_stats.fit_scene_standardization``); until then they are the identity (mean 0, std 1)."""
+
+    def __init__(self, input_dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(input_dim))
+        self.register_buffer("std", torch.ones(input_dim))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean.to(features.dtype)) / self.std.to(features.dtype)
+
+
 def router_balance_loss(
     router_probs: torch.Tensor,
     dimension_share: torch.Tensor,
@@ -277,6 +291,12 @@ class SceneBalancedMoE(nn.Module):
         self.scenes = list(config.active_scenes)
         self.use_sbm = config.use_sbm
         d = config.expert_hidden_size
+        # before the experts (or the w/o-SBM projections), so every ablation reads the same standardised input
+        self.feature_norms = (
+            nn.ModuleDict({s: SceneFeatureStandardizer(config.scene_dims[s]) for s in self.scenes})
+            if config.scene_feature_norm == "standardize"
+            else None
+        )
         if self.use_sbm:
             self.experts = nn.ModuleDict({s: SceneExpert(config, config.scene_dims[s]) for s in self.scenes})
             self.router = nn.Linear(d, len(self.scenes), bias=False)
@@ -304,6 +324,8 @@ class SceneBalancedMoE(nn.Module):
         return torch.stack(outputs, 2), torch.stack(present, 2)
 
     def forward(self, features: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> SbmOutput:
+        if self.feature_norms is not None:
+            features = {s: self.feature_norms[s](features[s]) if s in self.feature_norms else v for s, v in features.items()}
         if self.use_sbm:
             pairs = [self.experts[s](features[s], masks[s]) for s in self.scenes]
             expert_outputs = torch.stack([p[0] for p in pairs], 2)  # [B, T, L, d]
@@ -481,6 +503,9 @@ class IcmPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         if isinstance(module, SceneExpert):
             hf_init.normal_(module.null_token, mean=0.0, std=std)
+        elif isinstance(module, SceneFeatureStandardizer):
+            hf_init.zeros_(module.mean)
+            hf_init.ones_(module.std)
         elif isinstance(module, ImplicitEnhancedCausal):
             hf_init.normal_(module.dictionary, mean=0.0, std=std)
             hf_init.zeros_(module.dictionary_initialized)

@@ -26,6 +26,7 @@ DIMS = {"face": 24, "action": 20, "object": 28, "background": 16}
         ({"use_scene_tokens": False, "use_video_tokens": False}, "both False"),
         ({"router_balance": "even"}, "router_balance must be"),
         ({"scene_norm_type": "group"}, "scene_norm_type must be"),
+        ({"scene_feature_norm": "minmax"}, "scene_feature_norm must be"),
     ],
 )
 def test_bad_pathway_settings_are_named(tiny_tokenizer, kwargs, message):
@@ -152,6 +153,7 @@ def test_dispatch_reading_gradient_reaches_the_router_probabilities():
 @pytest.mark.parametrize("field,value,module", [
     ("scene_norm_type", "batch", "scene_norm"),
     ("iec_output_norm", True, "iec.output_norm"),
+    ("scene_feature_norm", "standardize", "sbm.feature_norms"),
 ])  # fmt: skip
 def test_normalisation_options_build_load_and_keep_the_default_keys(tiny_tokenizer, tmp_path, field, value, module):
     default = make_tiny_model(tiny_icm_config(tiny_tokenizer))
@@ -179,6 +181,52 @@ def test_iec_output_norm_bounds_y_iec(tiny_tokenizer):
         encoding = model.encode_scenes(f, m)
     width = model.config.expert_hidden_size
     assert encoding.y_iec.norm(dim=-1).max() < 2 * math.sqrt(width)
+
+
+def _examples_from(config, count=6, seed=0):
+    """Example dicts (scene_features / scene_masks per clip) of random scene inputs, scaled per dimension."""
+    feats, masks = random_scene_inputs(config, num_items=tuple(range(1, count + 1)), seed=seed)
+    scale = {s: torch.logspace(-3, 1, config.scene_dims[s]) for s in config.scene_dims}
+    return [
+        {"clip_id": f"c{i}", "scene_features": {s: v * scale[s] + 5.0 for s, v in f.items()}, "scene_masks": m}
+        for i, (f, m) in enumerate(zip(feats, masks))
+    ]
+
+
+@pytest.mark.parametrize("use_sbm", [True, False])
+def test_scene_standardization_is_fitted_on_present_items_and_saved(tiny_tokenizer, tmp_path, use_sbm):
+    from trainers.scene_stats import fit_scene_standardization
+
+    config = tiny_icm_config(tiny_tokenizer, scene_feature_norm="standardize", use_sbm=use_sbm)
+    model = make_tiny_model(config)
+    examples = _examples_from(config)
+    counts = fit_scene_standardization(model, examples + examples)  # a clip seen twice counts once
+    for scene in config.active_scenes:
+        rows = torch.cat([
+            torch.as_tensor(e["scene_features"][scene]).reshape(-1, config.scene_dims[scene])[
+                torch.as_tensor(e["scene_masks"][scene]).reshape(-1).bool()]
+            for e in examples
+        ])  # fmt: skip
+        assert counts[scene] == len(rows)
+        norm = model.sbm.feature_norms[scene]
+        torch.testing.assert_close(norm.mean, rows.mean(0).float(), rtol=1e-5, atol=1e-5)
+        standardised = norm(rows.float())
+        spread = standardised.std(0, unbiased=False)
+        assert spread.max() < 1.0 + 1e-3 and spread[-1] > 0.99  # unit where the variance is well above the floor
+        assert spread[0] < 0.2  # a dimension of std 1e-3 is scaled by at most 1/sqrt(VARIANCE_FLOOR)
+        assert standardised.mean(0).abs().max() < 1e-3
+    model.save_pretrained(tmp_path)
+    reloaded = IcmForVideoSentiment.from_pretrained(tmp_path)
+    for scene in config.active_scenes:
+        torch.testing.assert_close(reloaded.sbm.feature_norms[scene].std, model.sbm.feature_norms[scene].std)
+
+
+def test_scene_standardization_skips_a_model_that_does_not_standardise(tiny_tokenizer):
+    from trainers.scene_stats import fit_scene_standardization
+
+    model = make_tiny_model(tiny_icm_config(tiny_tokenizer))
+    assert model.sbm.feature_norms is None
+    assert "skipped" in fit_scene_standardization(model, _examples_from(model.config))
 
 
 # ---- diagnostics -------------------------------------------------------------------------------------------------

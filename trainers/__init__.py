@@ -16,6 +16,7 @@ _LAZY = {
     "IcmDataCollator": ".collator",
     "apply_lora": ".lora",
     "initialize_iec_dictionary": ".kmeans_init",
+    "fit_scene_standardization": ".scene_stats",
     "save_icm": ".saving",
     "load_icm_adapter": ".saving",
     "evaluate_generation": ".evaluation",

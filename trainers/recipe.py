@@ -681,6 +681,7 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
 
     from .data import omnisila_examples, scene_tuning_examples
     from .kmeans_init import initialize_iec_dictionary
+    from .scene_stats import fit_scene_standardization
     from .saving import save_icm
     from .trainer import IcmTrainer
 
@@ -743,6 +744,10 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
     corpus += sorted({e["answer"] for e in scene_examples} | {e["answer"] for e in train_examples})
     model, processor = _build_model(r, scene_dims, corpus)
 
+    # IcmConfig.scene_feature_norm = "standardize": the training clips' feature statistics, before any measurement
+    result["scene_statistics"] = fit_scene_standardization(model, train_examples)
+    if "skipped" not in result["scene_statistics"]:
+        log(f"scene feature statistics from the training clips: {result['scene_statistics']} items per scene")
     result["diagnostics"] = {"untrained": _diagnose(model, processor, eval_sets, r, log, "untrained")}
     if model.config.use_scene_tokens:
         result["diagnostics"]["scene_probe"] = _probe(train_sets, eval_sets, model.config.active_scenes, log)
