@@ -1,5 +1,7 @@
 """Summarise runs of ``experiments/scene_pathway.py``: mean ± std over seeds per variant, and paired t-tests of each
-variant against a reference variant over the seeds both have (accuracy, spread, sensitivity).
+variant against a reference variant over the seeds both have (accuracy, spread, sensitivity; two-sided, and one-sided
+for "greater than the reference"), and a one-sided binomial test of each variant's held-out answers pooled over its
+seeds against chance (1 / number of labels).
 
     python experiments/scene_pathway_summary.py --out runs/scene-pathway --reference scene-only \\
         --variants scene-only,scene-only_icmlr
@@ -34,7 +36,10 @@ def _figures(folder: Path) -> dict:
     after = diag.get("trained", {}).get(config, {})
     before = diag.get("untrained", {}).get(config, {})
     probe = diag.get("scene_probe", {}).get(config, {})
+    predictions = folder / f"predictions-trained-{config}.jsonl"
+    clips = sum(1 for line in predictions.read_text().splitlines() if line.strip()) if predictions.is_file() else None
     return {
+        "clips": clips, "chance": probe.get("chance"),
         "acc": metrics.get("acc"), "map_avg": metrics.get("map_avg"),
         "scene_spread": after.get("scene_spread"), "scene_spread_init": before.get("scene_spread"),
         "scene_sensitivity": after.get("scene_sensitivity"), "scene_norm_ratio": after.get("scene_norm_ratio"),
@@ -51,7 +56,7 @@ def _mean_std(values) -> str:
 
 
 def main(argv=None) -> int:
-    from scipy.stats import ttest_rel
+    from scipy.stats import binomtest, ttest_rel
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/scene-pathway")
@@ -68,6 +73,15 @@ def main(argv=None) -> int:
         cells = [variant, ",".join(map(str, by_seed))] + [_mean_std([r[k] for r in runs]) for k in KEYS]
         cells += [_mean_std([r["scene_spread_init"] for r in runs]), _mean_std([r["probe_acc"] for r in runs])]
         print("| " + " | ".join(cells) + " |")
+    print()
+    for variant, by_seed in figures.items():
+        runs = [r for r in by_seed.values() if r["clips"] and r["chance"] and r["acc"] is not None]
+        if runs:
+            correct = sum(round(r["acc"] * r["clips"]) for r in runs)
+            total = sum(r["clips"] for r in runs)
+            test = binomtest(correct, total, runs[0]["chance"], alternative="greater")
+            print(f"{variant}: {correct} of {total} held-out answers right over its seeds (chance "
+                  f"{runs[0]['chance']:.3f}): one-sided binomial p={test.pvalue:.3g}")  # fmt: skip
     reference = figures[args.reference]
     print()
     for variant, by_seed in figures.items():
@@ -77,9 +91,11 @@ def main(argv=None) -> int:
         if len(seeds) < 2:
             continue
         for key in ("acc", "scene_spread", "scene_sensitivity"):
-            test = ttest_rel([by_seed[s][key] for s in seeds], [reference[s][key] for s in seeds])
+            mine, theirs = [by_seed[s][key] for s in seeds], [reference[s][key] for s in seeds]
+            test = ttest_rel(mine, theirs)
+            greater = ttest_rel(mine, theirs, alternative="greater")
             print(f"{variant} vs {args.reference}, {key}: paired t-test over seeds {seeds}: t={test.statistic:.3g} "
-                  f"p={test.pvalue:.3g}")  # fmt: skip
+                  f"p={test.pvalue:.3g} (one-sided, greater: p={greater.pvalue:.3g})")  # fmt: skip
     return 0
 
 
