@@ -39,7 +39,6 @@ def examples_dir(tmp_path_factory, carphone_path) -> Path:
 
 @pytest.fixture(scope="module")
 def analyser(loaded_fire_model, examples_dir):
-    pytest.importorskip("gradio")
     from icm_cli.app import Analyser
 
     model, processor = loaded_fire_model

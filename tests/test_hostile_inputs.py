@@ -478,7 +478,6 @@ def test_a_png_renamed_mp4_is_refused(capsys, tmp_path, fire_model_dir):
 
 @pytest.fixture
 def fire_analyser(loaded_fire_model):
-    pytest.importorskip("gradio")
     from icm_cli.app import Analyser
 
     model, processor = loaded_fire_model

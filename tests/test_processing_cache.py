@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import segment_anything  # noqa: F401  (installed by scripts/setup.sh: a missing one fails, it does not skip)
 import torch
-
-pytest.importorskip("segment_anything")
 
 from processing.background import BackgroundExtractor  # noqa: E402
 from processing.cache import CacheKey, FeatureCache, extract_videos, file_sha256, sampling_params  # noqa: E402
