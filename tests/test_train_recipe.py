@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 RECIPES = Path(__file__).resolve().parents[1] / "trainers" / "recipes"
-# accuracy above always answering the most frequent held-out label that the learning test asks for
-LEARNING_MARGIN = 0.25
+# held-out clips the learning test asks for beyond always answering the most frequent held-out label (3 of 12 = 0.25)
+LEARNING_MARGIN_CLIPS = 3
 
 
 @pytest.mark.parametrize(
@@ -158,13 +158,14 @@ def test_learning_is_real_on_the_mini_set(explicit_demo_run):
     held_out = _clip_records(recipe, Path(result["data_dir"]), "explicit", recipe["data"]["eval_split"], "max_eval_clips")
     labels = Counter(rec.label for rec in held_out)
     assert len(labels) >= 3, labels  # several labels, so the majority class is a real baseline
-    majority_acc = max(labels.values()) / sum(labels.values())
+    majority_acc = max(labels.values()) / len(held_out)
     before = result["metrics"]["untrained"]["explicit"]["metrics"]
     after = result["metrics"]["trained"]["explicit"]["metrics"]
     print(f"held-out labels {dict(labels)}: majority-class acc={majority_acc:.3f} | "
           f"untrained: acc={before['acc']:.3f} map_avg={before['map_avg']:.3f} | "
           f"trained: acc={after['acc']:.3f} map_avg={after['map_avg']:.3f}; timings {result['timings']}")
-    assert after["acc"] >= majority_acc + LEARNING_MARGIN, (after["acc"], majority_acc)
+    correct = round(after["acc"] * len(held_out))  # acc is a fraction of the held-out clips: count them, exactly
+    assert correct >= max(labels.values()) + LEARNING_MARGIN_CLIPS, (after["acc"], majority_acc)
     assert after["acc"] > before["acc"]
     assert after["map_avg"] >= before["map_avg"] + 0.1
     stage = result["stages"]["omnisila"]
