@@ -377,7 +377,7 @@ def test_architecture_variants_run(carphone_frames, overrides, scale):
     assert features.shape == (2, 4, 17 * 3 + 17 * c.width) and mask.shape == (2, 4)
 
 
-# ------------------------------------------------------------------------ official pipeline (issue 17)
+# ------------------------------------------------------------------------------------------ official pipeline
 
 
 @pytest.fixture(scope="module")
@@ -499,7 +499,7 @@ def test_munkres_is_a_minimum_cost_assignment():
         assert sum(cost[r, c] for r, c in real) == pytest.approx(cost[rows, cols].sum())
 
 
-def test_fast_mode_is_todays_path_and_a_different_cache_key(carphone_frames):
+def test_fast_mode_is_the_default_and_a_different_cache_key(carphone_frames):
     fast = ActionExtractor.tiny()
     official = ActionExtractor.tiny(mode="official")
     assert fast.decoding.mode == "fast" and official.decoding.mode == "official"
@@ -517,7 +517,7 @@ def test_fast_mode_is_todays_path_and_a_different_cache_key(carphone_frames):
     assert torch.equal(one[1], three[1]) and torch.allclose(one[0], three[0], atol=1e-4)
 
 
-# --------------------------------------------------------------------------------- bad input (issue 17)
+# ------------------------------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize(
     "shape, match",
     [((1, 20, 20, 3), "smaller than HigherHRNet's stride"), ((1, 1, 20, 3), "smaller than HigherHRNet's stride"),

@@ -211,7 +211,7 @@ def test_accelerate_launch_two_cpu_processes_equals_one_process(tmp_path, videos
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Processes sharing one cache (issue 12: two training runs on one cache_dir left "fails its sha256 check" errors)
+# Processes sharing one cache (two training runs on one cache_dir once left "fails its sha256 check" errors)
 # ---------------------------------------------------------------------------------------------------------------
 
 

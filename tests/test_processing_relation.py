@@ -542,7 +542,7 @@ def test_real_clip_features_are_contract_valid(carphone_path):
     assert len(extractor.describe(frames[:1])[0]) == extractor.top_k
 
 
-# ------------------------------------------------------------------------ official pipeline (issue 17)
+# ------------------------------------------------------------------------------------------ official pipeline
 
 
 @pytest.fixture(scope="module")

