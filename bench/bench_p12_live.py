@@ -18,7 +18,7 @@ trains one first (a few minutes).
 
     python bench/bench_p12_live.py [--model /tmp/run/model] [--window 8] [--stride 2] [--long-minutes 30] [--repeats 3]
 
-Measured on the project's 2-core machine (shared with other jobs), one torch thread, ``--repeats 3``: end of event →
+Measured on a 2-core CPU (shared with other jobs), one torch thread, ``--repeats 3``: end of event →
 alert median 2.68 s, p95 6.86 s over 12 events (all alerted; goal 10 s); windows dropped 4 / 182 at 1×, 122 / 182
 at 4×; RSS 1201 → 1200 MiB (2nd- vs last-quarter median) over 31 minutes of stream read at 16×. With ``--repeats 1``:
 median 2.21 s, p95 3.36 s over 4 events, 0 / 62 dropped at 1×, 37 / 62 at 4×, RSS +0.7 MiB over 30.8 minutes.

@@ -15,7 +15,7 @@ paper's scale an evaluation pass takes hours and the overhead stays what it is h
     python bench/bench_p13_compare.py [--out runs/bench-p13] [--repeats 3] [--eval-clips 12] [--max-new-tokens 64]
         [--before CHECKOUT]
 
-``--before CHECKOUT`` (the files of an earlier commit, e.g. ``mkdir /tmp/before && git archive 15dc55e | tar -x -C /tmp/before``) also times
+``--before CHECKOUT`` (the files of an earlier commit, e.g. ``mkdir /tmp/before && git archive <commit> | tar -x -C /tmp/before``) also times
 that commit's runner (its ``trainers/compare.py``, or ``icm_cli/compare.py`` before the runner moved) on the same
 cached runs, interleaved with this one's, and prints both overheads side by side.
 """

@@ -17,7 +17,6 @@ _LAZY = {
     "SceneBalancedMoE": ".modeling_icm",
     "ImplicitEnhancedCausal": ".modeling_icm",
     "IcmProcessor": ".processing_icm",
-    "register_auto_classes": ".auto",
 }
 
 __all__ = list(_LAZY)

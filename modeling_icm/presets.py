@@ -252,7 +252,7 @@ def depth_slice(config: IcmConfig, text_layers: int, vision_layers: int) -> IcmC
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# A small real backbone: Video-LLaVA whose language model is the real SmolLM2-135M-Instruct (issue 12)
+# A small real backbone: Video-LLaVA whose language model is the real SmolLM2-135M-Instruct
 # ---------------------------------------------------------------------------------------------------------------
 
 #: SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0), a LLaMA-family model like Video-LLaVA's Vicuna: hidden 576,
@@ -270,7 +270,7 @@ SMOLLM2_135M_TEXT_CONFIG: dict = {
     "tie_word_embeddings": True,
     "hidden_act": "silu",
 }
-#: The small random CLIP video tower of the SmolLM2 backbone (no real CLIP reaches this machine): 96 px, patch 32
+#: The small random CLIP video tower of the SmolLM2 backbone (no real CLIP reaches an offline machine): 96 px, patch 32
 #: (9 patches + CLS = 10 video tokens per frame, so that a CPU can train the LLM on 8-frame clips), hidden 192,
 #: 4 layers. Its weights are RANDOM (seeded): the scene features carry what the clip shows.
 SMALL_RANDOM_CLIP_CONFIG: dict = {

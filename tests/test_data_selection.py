@@ -1,4 +1,4 @@
-"""Taking "at most N" records keeps every label / description (issue 12: scene tuning on the first four face
+"""Taking "at most N" records keeps every label / description (scene tuning on only the first four face
 records — all "A person with a happy face." — taught the face expert one constant answer)."""
 
 from __future__ import annotations

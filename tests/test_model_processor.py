@@ -1,4 +1,4 @@
-"""IcmProcessor (issue 3, model side): prompts, placeholders, padding, labels, save/load, extraction, bad input."""
+"""IcmProcessor (model side): prompts, placeholders, padding, labels, save/load, extraction, bad input."""
 
 from __future__ import annotations
 

@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import segment_anything  # noqa: F401  (installed by scripts/setup.sh: a missing one fails, it does not skip)
 import torch
-
-pytest.importorskip("segment_anything")
 
 from processing.background import BackgroundExtractor  # noqa: E402
 from processing.cache import CacheKey, FeatureCache, extract_videos, file_sha256, sampling_params  # noqa: E402
@@ -212,7 +211,7 @@ def test_accelerate_launch_two_cpu_processes_equals_one_process(tmp_path, videos
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Processes sharing one cache (issue 12: two training runs on one cache_dir left "fails its sha256 check" errors)
+# Processes sharing one cache (two training runs on one cache_dir once left "fails its sha256 check" errors)
 # ---------------------------------------------------------------------------------------------------------------
 
 

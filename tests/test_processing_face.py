@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 
+import facenet_pytorch  # noqa: F401  (installed by scripts/setup.sh: a missing one fails, it does not skip)
 import numpy as np
 import pytest
+import skimage.data as skimage_data
 import torch
 import torch.nn.functional as F
-
-pytest.importorskip("facenet_pytorch")
-skimage_data = pytest.importorskip("skimage.data")
 
 from processing import base  # noqa: E402
 from processing.face import FaceExtractor, downscale_frames  # noqa: E402

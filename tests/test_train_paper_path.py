@@ -1,4 +1,4 @@
-"""The paper's own path (issue 16): ICM from a Video-LLaVA-7B-hf checkpoint — model *and* processor — and the shipped
+"""The paper's own path: ICM from a Video-LLaVA-7B-hf checkpoint — model *and* processor — and the shipped
 ``paper.yaml`` end to end on stand-ins of every real file (``tests/checkpoint_standins.py``): ``icm extract --recipe``
 with the pretrained extractors, both training stages, K-means, evaluation, saving, a clean-interpreter reload and
 ``icm analyze``. Plus the bad inputs, each named in one line before any work starts."""

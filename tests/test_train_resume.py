@@ -107,7 +107,7 @@ def test_accelerate_ddp_two_cpu_processes_matches_single_process(tmp_path):
 
 @pytest.mark.slow
 def test_same_seed_on_one_thread_gives_bit_identical_training(tmp_path):
-    """Determinism on one machine (issue 10): the same seed with one torch thread gives the same losses to the bit,
+    """Determinism on one machine: the same seed with one torch thread gives the same losses to the bit,
     K-means dictionary and router included, so a demo figure is reproducible where it was measured."""
     first, second = tmp_path / "first", tmp_path / "second"
     for out in (first, second):

@@ -294,7 +294,7 @@ def _pipeline(r: dict):
     kwargs.setdefault("scenes", list(r["ablation"]["scenes"]))
     if r["features"]["pipeline"] == "tiny":
         return ScenePipeline.tiny(**kwargs)
-    if r["features"]["pipeline"] == "lite":  # the real offline extractors (issue 12)
+    if r["features"]["pipeline"] == "lite":  # the real offline extractors (processing.lite)
         return ScenePipeline.lite(**kwargs)
     return ScenePipeline.from_pretrained(**kwargs)
 
