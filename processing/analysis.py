@@ -54,6 +54,7 @@ import json
 import math
 import os
 import re
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -64,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 ANALYSIS_FORMAT = "icm-analysis/1"
+logger = logging.getLogger("icm.analysis")
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
 WEIGHT_FILES = (
     "model.safetensors",
@@ -894,7 +896,8 @@ class ResultsLog:
 
 
 def analysis_document(
-    header: Mapping[str, Any], info, windows: Sequence[WindowResult], total: int, complete: bool, gap: float
+    header: Mapping[str, Any], info, windows: Sequence[WindowResult], total: int, complete: bool, gap: float,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The analysis document: settings, the merged ``segments`` (the timeline) and every window's result."""
     from .events import quiet_stretches
@@ -915,6 +918,7 @@ def analysis_document(
         "num_windows": total,
         "windows_done": len(ordered),
         "complete": complete,
+        "notes": list(notes),
         "segments": merge_windows(ordered, gap=gap),
         "selection": selection_summary(header.get("events"), ordered),
         "uneventful": quiet_stretches(rows),
@@ -975,9 +979,12 @@ def select_windows(windows: Iterable[FrameWindow], gate, on_skipped: Callable[[l
 
 
 def _file_windows(video: Path, plan: Sequence[tuple[int, tuple[float, float]]], processor, decode: str,
-                  backend: str | None, grid_fps: float | None = None,
-                  timer: StageTimer | None = None) -> Iterator[FrameWindow]:  # fmt: skip
-    from processing.video import iter_window_clips, sample_frames
+                  backend: str | None, grid_fps: float | None = None, timer: StageTimer | None = None,
+                  notes: list[str] | None = None) -> Iterator[FrameWindow]:  # fmt: skip
+    """The planned windows' frames. A stream that ends before the duration its header states (a truncated file, a
+    wrong header) ends the windows there, with a line in ``notes`` saying what was assumed: the windows before it
+    are analysed and kept, not lost to an error at the end. A file whose first window cannot be read still fails."""
+    from processing.video import VideoDecodeError, iter_window_clips, sample_frames
 
     if decode == "once":
         clips = iter_window_clips(video, [w for _, w in plan], num_frames=processor.num_frames,
@@ -986,9 +993,16 @@ def _file_windows(video: Path, plan: Sequence[tuple[int, tuple[float, float]]], 
         clips = (sample_frames(video, num_frames=processor.num_frames, start=s, end=e, max_side=processor.max_side,
                                backend=backend, grid_fps=grid_fps) for _, (s, e) in plan)  # fmt: skip
     clips = iter(clips)
-    for index, _ in plan:
-        with _stage(timer, "decode"):
-            clip = next(clips)
+    for position, (index, (start, _)) in enumerate(plan):
+        try:
+            with _stage(timer, "decode"):
+                clip = next(clips)
+        except VideoDecodeError as err:
+            if position == 0 or notes is None:
+                raise
+            notes.append(f"the video ended before {start:.1f} s, short of the {plan[-1][1][1]:.1f} s its header "
+                         f"states ({_first_line(err)}); windows {index} and after were not analysed")  # fmt: skip
+            return
         yield FrameWindow(clip.frames, clip.timestamps, clip.start, clip.end, index, frame_keys=clip.indices)
 
 
@@ -1084,6 +1098,7 @@ def analyze_video(
     plan = [(i, w) for i, w in enumerate(windows) if i not in done]
     torch.manual_seed(seed)
     bar = tqdm(total=len(windows), initial=len(done), desc=f"analyse {video.name}", unit="window", disable=not progress)
+    notes: list[str] = []  # what the analysis had to assume about the video
     def record(batch: list[WindowResult]) -> None:
         if log is not None:
             log.append(batch)
@@ -1093,7 +1108,7 @@ def analyze_video(
             on_update({"windows_done": len(done), "num_windows": len(windows), "windows": [w.to_dict() for w in batch]})
 
     try:
-        frame_windows = _file_windows(video, plan, processor, decode, backend, grid_fps, timer)
+        frame_windows = _file_windows(video, plan, processor, decode, backend, grid_fps, timer, notes)
         if selecting:
             from .events import WindowGate
 
@@ -1112,11 +1127,14 @@ def analyze_video(
             record(batch)
     except BaseException:
         if out_json is not None and done:
-            write_json_atomic(out_json, analysis_document(header, info, list(done.values()), len(windows), False, gap))
+            write_json_atomic(out_json, analysis_document(header, info, list(done.values()), len(windows), False, gap,
+                                                          notes))  # fmt: skip
         raise
     finally:
         bar.close()
-    document = analysis_document(header, info, list(done.values()), len(windows), True, gap)
+    document = analysis_document(header, info, list(done.values()), len(windows), True, gap, notes)
+    for note in notes:
+        logger.warning("%s: %s", video.name, note)
     if out_json is not None:
         write_json_atomic(out_json, document)
         log.remove()

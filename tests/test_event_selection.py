@@ -270,3 +270,41 @@ def test_watch_skips_uneventful_windows_and_still_alerts(tmp_path):
     assert all(w["end"] > 10.0 and w["start"] < 13.0 + 4.0 for w in generated[1:])
     assert all(w["score"] < 2.0 for w in windows if not w["generated"])
     assert [a["event"] for a in alerts] == ["start", "end"]  # uneventful windows count as quiet: the alert ends
+
+
+# ---------------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("events", [None, EventSelection(threshold=2.0, floor=12.0)])
+def test_a_header_longer_than_the_stream_ends_the_analysis_with_a_note(loaded_fire_model, tmp_path, bikes_path, events):
+    """A faststart mp4 cut in half: its header states 32 s, its frames end near 16 s. The windows before the end are
+    analysed and kept, the document says what was assumed, and selection is not disturbed."""
+    import av
+
+    from processing.analysis import analyze_video
+    from processing.video import probe_video
+
+    frames = np.concatenate([_still(16), _real(bikes_path, 16)])
+    full = tmp_path / "full.mp4"
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    assert probe_video(cut).duration == pytest.approx(32.0)  # what the header says
+    model, processor = loaded_fire_model
+    out = tmp_path / "cut.json"
+    doc = analyze_video(cut, model, processor, window=4.0, overlap=2.0, batch_size=2, max_new_tokens=48,
+                        progress=False, out_json=out, events=events)  # fmt: skip
+    assert doc["complete"] and 0 < doc["windows_done"] < doc["num_windows"] == 15
+    assert len(doc["notes"]) == 1 and "short of the 32.0 s its header states" in doc["notes"][0], doc["notes"]
+    assert [w["index"] for w in doc["windows"]] == list(range(doc["windows_done"]))
+    assert json.loads(out.read_text())["notes"] == doc["notes"]
+    if events is not None:
+        assert doc["windows"][0]["reason"] == "floor" and doc["windows"][1]["reason"] == "uneventful"
