@@ -153,7 +153,7 @@ def score_quality(video: Path, processor, window: float, events: list) -> dict[s
     info = probe_video(video)
     grid = analysis_grid_fps(window, processor.num_frames)
     chunks = [(s, min(s + window, info.duration)) for s in np.arange(0, info.duration, window)]
-    pixel, scene, previous = NoveltyScorer(), NoveltyScorer(), []
+    pixel, scene = NoveltyScorer(), NoveltyScorer()
     rows, last = [], None
     for clip in iter_window_clips(video, chunks, num_frames=processor.num_frames, grid_fps=grid,
                                   max_side=processor.max_side):  # fmt: skip

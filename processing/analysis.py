@@ -51,10 +51,10 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 import math
 import os
 import re
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence

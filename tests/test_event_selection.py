@@ -308,3 +308,30 @@ def test_a_header_longer_than_the_stream_ends_the_analysis_with_a_note(loaded_fi
     assert json.loads(out.read_text())["notes"] == doc["notes"]
     if events is not None:
         assert doc["windows"][0]["reason"] == "floor" and doc["windows"][1]["reason"] == "uneventful"
+
+
+def test_icm_watch_with_the_model_skips_uneventful_windows(tmp_path, fire_model_dir):
+    """``icm watch`` on a file: the real (fire) model is called only for the floor and the eventful windows;
+    ``--all-windows`` calls it for every window."""
+    from icm_cli.main import main
+    from processing.live import send_mpegts
+
+    frames = np.concatenate([_still(12), 255 - _still(4, seed=1), _still(8, seed=2)])  # a change at 12-16 s
+    path = tmp_path / "clip.ts"
+    send_mpegts(list(frames), str(path), FPS, pace=1000.0)
+    runs = {}
+    for name, extra in (("events", ["--event-floor", "30"]), ("all", ["--all-windows"])):
+        out, summary = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.summary.json"
+        assert main(["watch", str(path), "--model", str(fire_model_dir), "--window", "4", "--stride", "2",
+                     "--pace", "50", "--no-follow", "--max-new-tokens", "32", "--queue-size", "50", "--out", str(out),
+                     "--summary", str(summary), *extra]) == 0  # fmt: skip
+        windows = [r for r in map(json.loads, out.read_text().splitlines()) if r["type"] == "window"]
+        runs[name] = (windows, json.loads(summary.read_text()))
+    windows, summary = runs["events"]
+    generated = [w for w in windows if w["generated"]]
+    assert summary["windows_analysed"] == len(generated) < len(windows) == summary["windows_analysed"] + summary["windows_uneventful"]
+    assert all(w["sentiment"] == "Fire" for w in generated) and all(w["sentiment"] == "" for w in windows if not w["generated"])
+    assert [w["reason"] for w in generated][0] == "floor" and all(w["end"] > 12.0 for w in generated[1:])
+    all_windows, all_summary = runs["all"]
+    assert all_summary["windows_analysed"] == len(all_windows) == len(windows) and all_summary["windows_uneventful"] == 0
+    assert {w["reason"] for w in all_windows} == {"all"}
