@@ -478,6 +478,33 @@ def _add_trust_options(p, adapter: bool = True) -> None:
                        "loaded only when given here)")  # fmt: skip
 
 
+def _add_event_options(p, floor: float) -> None:
+    """The options of event-driven window selection (``processing.events``), shared by ``analyze`` and ``watch``."""
+    p.add_argument("--all-windows", action="store_true",
+                   help="send every window to the model (the full analysis) instead of only the windows where the "
+                   "event score says something happens")  # fmt: skip
+    p.add_argument("--event-threshold", type=float, default=2.0,
+                   help="event score (mean grey-level change against the last seconds, 0-255) at which a window is "
+                   "analysed; static footage scores below 1")  # fmt: skip
+    p.add_argument("--event-floor", type=float, default=floor,
+                   help="analyse at least one window every this many seconds, eventful or not (0: no floor)")
+    p.add_argument("--event-budget", type=float, default=None,
+                   help="largest share of windows (0-1] analysed for events; eventful windows beyond it are skipped "
+                   "as 'budget' (default: no limit)")  # fmt: skip
+
+
+def _event_selection(args):
+    """The :class:`~processing.events.EventSelection` of the command line (None with ``--all-windows``)."""
+    if args.all_windows:
+        return None
+    from processing.events import EventSelection
+
+    try:
+        return EventSelection(threshold=args.event_threshold, floor=args.event_floor, budget=args.event_budget)
+    except ValueError as err:
+        raise CliError(str(err).replace("event selection: ", "--event-")) from err  # names the option
+
+
 def cmd_analyze(args) -> int:
     from processing.analysis import analyze_video, check_analysis_outputs, check_output_path, load_model
     from processing.video import VideoDecodeError, probe_video
@@ -493,6 +520,7 @@ def cmd_analyze(args) -> int:
         raise CliError(str(err)) from err
     if args.window <= 0 or (args.overlap is not None and not 0 <= args.overlap < args.window):
         raise CliError(f"--overlap must be in [0, --window={args.window}) seconds, got {args.overlap}")
+    events = _event_selection(args)
     out = Path(args.out or f"{video.stem}.analysis.json")
     timeline = Path(args.timeline or out.with_suffix("").as_posix().removesuffix(".analysis") + ".timeline.png")
     check_analysis_outputs(out, "--out")  # before any work: a bad path must not cost the whole analysis
@@ -516,6 +544,7 @@ def cmd_analyze(args) -> int:
             seed=args.seed,
             resume=not args.no_resume,
             progress=not args.no_progress,
+            events=events,
         )
     except KeyboardInterrupt:
         if out.is_file():
@@ -525,14 +554,34 @@ def cmd_analyze(args) -> int:
     document["timeline"] = str(timeline)
     timeline_chart(document, timeline)
     out.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"{video.name}: {len(document['segments'])} segment(s) over {document['num_windows']} window(s)")
-    for s in document["segments"]:
-        top = max(s["scene_weights"], key=s["scene_weights"].get) if s["scene_weights"] else "-"
-        print(f"  {s['start']:7.2f}s-{s['end']:7.2f}s  {s['sentiment']:<24} confidence {s['confidence']:.2f}  "
-              f"scene {top}  {s['attribution'][:60]}")  # fmt: skip
+    for line in analysis_report(document, video.name):
+        print(line)
     print(f"analysis: {out}")
     print(f"timeline: {timeline}")
     return 0
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def analysis_report(document: dict, name: str) -> list[str]:
+    """The printed report of an analysis: an overview (windows generated / skipped, uneventful time), then one line
+    per located segment — readable for hours of footage, where a line per window would not be."""
+    selection = document.get("selection") or {}
+    lines = [f"{name}: {len(document['segments'])} segment(s) over {document['num_windows']} window(s)"]
+    if selection.get("enabled"):
+        quiet = sum(q["end"] - q["start"] for q in document.get("uneventful", []))
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(selection.get("reasons", {}).items()))
+        lines.append(f"  windows generated {selection['windows_generated']} / {document['num_windows']} ({reasons}); "
+                     f"uneventful {_clock(quiet)} of {_clock(document.get('duration') or 0)} in "
+                     f"{len(document.get('uneventful', []))} stretch(es), not sent to the model")  # fmt: skip
+    for s in document["segments"]:
+        top = max(s["scene_weights"], key=s["scene_weights"].get) if s["scene_weights"] else "-"
+        lines.append(f"  {_clock(s['start'])} {s['start']:8.2f}s-{s['end']:8.2f}s  {s['sentiment']:<24} "
+                     f"confidence {s['confidence']:.2f}  scene {top}  {s['attribution'][:60]}")  # fmt: skip
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -586,6 +635,7 @@ def cmd_watch(args) -> int:
 
     model, processor = load_model(args.model or _default_model(), device=args.device, **_trust(args))
     analyzer = model_analyzer(model, processor, config_name=args.config, max_new_tokens=args.max_new_tokens)
+    events = _event_selection(args)
     stop, signals = _stop_on_signals()
     try:
         summary = watch(
@@ -593,7 +643,7 @@ def cmd_watch(args) -> int:
             webhook=args.webhook, outbox=args.outbox, webhook_timeout=args.webhook_timeout, backoff=backoff,
             queue_size=args.queue_size, pace=args.pace, stall_timeout=args.stall_timeout,
             give_up_after=args.give_up_after, max_seconds=args.max_seconds, follow=not args.no_follow,
-            av_options=options, stop_event=stop,
+            av_options=options, stop_event=stop, events=events,
         )  # fmt: skip
     except SourceError as err:
         raise CliError(str(err)) from err
@@ -986,6 +1036,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--no-resume", action="store_true", help="start over instead of continuing an interrupted run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_event_options(p, floor=60.0)
     _add_trust_options(p)
     p.set_defaults(func=cmd_analyze)
 
@@ -1026,6 +1077,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--summary", help="write the run's summary (windows analysed/dropped, alerts, faults) as JSON here")
+    _add_event_options(p, floor=30.0)
     _add_trust_options(p)
     p.set_defaults(func=cmd_watch)
 

