@@ -92,6 +92,8 @@ def main(argv=None) -> int:
             continue
         for key in ("acc", "scene_spread", "scene_sensitivity"):
             mine, theirs = [by_seed[s][key] for s in seeds], [reference[s][key] for s in seeds]
+            if None in mine or None in theirs:  # e.g. the spread of a system without scene tokens
+                continue
             test = ttest_rel(mine, theirs)
             greater = ttest_rel(mine, theirs, alternative="greater")
             print(f"{variant} vs {args.reference}, {key}: paired t-test over seeds {seeds}: t={test.statistic:.3g} "
