@@ -1,6 +1,6 @@
 """``python -m datasets_scripts``: generate the mini set, validate annotation files, export a built set.
 
-python -m datasets_scripts mini OUT_DIR [--size tiny|small|default] [--seed 0]
+python -m datasets_scripts mini OUT_DIR [--size tiny|small|default] [--seed 0] [--variant mini|study]
 python -m datasets_scripts validate FILE.jsonl [--scene]
 python -m datasets_scripts export DATA_DIR OUT_DIR [--configs explicit implicit] [--scene-dir DIR]
                                   [--license other] [--relative-to DIR] [--cache-dir DIR] [--lenient]
@@ -16,7 +16,7 @@ import sys
 def _mini(args) -> int:
     from .mini_set import generate_mini_set
 
-    manifest = generate_mini_set(args.out_dir, seed=args.seed, size=args.size)
+    manifest = generate_mini_set(args.out_dir, seed=args.seed, size=args.size, variant=args.variant)
     print(json.dumps({k: manifest[k] for k in ("size", "seed", "num_clips", "scene_tuning", "wall_time_s")}))
     return 0
 
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     mini.add_argument("out_dir")
     mini.add_argument("--size", default="default", choices=["tiny", "small", "default"])
     mini.add_argument("--seed", type=int, default=0)
+    mini.add_argument("--variant", default="mini", choices=["mini", "study"], help="study: the scene-dependence study set")
     mini.set_defaults(run=_mini)
     validate = sub.add_parser("validate", help="validate an annotation file; exit 1 if a record is bad")
     validate.add_argument("file")

@@ -25,6 +25,23 @@ Design (the paper's data, §4.1, is 202K real clips; this set keeps its *form* a
   sampled from the videos by the :class:`~datasets_scripts.builders.SceneTuning` builder), ``object`` and
   ``background`` are PNG images; the object answers carry the region box (:func:`format_region_box`).
 
+**The study variant** (``variant="study"``, :func:`generate_study_set`): a test bed on which the scene information
+alone carries the label, so that ICM can be told from a plain Video-LLaVA. Frames are wide panoramas (three 64-px panels: left,
+centre, right). Video-LLaVA's video processor resizes the short side and crops the centre square
+(``VideoLlavaVideoProcessor``: ``shortest_edge`` then ``crop_size``), so its tower sees only the centre panel, which
+holds nothing but the uninformative background; the scene extractors read the whole frame. (The centre panel is
+widened to 80 px by repeating its edge columns, so that the antialiased resize reaches nothing of the side panels:
+frames are 64×208.) Every cue is drawn in one side panel (left or right, drawn per clip):
+
+* ``implicit``: the label's event as above, in the side panel (read by the action scene; the card lists the scene
+  probes measured on each scene's features).
+* ``explicit``: the real face in the side panel; the sentiment cue is the face alone — brightened (positive) or
+  darkened (negative), no coloured frame — so that the face scene reads it and the other scenes hardly do.
+* **conflict clips** (the paper's Figure 1, a smiling face during a fight): ``explicit`` clips labelled
+  ``negative`` whose face shows the *positive* cue while a negative event of the action scene (fighting, robbery,
+  a pedestrian falling, vandalism) happens in the other side panel, in the same seconds. The label follows the
+  implicit scene; their ids end in ``-conflict`` and the manifest lists them (``conflict_clips``).
+
 Everything is seeded: the same ``seed`` and ``size`` give the same annotations and the same decoded frames (each
 clip draws from its own ``SeedSequence([seed, config, label, index])``, and x264 runs single-threaded).
 
@@ -75,6 +92,9 @@ FPS = 4
 FRAME_SIZE = 64
 DURATIONS = (8, 9, 10, 11, 12)
 SEGMENT_LENGTHS = (2, 3, 4)
+#: the study variant's single segments are longer: its cues take a third of the frame, not all of it, and the scene
+#: features of a clip are read over all its sampled frames
+STUDY_SEGMENT_LENGTHS = (4, 5, 6)
 TWO_SEGMENT_PROBABILITY = 0.15
 MINI_SET_VERSION = "1"
 SOURCE_NAME = "omnisila-mini"
@@ -84,6 +104,28 @@ SIZES: dict[str, dict[str, dict[str, int]]] = {
     "tiny": {"implicit": {"train": 1, "test": 1}, "explicit": {"train": 1, "test": 1}},
     "small": {"implicit": {"train": 6, "test": 2}, "explicit": {"train": 10, "test": 4}},
     "default": {"implicit": {"train": 16, "test": 4}, "explicit": {"train": 24, "test": 6}},
+}
+#: the study variant: clips per label and split; "conflict": how many of the ``negative`` clips are conflict clips
+#: (the labels stay balanced, so the majority class is chance)
+STUDY_SIZES: dict[str, dict[str, dict[str, int]]] = {
+    "tiny": {"implicit": {"train": 1, "test": 1}, "explicit": {"train": 2, "test": 2}, "conflict": {"train": 1, "test": 1}},
+    "small": {"implicit": {"train": 6, "test": 2}, "explicit": {"train": 12, "test": 6}, "conflict": {"train": 6, "test": 3}},
+    "default": {"implicit": {"train": 16, "test": 4}, "explicit": {"train": 24, "test": 8}, "conflict": {"train": 12, "test": 4}},
+}  # fmt: skip
+VARIANTS = ("mini", "study")
+STUDY_PANELS = 3  # left, centre (what the video tower sees), right
+#: the centre panel is widened by this many pixels on each side (its edge columns repeated): the antialiased resize
+#: before the tower's centre crop reaches a few pixels past the crop, and must find nothing of the side panels there
+STUDY_GUTTER = 8
+STUDY_WIDTH = FRAME_SIZE * STUDY_PANELS + 2 * STUDY_GUTTER
+STUDY_SOURCE_NAME = "omnisila-study"
+#: the negative events a conflict clip shows beside its smiling face (events the action scene reads)
+CONFLICT_EVENTS = ("Fighting", "Robbery", "Pedestrian Incidents", "Vandalism")
+#: which scene carries each label of the study variant (the scene whose features read the cue best: the card's
+#: measured probes)
+STUDY_CARRIERS: dict[str, str] = {label: "action" for label in IMPLICIT_LABELS if label != "Normal"} | {
+    "positive": "face",
+    "negative": "face (conflict clips: action)",
 }
 #: scene-tuning items per scene and split
 SCENE_SIZES: dict[str, dict[str, int]] = {
@@ -174,6 +216,14 @@ CAUSE_TEMPLATES: dict[str, tuple[str, ...]] = {
         "the facial expression stays calm and unchanged throughout the video",
         "the person keeps a neutral face with no visible emotion",
     ),
+}
+
+#: causes of the conflict clips: the implicit scene wins over the smiling face (paper §1, Figure 1)
+CONFLICT_CAUSE_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "Fighting": ("although the person smiles, two people fight right beside them, so the scene is negative",),
+    "Robbery": ("although the person smiles, someone dashes past and robs the others, so the scene is negative",),
+    "Pedestrian Incidents": ("although the person smiles, a pedestrian falls down nearby, so the scene is negative",),
+    "Vandalism": ("although the person smiles, someone sprays paint over the wall, so the scene is negative",),
 }
 
 #: scene-tuning answers of the mini set (the paper's examples: "A woman with sad face.", "A person waves his hand.")
@@ -366,8 +416,11 @@ def _faces() -> tuple[np.ndarray, ...]:
     return tuple(np.clip(f, 0.0, 1.0) for f in faces)
 
 
-def _face_painter(label: str, rng: np.random.Generator) -> tuple[Callable, Callable]:
-    """(always, during): the face is pasted in every frame; the cue only inside the segments."""
+def _face_painter(
+    label: str, rng: np.random.Generator, frame_cue: bool = True, brighten: float = 1.15
+) -> tuple[Callable, Callable]:
+    """(always, during): the face is pasted in every frame; the cue only inside the segments (the brightened or
+    darkened face, and with ``frame_cue`` the coloured frame around it)."""
     faces = _faces()
     face = faces[int(rng.integers(0, len(faces)))]
     x0, y0 = (int(v) for v in rng.integers(5, FRAME_SIZE - 28 - 5, size=2))
@@ -377,13 +430,13 @@ def _face_painter(label: str, rng: np.random.Generator) -> tuple[Callable, Calla
     def always(frame, cue: bool):
         patch = rgb
         if cue and label == "positive":
-            patch = np.clip(rgb * 1.15, 0, 240)
+            patch = np.clip(rgb * brighten, 0, 240)
         elif cue and label == "negative":
             patch = rgb * 0.55
         frame[y0 : y0 + 28, x0 : x0 + 28] = patch
 
     def during(frame, p, i):
-        if label in ("positive", "negative"):
+        if frame_cue and label in ("positive", "negative"):
             color = EVENT_COLORS[label]
             _rect(frame, x0 - 4, y0 - 4, 36, 4, color)
             _rect(frame, x0 - 4, y0 + 28, 36, 4, color)
@@ -408,15 +461,20 @@ class _ClipPlan:
     segments: list[list[float]]
     cause: str
     seed: tuple[int, ...]
+    variant: str = "mini"
+    side: int = 0  # study variant: the panel holding the cue (0 left, 2 right)
+    conflict: str | None = None  # study variant: the negative event beside the smiling face
 
 
 _WHOLE_CLIP_LABELS = ("Normal", "neutral")
 
 
-def _plan_segments(rng: np.random.Generator, label: str, duration: int) -> list[list[float]]:
+def _plan_segments(
+    rng: np.random.Generator, label: str, duration: int, lengths: tuple[int, ...] = SEGMENT_LENGTHS
+) -> list[list[float]]:
     if label in _WHOLE_CLIP_LABELS:
         return [[0.0, float(duration)]]
-    length = int(rng.choice(SEGMENT_LENGTHS))
+    length = int(rng.choice(lengths))
     if rng.random() < TWO_SEGMENT_PROBABILITY and duration >= 2 * 2 + 3:
         l1, l2 = 2, int(rng.integers(2, min(4, duration - 5) + 1))
         s1 = int(rng.integers(0, duration - l1 - l2 - 1 + 1))
@@ -426,25 +484,33 @@ def _plan_segments(rng: np.random.Generator, label: str, duration: int) -> list[
     return [[float(start), float(start + length)]]
 
 
-def _plans(seed: int, size: str) -> list[_ClipPlan]:
-    counts = SIZES[size]
+def _plans(seed: int, size: str, variant: str = "mini") -> list[_ClipPlan]:
+    study = variant == "study"
+    counts = STUDY_SIZES[size] if study else SIZES[size]
     plans = []
     for c_index, config in enumerate(CONFIG_NAMES):
         for l_index, label in enumerate(LABELS[config]):
             k = 0
             for split in ("train", "test"):
-                for _ in range(counts[config][split]):
-                    clip_seed = (seed, c_index, l_index, k)
+                number = counts[config][split]
+                conflicts = counts["conflict"][split] if study and label == "negative" else 0
+                for n in range(number):
+                    # the mini set's clip seeds stay as they were; the study variant draws from its own
+                    clip_seed = (seed, c_index, l_index, k) + ((7,) if study else ())
                     rng = np.random.default_rng(np.random.SeedSequence(list(clip_seed)))
                     duration = int(rng.choice(DURATIONS))
-                    segments = _plan_segments(rng, label, duration)
+                    segments = _plan_segments(rng, label, duration, STUDY_SEGMENT_LENGTHS if study else SEGMENT_LENGTHS)
                     cause = CAUSE_TEMPLATES[label][int(rng.integers(0, len(CAUSE_TEMPLATES[label])))]
                     slug = label.lower().replace(" ", "_")
-                    plans.append(
-                        _ClipPlan(
-                            f"{config}-{slug}-{k:03d}", config, label, split, duration, segments, cause, clip_seed
-                        )
-                    )
+                    clip_id = f"{config}-{slug}-{k:03d}"
+                    plan = _ClipPlan(clip_id, config, label, split, duration, segments, cause, clip_seed, variant)
+                    if study:
+                        plan.side = 0 if rng.random() < 0.5 else STUDY_PANELS - 1
+                        if n >= number - conflicts:  # the last ones of the split
+                            plan.conflict = CONFLICT_EVENTS[(n - number + conflicts) % len(CONFLICT_EVENTS)]
+                            plan.cause = CONFLICT_CAUSE_TEMPLATES[plan.conflict][0]
+                            plan.clip_id = f"{clip_id}-conflict"
+                    plans.append(plan)
                     k += 1
     return plans
 
@@ -458,7 +524,10 @@ def _active(segments: list[list[float]], t: float) -> float | None:
 
 
 def render_clip_frames(plan: _ClipPlan) -> np.ndarray:
-    """The uint8 RGB frames ``[T, 64, 64, 3]`` of one planned clip (before encoding)."""
+    """The uint8 RGB frames ``[T, 64, 64, 3]`` of one planned clip (before encoding); the study variant's are
+    ``[T, 64, 208, 3]`` (:func:`_render_study_frames`)."""
+    if plan.variant == "study":
+        return _render_study_frames(plan)
     rng = np.random.default_rng(np.random.SeedSequence([*plan.seed, 1]))
     num_frames = plan.duration * FPS
     background = _background(rng, num_frames)
@@ -476,6 +545,37 @@ def render_clip_frames(plan: _ClipPlan) -> np.ndarray:
         if cue:
             during(frame, progress, i)
         frames[i] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+    return frames
+
+
+def _render_study_frames(plan: _ClipPlan) -> np.ndarray:
+    """Three 64-px panels side by side, each with its own uninformative background; the cue in panel
+    ``plan.side``; a conflict clip's event in the opposite side panel, in the same seconds as the smiling face."""
+    rng = np.random.default_rng(np.random.SeedSequence([*plan.seed, 1]))
+    num_frames = plan.duration * FPS
+    backgrounds = [_background(rng, num_frames) for _ in range(STUDY_PANELS)]
+    always = None
+    if plan.config == "explicit":
+        face_label = "positive" if plan.conflict else plan.label  # the smiling face of a conflict clip
+        # without the coloured frame the face alone carries the cue: brightened as far as it is darkened
+        always, during = _face_painter(face_label, rng, frame_cue=False, brighten=1.45)
+    else:
+        during = _event_painter(plan.label, rng)
+    conflict_event = _event_painter(plan.conflict, rng) if plan.conflict else None
+    other_side = STUDY_PANELS - 1 - plan.side
+    frames = np.empty((num_frames, FRAME_SIZE, STUDY_WIDTH, 3), dtype=np.uint8)
+    for i in range(num_frames):
+        panels = [background(i) for background in backgrounds]
+        panels[1] = np.pad(panels[1], ((0, 0), (STUDY_GUTTER, STUDY_GUTTER), (0, 0)), mode="edge")
+        progress = _active(plan.segments, i / FPS)
+        cue = progress is not None and plan.label not in _WHOLE_CLIP_LABELS
+        if always is not None:
+            always(panels[plan.side], cue)
+        if cue:
+            during(panels[plan.side], progress, i)
+            if conflict_event is not None:
+                conflict_event(panels[other_side], progress, i)
+        frames[i] = np.clip(np.rint(np.concatenate(panels, axis=1)), 0, 255).astype(np.uint8)
     return frames
 
 
@@ -528,7 +628,7 @@ def _scene_items(seed: int, size: str, clips: list[ClipRecord], image_dir: Path,
     # face / action: segments of the mini clips; the builder samples their frames
     by_split = {split: [c for c in clips if c.split == split] for split in ("train", "test")}
     for split, pool in by_split.items():
-        faces = [c for c in pool if c.config == "explicit"]
+        faces = [c for c in pool if c.config == "explicit" and not c.id.endswith("-conflict")]  # face != label
         actions = [c for c in pool if c.config == "implicit" and c.label in ACTION_DESCRIPTIONS]
         for scene, source, describe in (
             ("face", faces, lambda c: FACE_DESCRIPTIONS[c.label]),
@@ -613,20 +713,36 @@ def _scene_items(seed: int, size: str, clips: list[ClipRecord], image_dir: Path,
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def generate_mini_set(out_dir: str | os.PathLike, seed: int = 0, size: str = "default") -> dict[str, Any]:
-    """Write the mini set into ``out_dir`` and return its manifest.
+def _check_generation_args(seed: Any, size: Any, variant: Any) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+    if size not in SIZES:
+        raise ValueError(f"{variant} set size must be one of {list(SIZES)}, got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
+        raise ValueError(f"{variant} set seed must be an integer in [0, 2**32), got {seed!r}")
+
+
+def generate_mini_set(
+    out_dir: str | os.PathLike, seed: int = 0, size: str = "default", variant: str = "mini"
+) -> dict[str, Any]:
+    """Write the mini set (or its study variant) into ``out_dir`` and return its manifest.
 
     Args:
         out_dir: the folder to write (created; existing mini-set files are overwritten).
-        seed: the seed; the same seed and size give the same annotations and the same decoded frames.
-        size: ``"tiny"`` (30 clips, for unit tests), ``"small"`` (140) or ``"default"`` (330 clips, the demo).
+        seed: the seed, an integer in ``[0, 2**32)``; the same seed, size and variant give the same annotations and
+            the same decoded frames.
+        size: ``"tiny"`` (30 clips, for unit tests), ``"small"`` (140) or ``"default"`` (330 clips); the study
+            variant adds its conflict clips (:data:`STUDY_SIZES`).
+        variant: ``"mini"`` (64×64 frames, every cue in view of the video tower) or ``"study"`` (wide frames whose
+            cues lie outside the tower's centre crop; see the module docstring).
 
     Returns:
-        The manifest also written to ``out_dir/mini_set.json``: seed, size, clip counts per config/split/label,
-        scene-tuning counts, paths and the wall time.
+        The manifest also written to ``out_dir/mini_set.json``: variant, seed, size, clip counts per
+        config/split/label, scene-tuning counts, paths and the wall time; for the study variant also the conflict
+        clips' ids and which scene carries which label.
     """
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
+    _check_generation_args(seed, size, variant)
+    source_name = STUDY_SOURCE_NAME if variant == "study" else SOURCE_NAME
     started = time.perf_counter()
     out = Path(out_dir)
     # a previous generation (another size or seed) must not leave unreferenced media behind
@@ -636,7 +752,8 @@ def generate_mini_set(out_dir: str | os.PathLike, seed: int = 0, size: str = "de
     # clips are cut by the one clip construction (datasets_scripts.windows): a mini source is as long as its clip,
     # so a window as long as the longest source gives one clip per source, which keeps the source's id
     whole = WindowConfig(window=float(max(DURATIONS)), stride=float(max(DURATIONS)))
-    for plan in _plans(int(seed), size):
+    plans = _plans(int(seed), size, variant)
+    for plan in plans:
         video_dir = out / "videos" / plan.config
         video_dir.mkdir(parents=True, exist_ok=True)
         path = video_dir / f"{plan.clip_id}.mp4"
@@ -650,7 +767,7 @@ def generate_mini_set(out_dir: str | os.PathLike, seed: int = 0, size: str = "de
             config=plan.config,
             segments=[(float(s), float(e), plan.label) for s, e in plan.segments],
             causes={plan.label: plan.cause},
-            source=SOURCE_NAME,
+            source=source_name,
         )
         (record,) = ClipWindows([source], whole).windows_of(source)
         record.id = plan.clip_id
@@ -672,12 +789,13 @@ def generate_mini_set(out_dir: str | os.PathLike, seed: int = 0, size: str = "de
             for item in items:
                 handle.write(json.dumps(item) + "\n")
     manifest = {
-        "name": "omnisila-mini",
+        "name": source_name,
         "version": MINI_SET_VERSION,
+        "variant": variant,
         "seed": int(seed),
         "size": size,
         "fps": FPS,
-        "frame_size": FRAME_SIZE,
+        "frame_size": FRAME_SIZE if variant == "mini" else [FRAME_SIZE, STUDY_WIDTH],
         "num_clips": len(records),
         "clips": counts,
         "scene_tuning": {scene: len(items) for scene, items in scene_items.items()},
@@ -685,8 +803,24 @@ def generate_mini_set(out_dir: str | os.PathLike, seed: int = 0, size: str = "de
         | {f"scene_tuning/{scene}": f"scene_tuning/{scene}.jsonl" for scene in SCENE_NAMES},
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
+    if variant == "study":
+        manifest["conflict_clips"] = sorted(p.clip_id for p in plans if p.conflict)
+        manifest["carriers"] = dict(STUDY_CARRIERS)
     (out / "mini_set.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def generate_study_set(out_dir: str | os.PathLike, seed: int = 0, size: str = "small") -> dict[str, Any]:
+    """The study variant of the mini set (:func:`generate_mini_set` with ``variant="study"``)."""
+    return generate_mini_set(out_dir, seed=seed, size=size, variant="study")
+
+
+def conflict_clip_ids(data_dir: str | os.PathLike) -> set[str]:
+    """The ids of the conflict clips of a generated study set (empty for the mini set or another data folder)."""
+    manifest = Path(data_dir) / "mini_set.json"
+    if not manifest.is_file():
+        return set()
+    return set(json.loads(manifest.read_text(encoding="utf-8")).get("conflict_clips", []))
 
 
 def load_mini_split(out_dir: str | os.PathLike, config: str, split: str) -> list[ClipRecord]:
@@ -701,13 +835,13 @@ def load_mini_split(out_dir: str | os.PathLike, config: str, split: str) -> list
     return chosen
 
 
-def possible_segments(label: str) -> list[list[list[float]]]:
+def possible_segments(label: str, variant: str = "mini") -> list[list[list[float]]]:
     """Every segment list :func:`generate_mini_set` can give ``label`` (mirrors ``_plan_segments``)."""
     if label in _WHOLE_CLIP_LABELS:
         return [[[0.0, float(d)]] for d in DURATIONS]
     found: dict[str, list[list[float]]] = {}
     for d in DURATIONS:
-        for length in SEGMENT_LENGTHS:
+        for length in STUDY_SEGMENT_LENGTHS if variant == "study" else SEGMENT_LENGTHS:
             for start in range(0, d - length + 1):
                 found.setdefault(repr((start, length)), [[float(start), float(start + length)]])
         if d >= 7:
@@ -718,16 +852,19 @@ def possible_segments(label: str) -> list[list[list[float]]]:
     return list(found.values())
 
 
-def mini_set_corpus() -> list[str]:
+def mini_set_corpus(variant: str = "mini") -> list[str]:
     """Every instruction, answer, cause and prompt text the mini set (and its builders) can produce — the corpus on
-    which a tiny tokenizer is trained. Deterministic order, no duplicates."""
+    which a tiny tokenizer is trained; the study variant adds its conflict clips' causes. Deterministic order, no
+    duplicates."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
     texts: list[str] = []
     for config in CONFIG_NAMES:
         texts += [identify_instruction(config), combined_instruction(config)]
         for label in LABELS[config]:
             texts += [locate_instruction(config, label), attribute_instruction(config, label)]
             texts.append(identify_answer(config, label))
-            segment_lists = possible_segments(label)
+            segment_lists = possible_segments(label, variant)
             texts += [locate_answer(label, segments) for segments in segment_lists]
             for cause in CAUSE_TEMPLATES[label]:
                 texts += [cause, attribute_answer(cause)]
@@ -743,16 +880,25 @@ def mini_set_corpus() -> list[str]:
         for shape in OBJECT_SHAPES:
             texts.append(f"A {color} {shape} {format_region_box([0.07, 0.2, 0.42, 0.99])} on the grey ground.")
     texts.append(" ".join(f"{i / 100:.2f}" for i in range(101)))  # every box coordinate
+    if variant == "study":
+        for causes in CONFLICT_CAUSE_TEMPLATES.values():
+            for cause in causes:
+                texts += [cause, attribute_answer(cause)]
+                texts += [combined_answer("explicit", "negative", segs, cause) for segs in possible_segments("negative", variant)]
     return list(dict.fromkeys(texts))
 
 
 __all__ = [
+    "CONFLICT_EVENTS",
     "EVENT_COLORS",
+    "STUDY_CARRIERS",
     "EXPLICIT_LABELS",
     "IMPLICIT_LABELS",
+    "conflict_clip_ids",
     "count_event_pixels",
     "format_region_box",
     "generate_mini_set",
+    "generate_study_set",
     "load_mini_split",
     "mini_set_corpus",
     "possible_segments",

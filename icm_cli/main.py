@@ -54,6 +54,19 @@ def cmd_data_mini(args) -> int:
     return 0
 
 
+def cmd_data_study(args) -> int:
+    from datasets_scripts.mini_set import generate_study_set
+
+    try:
+        manifest = generate_study_set(args.out, seed=args.seed, size=args.size)
+    except ValueError as err:
+        raise CliError(f"icm data study: {err}") from None
+    print(f"study set ({manifest['size']}, seed {manifest['seed']}): {manifest['num_clips']} clips, "
+          f"{len(manifest['conflict_clips'])} of them conflict clips -> {Path(args.out).resolve()} "
+          f"({manifest['wall_time_s']}s)")  # fmt: skip
+    return 0
+
+
 def cmd_data_convert(args) -> int:
     from datasets_scripts.windows import WindowConfig, counts_table
 
@@ -437,7 +450,9 @@ def cmd_compare(args) -> int:
     _quiet_transformers()
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)  # tiny models: one intra-op thread is fastest on a small machine
-    document = run_grid(args.grid, args.out, only=args.only, rerun=args.rerun or (),
+    if args.jobs < 1:
+        raise CliError(f"--jobs {args.jobs}: give 1 or more runs at once")
+    document = run_grid(args.grid, args.out, only=args.only, rerun=args.rerun or (), jobs=args.jobs,
                         log=lambda line: _eprint(f"[icm compare] {line}"))  # fmt: skip
     print((Path(document["files"]["tables"])).read_text(encoding="utf-8"))
     for name, path in document["files"].items():
@@ -883,6 +898,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed: the same seed and size give the same set")
     p.set_defaults(func=cmd_data_mini)
 
+    p = data_sub.add_parser("study", help="write the scene-dependence study set (cues only the scene extractors see)",
+                            description="The study variant of the mini set (datasets_scripts.mini_set, docs/study-set.md): "
+                            "wide frames whose cues lie outside the video tower's centre crop, and conflict clips.",
+                            formatter_class=_Formatter)  # fmt: skip
+    p.add_argument("--out", required=True, help="folder to write (explicit.jsonl, implicit.jsonl, videos/, scene_tuning/)")
+    p.add_argument("--size", default="small", help="tiny, small or default: the number of clips")
+    p.add_argument("--seed", type=int, default=0, help="seed in [0, 2**32): the same seed and size give the same set")
+    p.set_defaults(func=cmd_data_study)
+
     p = data_sub.add_parser("convert", help="convert TSL-300 (explicit) or CUVA (implicit) annotations",
                             formatter_class=_Formatter)  # fmt: skip
     p.add_argument("--source", required=True, choices=("tsl300", "cuva"), help="the public source")
@@ -1010,10 +1034,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "the paired t-test of every row against the reference row, plus the per-label FNRs / Atr-R "
                        "charts of Figure 3. A rerun re-scores cached runs and only runs what changed or failed.",
                        formatter_class=_Formatter)  # fmt: skip
-    p.add_argument("--grid", default="mini", help="a grid file or a shipped grid (mini: CPU, tiny models; paper: GPUs)")
+    p.add_argument("--grid", default="mini",
+                   help="a grid file or a shipped grid (study: the scene-dependence study, 3 seeds; mini: CPU, tiny "
+                   "models; paper: GPUs)")  # fmt: skip
     p.add_argument("--out", help="output folder (default: the grid's output_dir, else runs/compare-NAME)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these systems (others: scored from their cache)")
     p.add_argument("--rerun", nargs="+", metavar="NAME", help="run these systems again even when cached")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, each in its own process with one thread (2 on a 2-core CPU)")  # fmt: skip
     p.set_defaults(func=cmd_compare)
 
     # analyze

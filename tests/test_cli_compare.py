@@ -45,6 +45,9 @@ GRID = {
     ({"systems": [{"name": "ICM", "zero_shot": "x", "recipe": "demo"}]}, "takes no recipe"),
     ({"systems": [{"name": "ICM", "tables": [4]}]}, "tables must be"),
     ({"systems": [{"name": "ICM", "epochs": 3}]}, "unknown field"),
+    ({"systems": [{"name": "ICM"}], "seeds": [0, 0]}, "'seeds' must be a list of distinct"),
+    ({"systems": [{"name": "ICM"}], "seeds": [-1]}, "'seeds' must be a list of distinct"),
+    ({"systems": [{"name": "ICM"}], "seeds": 3}, "'seeds' must be a list of distinct"),
 ])  # fmt: skip
 def test_bad_grids_are_named(grid, message):
     with pytest.raises(GridError, match=message):
@@ -52,6 +55,9 @@ def test_bad_grids_are_named(grid, message):
 
 
 def test_shipped_grids_load():
+    study = load_grid("study")
+    assert study["seeds"] == [0, 1, 2] and study["recipe"] == "study"
+    assert {"Video-LLaVA", "ICM", "w/o IEC", "w/o Fac", "w/o Act", "w/o video"} <= {s["name"] for s in study["systems"]}
     for name in ("mini", "paper"):
         grid = load_grid(name)
         assert grid["reference"] == "ICM" and any(s.get("zero_shot") for s in grid["systems"])
@@ -125,6 +131,53 @@ def test_scores_t_tests_and_tables(tmp_path):
     assert {name: Path(path).stat().st_mtime_ns for name, path in files.items()} == dict.fromkeys(written, 1)
 
 
+def test_seeds_give_mean_and_std_pooled_t_tests_and_the_conflict_column(tmp_path):
+    """Three seeds per trained row: the table shows mean ± std, the t-test pairs every clip of every seed, a zero-shot
+    row (one run) pairs with each seed, and a subset of clips (the study set's conflict clips) gets its column."""
+    grid = load_grid({"name": "seeded", "seeds": [0, 1, 2], "reference": "ICM", "attribution_metrics": ["sem_r"],
+                      "systems": [{"name": "ICM", "tables": [1, 3]}, {"name": "VL"}, {"name": "Z", "zero_shot": "x"}]})  # fmt: skip
+    right = {i: answer(label) for i, label in zip(IDS, LABELS)}
+    runs = {}
+    for seed in (0, 1, 2):
+        # ICM gets clip `seed` wrong; VL answers Fire everywhere (right on the 3 Fire clips)
+        icm = dict(right, **{IDS[seed + 1]: answer("Normal")})
+        runs[f"ICM [seed {seed}]"] = {"status": "done", "scenes": list(T.SCENE_NAMES),
+                                      "predictions": {"implicit": write_predictions(tmp_path / f"i{seed}.jsonl", icm)}}
+        runs[f"VL [seed {seed}]"] = {"status": "done", "scenes": list(T.SCENE_NAMES), "predictions": {
+            "implicit": write_predictions(tmp_path / f"v{seed}.jsonl", {i: answer("Fire") for i in IDS})}}
+    runs["Z"] = {"status": "done", "predictions": {"implicit": write_predictions(tmp_path / "z.jsonl", right)}}
+    document = score_grid(grid, runs, {"implicit": (IDS, REFS)}, subsets={"conflict": {"clip-1", "clip-3"}})
+    icm = document["systems"]["ICM"]["configs"]["implicit"]
+    per_seed_acc = [m["acc"] for m in icm["per_seed"]]
+    assert per_seed_acc == [5 / 6, 5 / 6, 5 / 6]  # clip-1, clip-2, clip-3 wrong in turn (clip-2 is Fire)
+    assert icm["metrics"]["acc"] == pytest.approx(5 / 6) and icm["std"]["acc"] == pytest.approx(0.0)
+    # conflict clips 1 and 3: seed 0 misses clip-1, seed 2 misses clip-3, seed 1 gets both
+    assert [m["acc_conflict"] for m in icm["per_seed"]] == [0.5, 1.0, 0.5]
+    vl = document["systems"]["VL"]["configs"]["implicit"]
+    icm_pairs = [0.0 if i == seed + 1 else 1.0 for seed in range(3) for i in range(6)]
+    vl_pairs = [1.0 if label == "Fire" else 0.0 for label in LABELS] * 3
+    assert vl["p"]["VSI"] == pytest.approx(stats.ttest_rel(vl_pairs, icm_pairs).pvalue)
+    assert document["systems"]["Z"]["configs"]["implicit"]["metrics"]["acc"] == 1.0  # one run, paired 3 times
+    assert len(document["systems"]["Z"]["configs"]["implicit"]["per_seed"]) == 3
+    head, rows = table_rows(document, 1)
+    assert head[:3] == ["Approach", "Acc", "Acc conflict"]
+    by_name = {row[0]: row for row in rows}
+    assert by_name["ICM"][1] == "83.33 ± 0.00" and by_name["ICM"][2] == "66.67 ± 28.87"
+    assert by_name["VL"][2] == "0.00 ± 0.00"  # answers Fire: the conflict clips are Theft and Robbery
+    text = Path(write_outputs(document, tmp_path)["tables"]).read_text()
+    assert "mean ± std over the seeds" in text
+
+
+def test_a_seed_that_failed_marks_the_row_failed(tmp_path):
+    grid = load_grid({"name": "s", "seeds": [0, 1], "systems": [{"name": "ICM"}]})
+    ok = {"status": "done", "scenes": list(T.SCENE_NAMES),
+          "predictions": {"implicit": write_predictions(tmp_path / "a.jsonl", {i: answer("Fire") for i in IDS})}}
+    document = score_grid(grid, {"ICM [seed 0]": ok, "ICM [seed 1]": {"status": "failed", "error": "E: boom"}},
+                          {"implicit": (IDS, REFS)})  # fmt: skip
+    assert document["systems"]["ICM"]["status"] == "failed" and document["systems"]["ICM"]["error"] == "E: boom"
+    assert table_rows(document, 1)[1][0][1] == "failed"
+
+
 MICRO_GRID = """
 name: micro
 recipe: demo
@@ -181,3 +234,55 @@ def test_icm_compare_end_to_end_on_the_mini_set_then_rescored_from_the_cache(cap
     assert again["systems"]["ICM"]["configs"]["implicit"]["missing"] == 1
     same = [json.dumps(d["systems"]["Video-LLaVA"]["configs"]["implicit"], sort_keys=True) for d in (again, scores)]
     assert same[0] == same[1]  # (as text: NaN per-label entries compare equal)
+
+
+def test_jobs_must_be_positive(tmp_path, capsys):
+    assert main(["compare", "--grid", "mini", "--out", str(tmp_path), "--jobs", "0"]) == 2
+    assert "--jobs 0" in capsys.readouterr().err
+    from trainers.compare import run_grid
+
+    with pytest.raises(GridError, match="jobs must be a positive integer"):
+        run_grid(GRID, tmp_path, jobs=0)
+
+
+SEEDED_GRID = """
+name: seeded
+recipe: study
+seeds: [0, 1]
+override:
+  data: {mini_set: {seed: 0, size: tiny, variant: study}, max_scene_items: 1}
+  stages: {scene: {num_train_epochs: 1}, omnisila: {num_train_epochs: 1}}
+  evaluate: {before_training: false, max_new_tokens: 16}
+reference: ICM
+attribution_metrics: [sem_r]
+systems:
+  - {name: Video-LLaVA, ablation: {scene_tokens: false}}
+  - {name: ICM, tables: [1, 3]}
+"""
+
+
+@pytest.mark.slow
+def test_seeds_on_two_processes_on_the_study_set_then_cached(capsys, tmp_path):
+    grid = tmp_path / "seeded.yaml"
+    grid.write_text(SEEDED_GRID)
+    out = tmp_path / "out"
+    assert main(["compare", "--grid", str(grid), "--out", str(out), "--jobs", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "4 runs on 2 processes" in captured.err
+    for name in ("video-llava", "icm"):
+        for seed in (0, 1):
+            run = json.loads((out / "runs" / name / f"seed-{seed}" / "run.json").read_text())
+            assert run["status"] == "done", run.get("traceback")
+            assert (out / "runs" / name / f"seed-{seed}" / "log.txt").read_text()
+            results = json.loads((out / "runs" / name / f"seed-{seed}" / "train" / "results.json").read_text())
+            assert results["recipe"]["seed"] == seed
+    scores = json.loads((out / "scores.json").read_text())
+    icm = scores["systems"]["ICM"]["configs"]
+    assert set(icm) == {"explicit", "implicit"} and len(icm["explicit"]["per_seed"]) == 2
+    assert "acc_conflict" in icm["explicit"]["metrics"] and "acc_conflict" not in icm["implicit"]["metrics"]
+    routers = scores["systems"]["ICM"]["diagnostics"]["implicit"]["router_weights_by_label"]
+    assert set(routers) <= set(T.IMPLICIT_LABELS) and routers
+    text = (out / "tables.md").read_text()
+    assert "explicit Acc conflict" in text and "Router weights per label (ICM, implicit" in text
+    assert main(["compare", "--grid", str(grid), "--out", str(out), "--jobs", "2"]) == 0
+    assert captured.err.count("running") == 0 and "ICM [seed 1]: cached" in capsys.readouterr().err

@@ -25,6 +25,15 @@ grid's data (one data folder; one feature cache per extractor set-up under ``<ou
 one and each Table 3 row has its own) and every system is scored on the same evaluation clips: those the grid's
 recipe selects (``data.eval_split``, ``data.max_eval_clips``).
 
+``seeds: [0, 1, 2]`` trains every trained system once per seed (the recipe's ``seed``: initial weights and data
+order), in ``<out>/runs/<slug>/seed-<n>/``; the tables then give the mean ± std over the seeds, and the paired
+t-tests pair each clip of each seed with the reference's same clip and seed (a zero-shot system runs once and its
+answers pair with every seed). Without ``seeds`` each system runs once with its recipe's seed.
+
+On a study set (``datasets_scripts.mini_set``, ``variant="study"``) the tables add the accuracy on its conflict
+clips (``Acc conflict``), and the scene-pathway section gives the router's weights per label (which expert each
+label's clips use), averaged over seeds.
+
 Each run is cached in ``<out>/runs/<slug>/`` with a fingerprint of what defines it (the resolved recipe or the
 zero-shot settings, and the evaluation clips): a rerun re-scores cached predictions and only runs what changed or
 failed. A run that fails is recorded, marked in the tables, and the others complete. Every evaluation clip is
@@ -60,7 +69,8 @@ class GridError(ValueError):
 
 
 GRIDS_DIR = Path(__file__).resolve().parent / "grids"
-GRID_FIELDS = {"name", "recipe", "override", "reference", "attribution_metrics", "zero_shot", "systems", "output_dir"}
+GRID_FIELDS = {"name", "recipe", "override", "reference", "attribution_metrics", "zero_shot", "systems", "output_dir",
+               "seeds"}
 SYSTEM_FIELDS = {"name", "recipe", "override", "ablation", "zero_shot", "tables"}
 ZERO_SHOT_DEFAULTS = {"batch_size": 4, "max_new_tokens": 96, "device": "cpu", "dtype": None, "num_frames": None}
 #: task -> the per-example score its p-value is computed on
@@ -133,6 +143,11 @@ def load_grid(grid: str | os.PathLike | Mapping) -> dict:
     if reference not in names:
         raise GridError(f"grid field 'reference': {reference!r} is not one of the systems {names}")
     data["reference"] = reference
+    seeds = data.get("seeds")
+    if seeds is not None:
+        if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+                or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in seeds)):  # fmt: skip
+            raise GridError(f"grid field 'seeds' must be a list of distinct non-negative integers, got {seeds!r}")
     data.setdefault("recipe", "demo")
     data["zero_shot"] = {**ZERO_SHOT_DEFAULTS, **(data.get("zero_shot") or {})}
     return data
@@ -283,11 +298,15 @@ def run_grid(
     only: Sequence[str] | None = None,
     rerun: Sequence[str] = (),
     log: Callable[[str], None] | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Run (or reuse) every system of a grid, score them, write the tables and charts. Returns the scores document.
 
     ``only`` restricts the run to these system names (the others are still scored from their caches when present);
-    ``rerun`` forces these systems to run again."""
+    ``rerun`` forces these systems to run again. ``jobs``: how many runs go at once, each in its own process with one
+    torch thread (the scene features are extracted first, one set-up at a time); 1 runs them in this process."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise GridError(f"jobs must be a positive integer, got {jobs!r}")
     log = log or (lambda line: None)
     g = load_grid(grid)
     out = Path(out_dir or g.get("output_dir") or Path("runs") / f"compare-{_slug(g['name'])}")
@@ -309,52 +328,84 @@ def run_grid(
         _write_if_changed(out / f"references-{config}.jsonl", "".join(json.dumps({"id": i, **r}) + "\n" for i, r in zip(ids, refs)))
     timings["prepare_s"] = time.perf_counter() - started
 
+    from datasets_scripts.mini_set import conflict_clip_ids
+
+    subsets = {"conflict": conflict_clip_ids(data_dir)}
+    seeds = g.get("seeds") or [None]
     runs: dict[str, dict] = {}
-    for system in g["systems"]:
+    pending: list[tuple[str, Mapping, Path, dict, str]] = []
+    for system, seed in [(system, seed) for system in g["systems"] for seed in seeds]:
+        if system.get("zero_shot") and seed != seeds[0]:
+            continue  # a zero-shot system has no seed: one run pairs with every seed
         name = system["name"]
-        sys_dir = out / "runs" / _slug(name)
+        key = _run_key(name, None if system.get("zero_shot") else seed)
+        sys_dir = out / "runs" / _slug(name) / ("" if seed is None or system.get("zero_shot") else f"seed-{seed}")
         sys_dir.mkdir(parents=True, exist_ok=True)
-        record_path = sys_dir / "run.json"
         try:
             recipe = base if system.get("zero_shot") else _recipe_for(g, system, base, data_dir, cache_dir)
+            if seed is not None and not system.get("zero_shot"):
+                recipe["seed"] = int(seed)
             spec = {"zero_shot": system["zero_shot"], **g["zero_shot"]} if system.get("zero_shot") else recipe
             fingerprint = _fingerprint(spec, {c: i for c, (i, _) in references.items()})
         except Exception as err:  # noqa: BLE001 - a bad entry is marked; the others complete
-            runs[name] = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
-            log(f"{name}: cannot resolve: {err}")
+            runs[key] = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+            log(f"{key}: cannot resolve: {err}")
             continue
+        record_path = sys_dir / "run.json"
         previous = json.loads(record_path.read_text()) if record_path.is_file() else {}
         cached = previous.get("status") == "done" and previous.get("fingerprint") == fingerprint
         if cached and name not in rerun:
-            runs[name] = previous
-            log(f"{name}: cached ({sys_dir})")
+            runs[key] = previous
+            log(f"{key}: cached ({sys_dir})")
             continue
         if only is not None and name not in only:
-            runs[name] = {"status": "not run", "error": "not selected (--only)"}
+            runs[key] = {"status": "not run", "error": "not selected (--only)"}
             continue
-        log(f"{name}: running ({'zero-shot ' + str(system['zero_shot']) if system.get('zero_shot') else 'training'})")
-        step = time.perf_counter()
-        record = {"name": name, "fingerprint": fingerprint, "kind": "zero_shot" if system.get("zero_shot") else "trained",
-                  "scenes": None if system.get("zero_shot") else list(recipe["ablation"]["scenes"])}  # fmt: skip
-        try:
-            record["predictions"] = _run_system(g, system, sys_dir, recipe, clips, data_dir, out, log)
-            record["status"] = "done"
-        except Exception as err:  # noqa: BLE001 - recorded and marked in the tables; the grid carries on
-            record["status"] = "failed"
-            record["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-            record["traceback"] = traceback.format_exc()[-4000:]
-            log(f"{name}: FAILED: {record['error']}")
-        record["runtime_s"] = round(time.perf_counter() - step, 2)
-        record_path.write_text(json.dumps(record, indent=1))
-        runs[name] = record
+        pending.append((key, system, sys_dir, recipe, fingerprint))
 
-    for system in g["systems"]:  # the scene-pathway diagnostics of every trained run (results.json)
-        run = runs.get(system["name"], {})
-        if run.get("status") == "done" and not system.get("zero_shot"):
-            run["diagnostics"] = _trained_diagnostics(out / "runs" / _slug(system["name"]) / "train" / "results.json")
+    if jobs > 1 and len(pending) > 1:
+        # every extractor set-up's features first, one at a time: parallel runs then only read the caches
+        from .recipe import extract_features
+
+        setups = {}
+        for _, system, _, recipe, _ in pending:
+            if not system.get("zero_shot"):
+                setups.setdefault(recipe["features"]["cache_dir"], recipe)
+        for recipe in setups.values():
+            try:
+                extract_features(recipe, output_dir=out / "extract", log=lambda line: log(f"  {line}"))
+            except Exception as err:  # noqa: BLE001 - the runs that need them fail and are marked
+                log(f"feature extraction for {recipe['features']['cache_dir']} failed: {err}")
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        log(f"{len(pending)} runs on {jobs} processes (each run's log: <run folder>/log.txt)")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {
+                pool.submit(_run_job, g, system, sys_dir, recipe, fingerprint, clips, data_dir, out): key
+                for key, system, sys_dir, recipe, fingerprint in pending
+            }
+            for future in futures:
+                key = futures[future]
+                try:
+                    runs[key] = future.result()
+                except Exception as err:  # noqa: BLE001 - a worker that died: the run is marked failed
+                    runs[key] = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+                log(f"{key}: {runs[key]['status']} ({runs[key].get('runtime_s', 0):.0f}s)"
+                    + (f": {runs[key]['error']}" if runs[key].get("error") else ""))  # fmt: skip
+    else:
+        for key, system, sys_dir, recipe, fingerprint in pending:
+            log(f"{key}: running ({'zero-shot ' + str(system['zero_shot']) if system.get('zero_shot') else 'training'})")
+            runs[key] = _run_job(g, system, sys_dir, recipe, fingerprint, clips, data_dir, out, log)
+            if runs[key]["status"] == "failed":
+                log(f"{key}: FAILED: {runs[key]['error']}")
+    for key, run in runs.items():  # cached runs: their diagnostics from results.json too
+        if run.get("status") == "done" and "diagnostics" not in run and run.get("kind") == "trained":
+            run_dir = Path(next(iter(run["predictions"].values()))).parent.parent
+            run["diagnostics"] = _trained_diagnostics(run_dir / "train" / "results.json")
 
     started = time.perf_counter()
-    document = score_grid(g, runs, references)
+    document = score_grid(g, runs, references, subsets=subsets)
     document["timings"] = {**timings, "score_s": time.perf_counter() - started}
     started = time.perf_counter()
     write_outputs(document, out)
@@ -364,6 +415,46 @@ def run_grid(
     saved = {k: v for k, v in document.items() if k != "timings"}
     _write_if_changed(out / "scores.json", json.dumps(saved, default=_json_default))
     return document
+
+
+def _run_job(g, system, sys_dir: Path, recipe, fingerprint: str, clips, data_dir, out, log=None) -> dict:
+    """Run one system (one seed) and write its ``run.json``; returns the record. Without ``log`` (a worker
+    process) the run's progress goes to ``<sys_dir>/log.txt`` and torch uses one thread."""
+    handle = None
+    if log is None:
+        import torch
+
+        torch.set_num_threads(1)
+        handle = (sys_dir / "log.txt").open("w", encoding="utf-8")
+
+        def log(line: str) -> None:
+            handle.write(line + "\n")
+            handle.flush()
+
+    step = time.perf_counter()
+    record = {"name": system["name"], "fingerprint": fingerprint,
+              "kind": "zero_shot" if system.get("zero_shot") else "trained",
+              "scenes": None if system.get("zero_shot") else list(recipe["ablation"]["scenes"])}  # fmt: skip
+    try:
+        record["predictions"] = _run_system(g, system, sys_dir, recipe, clips, data_dir, out, log)
+        record["status"] = "done"
+    except Exception as err:  # noqa: BLE001 - recorded and marked in the tables; the grid carries on
+        record["status"] = "failed"
+        record["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        record["traceback"] = traceback.format_exc()[-4000:]
+    finally:
+        if handle is not None:
+            handle.close()
+    record["runtime_s"] = round(time.perf_counter() - step, 2)
+    (sys_dir / "run.json").write_text(json.dumps(record, indent=1))
+    if record["status"] == "done" and not system.get("zero_shot"):  # the scene-pathway diagnostics
+        record["diagnostics"] = _trained_diagnostics(sys_dir / "train" / "results.json")
+    return record
+
+
+def _run_key(name: str, seed: int | None) -> str:
+    """The key of one run in ``run_grid``'s records: the system's name, and its seed when the grid has seeds."""
+    return name if seed is None else f"{name} [seed {seed}]"
 
 
 def _trained_diagnostics(results_path: Path) -> dict:
@@ -410,33 +501,101 @@ def _json_default(value):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def score_grid(g: dict, runs: Mapping[str, dict], references: Mapping[str, tuple[list, list]]) -> dict[str, Any]:
-    """Scores, per-label figures and the significance of every row against the reference."""
+def _seed_runs(g: dict, system: Mapping, runs: Mapping[str, dict]) -> list[dict]:
+    """The runs of one system, one per seed of the grid (one for a zero-shot system or a grid without seeds)."""
+    seeds = g.get("seeds") or [None]
+    if system.get("zero_shot") or seeds == [None]:
+        return [runs.get(system["name"], {"status": "not run"})]
+    return [runs.get(_run_key(system["name"], seed), {"status": "not run"}) for seed in seeds]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan")
+    mean = sum(finite) / len(finite)
+    std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)) if len(finite) > 1 else 0.0
+    return mean, std
+
+
+def _average_diagnostics(found: Sequence[Mapping]) -> dict:
+    """The scene diagnostics of several seeds: numbers averaged, per-label router weights averaged per label."""
+    out: dict[str, Any] = {}
+    for config in sorted({c for f in found for c in f}):
+        rows = [f[config] for f in found if config in f]
+        merged: dict[str, Any] = {}
+        for key in sorted({k for r in rows for k in r}):
+            values = [r[key] for r in rows if key in r]
+            if all(isinstance(v, (int, float)) for v in values):
+                merged[key] = sum(values) / len(values)
+            elif key == "router_weights_by_label":
+                labels = sorted({label for v in values for label in v})
+                merged[key] = {
+                    label: {scene: sum(v[label][scene] for v in values if label in v) / sum(label in v for v in values)
+                            for scene in next(v[label] for v in values if label in v)}
+                    for label in labels
+                }  # fmt: skip
+        out[config] = merged
+    return out
+
+
+def score_grid(
+    g: dict,
+    runs: Mapping[str, dict],
+    references: Mapping[str, tuple[list, list]],
+    subsets: Mapping[str, set[str]] | None = None,
+) -> dict[str, Any]:
+    """Scores (mean and std over the grid's seeds), per-label figures and the significance of every row against the
+    reference. ``subsets``: named sets of clip ids (the study set's ``conflict`` clips) whose accuracy is reported
+    as ``acc_<name>`` where a config holds any of them."""
     from evaluate_metrics.functions import paired_t_test
 
+    subsets = {name: ids for name, ids in (subsets or {}).items() if ids}
+    num_seeds = len(g.get("seeds") or [None])
     systems: dict[str, dict] = {}
     per_example: dict[str, dict[str, dict]] = {}
     for system in g["systems"]:
         name = system["name"]
-        run = runs.get(name, {"status": "not run"})
-        entry: dict[str, Any] = {"status": run.get("status"), "tables": system.get("tables", [1, 2]),
+        seed_runs = _seed_runs(g, system, runs)
+        done = [r for r in seed_runs if r.get("status") == "done"]
+        status = "done" if len(done) == len(seed_runs) else ("failed" if any(r.get("status") == "failed" for r in seed_runs) else "not run")
+        entry: dict[str, Any] = {"status": status, "tables": system.get("tables", [1, 2]),
                                  "kind": "zero_shot" if system.get("zero_shot") else "trained",
-                                 "scenes": run.get("scenes"), "configs": {}}  # fmt: skip
-        if run.get("error"):
-            entry["error"] = run["error"]
-        if run.get("diagnostics"):
-            entry["diagnostics"] = run["diagnostics"]
-        if run.get("status") == "done":
+                                 "scenes": next((r.get("scenes") for r in seed_runs if r.get("scenes")), None),
+                                 "seeds": len(seed_runs), "configs": {}}  # fmt: skip
+        errors = [r["error"] for r in seed_runs if r.get("error")]
+        if errors:
+            entry["error"] = errors[0]
+        diagnostics = [r["diagnostics"] for r in done if r.get("diagnostics")]
+        if diagnostics:
+            entry["diagnostics"] = _average_diagnostics(diagnostics)
+        if status == "done":
             per_example[name] = {}
             for config, (ids, refs) in references.items():
-                answers = _read_answers(run["predictions"][config])
-                result, missing = score_system(answers, ids, refs, config, g.get("attribution_metrics", ["sem_r"]))
+                per_seed, pooled, per_label, missing = [], {}, None, 0
+                for run in seed_runs * (num_seeds if len(seed_runs) == 1 else 1):  # a single run pairs with every seed
+                    answers = _read_answers(run["predictions"][config])
+                    result, lost = score_system(answers, ids, refs, config, g.get("attribution_metrics", ["sem_r"]))
+                    metrics = {k: float(v) for k, v in result.summary.items()}
+                    for subset, chosen in subsets.items():
+                        picked = [a for i, a in zip(ids, result.per_example.get("acc", [])) if i in chosen]
+                        if picked:
+                            metrics[f"acc_{subset}"] = sum(picked) / len(picked)
+                    per_seed.append(metrics)
+                    for metric, values in result.per_example.items():
+                        pooled.setdefault(metric, []).extend(values)
+                    per_label = per_label or result.per_label
+                    missing = max(missing, lost)
+                keys = sorted({k for m in per_seed for k in m})
+                stats = {k: _mean_std([m.get(k, float("nan")) for m in per_seed]) for k in keys}
                 entry["configs"][config] = {
-                    "metrics": {k: float(v) for k, v in result.summary.items()},
-                    "per_label": result.per_label,
+                    "metrics": {k: v[0] for k, v in stats.items()},
+                    "std": {k: v[1] for k, v in stats.items()},
+                    "per_seed": per_seed,
+                    "per_label": per_label,
                     "missing": missing,
                 }
-                per_example[name][config] = result.per_example
+                per_example[name][config] = pooled
         systems[name] = entry
     reference = g["reference"]
     significance = []
@@ -456,7 +615,7 @@ def score_grid(g: dict, runs: Mapping[str, dict], references: Mapping[str, tuple
                     if chosen == metric:
                         entry["configs"][config]["p"][task] = test["pvalue"]
     return {"grid": g["name"], "reference": reference, "configs": list(references), "systems": systems,
-            "significance": significance}  # fmt: skip
+            "significance": significance, "seeds": g.get("seeds"), "subsets": sorted(subsets)}  # fmt: skip
 
 
 def _cell(entry: dict, config: str, key: str) -> str:
@@ -468,7 +627,11 @@ def _cell(entry: dict, config: str, key: str) -> str:
     value = values["metrics"].get(key)
     if value is None or not math.isfinite(value):
         return "–"
-    return f"{value:.2f}" if key == "atr_r" else f"{100 * value:.2f}"
+    scale = 1.0 if key == "atr_r" else 100.0
+    std = (values.get("std") or {}).get(key)
+    if len(values.get("per_seed") or ()) > 1 and std is not None and math.isfinite(std):
+        return f"{scale * value:.2f} ± {scale * std:.2f}"
+    return f"{scale * value:.2f}"
 
 
 def table_rows(document: dict, table: int) -> tuple[list[str], list[list[str]]]:
@@ -476,12 +639,20 @@ def table_rows(document: dict, table: int) -> tuple[list[str], list[list[str]]]:
     from modeling_icm.templates import SCENE_NAMES
 
     configs = document["configs"]
-    columns = TABLE_COLUMNS[table]
+    columns = list(TABLE_COLUMNS[table])
+    if table in (1, 3):  # the study set's conflict clips: their own accuracy column
+        columns[1:1] = [(f"acc_{name}", f"Acc {name}") for name in document.get("subsets") or ()]
     head = ["Approach"]
     if table == 3:
         head += ["Fac", "Act", "Obj", "Back"]
     multi = len(configs) > 1
     head += [f"{c} {label}" if multi else label for c in configs for _, label in columns]
+    # a subset column only where a config holds such clips
+    keep = [i for i, (c, (key, _)) in enumerate((c, col) for c in configs for col in columns)
+            if not key.startswith("acc_") or any(key in e["configs"].get(c, {}).get("metrics", {})
+                                                 for e in document["systems"].values())]  # fmt: skip
+    offset = len(head) - len(configs) * len(columns)
+    head = head[:offset] + [head[offset + i] for i in keep]
     head.append("missing")
     rows = []
     for name, entry in document["systems"].items():
@@ -491,7 +662,8 @@ def table_rows(document: dict, table: int) -> tuple[list[str], list[list[str]]]:
         if table == 3:
             scenes = entry.get("scenes") or ()
             row += ["✓" if s in scenes else "" for s in SCENE_NAMES]
-        row += [_cell(entry, c, key) for c in configs for key, _ in columns]
+        cells = [_cell(entry, c, key) for c in configs for key, _ in columns]
+        row += [cells[i] for i in keep]
         row.append(str(sum(v.get("missing", 0) for v in entry["configs"].values())) if entry["status"] == "done" else "–")
         rows.append(row)
     return head, rows
@@ -514,6 +686,10 @@ def write_outputs(document: dict, out: Path) -> dict[str, str]:
              f"Values in %, except Atr-R (judge score 1–10); FNRs: lower is better. p: paired t-test of the row "
              f"against {document['reference']} on the same clips (VSI: per-clip accuracy, VSL: per-clip tIoU, VSA: "
              f"per-clip Sem-R). missing: clips without an answer, scored as wrong.", ""]  # fmt: skip
+    seeds = document.get("seeds") or []
+    if len(seeds) > 1:
+        parts[-1:-1] = [f"Trained systems ran with seeds {', '.join(map(str, seeds))}: mean ± std over the seeds; the "
+                        "t-tests pair every clip of every seed with the reference's (a zero-shot system ran once).", ""]  # fmt: skip
     for table in (1, 2, 3):
         head, rows = table_rows(document, table)
         if len(rows) <= 1 and table == 3 and not any(3 in e["tables"] for e in document["systems"].values()):
@@ -544,6 +720,16 @@ def write_outputs(document: dict, out: Path) -> dict[str, str]:
                          f"{found.get('scene_norm_ratio', float('nan')):.2f}",
                          f"{found.get('scene_sensitivity', float('nan')):.4f}", routers or "–", probe])  # fmt: skip
         parts += [markdown_table(head, rows), ""]
+        for name, config, found in pathway:
+            by_label = found.get("router_weights_by_label")
+            if not by_label or name != document["reference"]:
+                continue
+            scenes = list(next(iter(by_label.values())))
+            parts += [f"Router weights per label ({name}, {config}; mean over the evaluation clips of each label"
+                      f"{' and the seeds' if len(document.get('seeds') or ()) > 1 else ''}): which expert each label's "
+                      "clips use.", ""]  # fmt: skip
+            rows = [[label] + [f"{weights.get(s, 0.0):.2f}" for s in scenes] for label, weights in by_label.items()]
+            parts += [markdown_table(["label", *scenes], rows), ""]
     failed = {n: e.get("error", "") for n, e in document["systems"].items() if e["status"] == "failed"}
     if failed:
         parts += ["Failed runs (marked `failed`; rerun `icm compare` to retry them):", ""]

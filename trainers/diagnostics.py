@@ -74,9 +74,20 @@ def scene_sensitivity(model, batch: dict[str, Any]) -> float | None:
     return float(0.5 * (own - swapped).abs().sum(-1).mean())
 
 
+def clip_router_weights(router_probs: torch.Tensor) -> list[list[float] | None]:
+    """Per clip, the router's mean weight per expert over the clip's valid frames (``router_probs``
+    ``[B, frames, experts]``; a frame without scene items has all-zero weights); None for a clip without one."""
+    out: list[list[float] | None] = []
+    for probs in router_probs.float():
+        valid = probs.sum(-1) > 0
+        out.append(probs[valid].mean(0).tolist() if bool(valid.any()) else None)
+    return out
+
+
 @torch.no_grad()
 def batch_scene_diagnostics(
-    model, batch: dict[str, Any], scene_names: Sequence[str], keep_tokens: list | None = None
+    model, batch: dict[str, Any], scene_names: Sequence[str], keep_tokens: list | None = None,
+    keep_router: list | None = None,
 ) -> dict:
     """The diagnostics of one processor batch (``scene_features`` required; ``labels`` for the sensitivity). The
     model is put in eval mode for the measurement (no dropout) and back. ``keep_tokens``: a list the batch's scene
@@ -99,6 +110,8 @@ def batch_scene_diagnostics(
         out["text_embedding_norm"] = text_norm
         out["scene_norm_ratio"] = out["scene_token_norm"] / text_norm if text_norm > 0 else float("nan")
         if encoding.router_probs is not None:
+            if keep_router is not None:
+                keep_router.extend(clip_router_weights(encoding.router_probs))
             probs = encoding.router_probs.float()
             valid = probs.sum(-1) > 0
             if bool(valid.any()):
@@ -125,19 +138,45 @@ def scene_diagnostics(model, processor, examples: Sequence[dict[str, Any]], batc
     collator = IcmDataCollator(processor, with_answers=True)
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
-    all_tokens = []
+    all_tokens: list = []
+    routers: list = []
     step = max(2, int(batch_size))
     for start in range(0, len(examples), step):
         chunk = list(examples[start : start + step])
         batch = collator(chunk).to(device)
-        found = batch_scene_diagnostics(model, batch, base.config.active_scenes, keep_tokens=all_tokens)
+        found = batch_scene_diagnostics(
+            model, batch, base.config.active_scenes, keep_tokens=all_tokens, keep_router=routers
+        )
         for key, value in found.items():
             sums[key] = sums.get(key, 0.0) + value * len(chunk)
             counts[key] = counts.get(key, 0) + len(chunk)
     out = {key: sums[key] / counts[key] for key in sums}
     out["scene_spread"] = relative_spread(torch.cat(all_tokens))
     out["clips"] = len(examples)
+    by_label = router_weights_by_label(examples, routers, base.config.active_scenes)
+    if by_label:
+        out["router_weights_by_label"] = by_label
     return out
+
+
+def router_weights_by_label(
+    examples: Sequence[dict[str, Any]], clip_weights: Sequence[list[float] | None], scene_names: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """``{label: {scene: mean router weight}}`` over the clips of each label (clips without scene items left out):
+    which expert each label's clips use."""
+    sums: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+    for example, weights in zip(examples, clip_weights):
+        label = example.get("label")
+        if label is None or weights is None:
+            continue
+        total = sums.setdefault(label, [0.0] * len(weights))
+        sums[label] = [a + b for a, b in zip(total, weights)]
+        counts[label] = counts.get(label, 0) + 1
+    return {
+        label: {scene: value / counts[label] for scene, value in zip(scene_names, total)}
+        for label, total in sums.items()
+    }
 
 
 def pooled_scene_features(example: dict[str, Any], scenes: Sequence[str]) -> torch.Tensor:
@@ -211,7 +250,9 @@ __all__ = [
     "batch_scene_diagnostics",
     "collapse_warning",
     "pooled_scene_features",
+    "clip_router_weights",
     "relative_spread",
+    "router_weights_by_label",
     "scene_diagnostics",
     "scene_probe",
     "scene_sensitivity",

@@ -29,7 +29,8 @@ recipe names (data folder, extractor checkpoints, the pretrained model) are chec
     threads: null                 # torch intra-op threads (null: torch's default); 1 is fastest for tiny models
     data:
       data_dir: null              # folder with explicit.jsonl / implicit.jsonl (+ scene_tuning/)
-      mini_set: {seed: 0, size: small}   # or generate the embedded mini set (when data_dir is null)
+      mini_set: {seed: 0, size: small}   # or generate the embedded mini set (when data_dir is null);
+                                         # variant: study = the scene-dependence study set
       configs: [implicit]         # Omni-SILA configs trained on and evaluated
       train_split: train
       eval_split: test
@@ -102,7 +103,7 @@ SCHEMA: dict[str, Any] = {
     "threads": None,
     "data": {
         "data_dir": None,
-        "mini_set": {"seed": 0, "size": "small"},
+        "mini_set": {"seed": 0, "size": "small", "variant": "mini"},
         "configs": ["implicit"],
         "train_split": "train",
         "eval_split": "test",
@@ -311,16 +312,27 @@ def _prepare_data(r: dict, out: Path, log) -> Path:
     mini = data["mini_set"] or {}
     data_dir = out / "data"
     manifest = data_dir / "mini_set.json"
-    wanted = {"seed": int(mini.get("seed", 0)), "size": mini.get("size", "small")}
+    wanted = {"seed": mini.get("seed", 0), "size": mini.get("size", "small"), "variant": mini.get("variant", "mini")}
     if manifest.is_file():
         existing = json.loads(manifest.read_text())
-        if {"seed": existing.get("seed"), "size": existing.get("size")} == wanted:
-            log(f"data: reusing the mini set in {data_dir}")
+        if {k: existing.get(k, "mini" if k == "variant" else None) for k in wanted} == wanted:
+            log(f"data: reusing the {wanted['variant']} set in {data_dir}")
             return data_dir
     started = time.perf_counter()
-    generate_mini_set(data_dir, **wanted)
+    try:
+        generate_mini_set(data_dir, **wanted)
+    except ValueError as err:
+        raise RecipeError(f"recipe field 'data.mini_set': {err}") from None
     log(f"data: generated the mini set ({wanted}) in {time.perf_counter() - started:.1f}s")
     return data_dir
+
+
+def _data_variant(data_dir: Path) -> str:
+    """``"study"`` for a generated study set, else ``"mini"`` (the mini set, or any other data folder)."""
+    manifest = Path(data_dir) / "mini_set.json"
+    if manifest.is_file():
+        return json.loads(manifest.read_text(encoding="utf-8")).get("variant", "mini")
+    return "mini"
 
 
 def _clip_records(r: dict, data_dir: Path, config: str, split: str, limit_key: str):
@@ -740,7 +752,7 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
 
     from datasets_scripts.mini_set import mini_set_corpus
 
-    corpus = mini_set_corpus() if r["model"]["preset"] == "tiny" else []
+    corpus = mini_set_corpus(_data_variant(data_dir)) if r["model"]["preset"] == "tiny" else []
     corpus += sorted({e["answer"] for e in scene_examples} | {e["answer"] for e in train_examples})
     model, processor = _build_model(r, scene_dims, corpus)
 

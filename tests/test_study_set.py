@@ -1,0 +1,160 @@
+"""The scene-dependence study set (``generate_study_set``): its layout and conflict clips, a video tower that cannot
+see any cue (exactly: its input does not change when the side panels are blanked), bad arguments named, and (slow)
+the probes of ``trainers.study`` on the held-out split."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from datasets_scripts.mini_set import (
+    CONFLICT_EVENTS,
+    FRAME_SIZE,
+    STUDY_GUTTER,
+    STUDY_WIDTH,
+    conflict_clip_ids,
+    generate_mini_set,
+    generate_study_set,
+    mini_set_corpus,
+    read_video_frames,
+)
+from datasets_scripts.schema import read_annotations
+from trainers.tiny import tiny_processor
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    return out, generate_study_set(out, seed=0, size="tiny")
+
+
+def _records(out, config):
+    records, report = read_annotations(out / f"{config}.jsonl", strict=True, config=config)
+    assert not report
+    return records
+
+
+def test_layout_manifest_and_conflict_clips(study):
+    out, manifest = study
+    assert manifest["variant"] == "study" and manifest["name"] == "omnisila-study"
+    assert manifest["frame_size"] == [FRAME_SIZE, STUDY_WIDTH]
+    explicit = _records(out, "explicit")
+    conflicts = [r for r in explicit if r.id.endswith("-conflict")]
+    assert sorted(r.id for r in conflicts) == manifest["conflict_clips"] == sorted(conflict_clip_ids(out))
+    assert conflicts and all(r.label == "negative" for r in conflicts)
+    assert {r.split for r in conflicts} == {"train", "test"}
+    assert all(any(event.lower() in r.cause for event in ("fight", "rob", "falls", "paint")) for r in conflicts)
+    # balanced labels: the majority class is chance
+    for split in ("train", "test"):
+        counts = manifest["clips"]["explicit"][split]
+        assert len(set(counts.values())) == 1
+    assert "smiles" in " ".join(mini_set_corpus("study")) and "smiles" not in " ".join(mini_set_corpus())
+    # the face scene-tuning items never come from a conflict clip (its face does not show its label)
+    faces = [json.loads(line) for line in (out / "scene_tuning" / "face.jsonl").read_text().splitlines()]
+    assert faces and not any(item["source_id"].endswith("-conflict") for item in faces)
+    assert conflict_clip_ids(out / "nowhere") == set()
+
+
+def test_cues_lie_in_one_side_panel_and_a_conflict_clip_shows_its_event_in_the_other(study):
+    out, _ = study
+    centre = slice(FRAME_SIZE, FRAME_SIZE + 2 * STUDY_GUTTER + FRAME_SIZE)
+    for record in _records(out, "implicit"):
+        if record.label != "Fighting":
+            continue
+        frames, times = read_video_frames(record.video)
+        start, end = record.segments[0]
+        inside = frames[(times >= start) & (times < end)].astype(int)
+        red = (inside[..., 0] > 180) & (inside[..., 1] < 80) & (inside[..., 2] < 80)
+        assert red[:, :, centre].sum() == 0 and red.sum() > 100  # the fighters: in a side panel only
+    conflict = next(r for r in _records(out, "explicit") if r.id.endswith("-conflict"))
+    frames, times = read_video_frames(conflict.video)
+    start, end = conflict.segments[0]
+    inside = frames[(times >= start) & (times < end)].astype(int)
+    vivid = (inside.max(-1) - inside.min(-1)) > 120  # a saturated event colour (the grey backgrounds never are)
+    assert vivid[:, :, centre].sum() == 0 and vivid.sum() > 50
+    outside = frames[(times < start) | (times >= end)].astype(int)
+    assert ((outside.max(-1) - outside.min(-1)) > 120).sum() == 0  # the event only in the conflict's seconds
+    assert conflict.cause.split()[0] == "although" and len(CONFLICT_EVENTS) == 4
+
+
+def test_the_video_tower_input_does_not_change_when_the_side_panels_are_blanked(study):
+    """Video-LLaVA's processor resizes the short side and crops the centre: the side panels never reach the tower."""
+    out, _ = study
+    processor = tiny_processor(_tokenizer()).video_processor
+    checked = 0
+    for config in ("explicit", "implicit"):
+        for record in _records(out, config)[:6]:
+            frames, _ = read_video_frames(record.video)
+            frames = frames[:: max(1, len(frames) // 8)][:8]
+            blanked = frames.copy()
+            blanked[:, :, :FRAME_SIZE] = 0
+            blanked[:, :, -FRAME_SIZE:] = 255
+            a = processor(videos=[list(frames)], return_tensors="pt")["pixel_values_videos"]
+            b = processor(videos=[list(blanked)], return_tensors="pt")["pixel_values_videos"]
+            assert a.shape[-2:] == (32, 32)
+            assert torch.equal(a, b), record.id
+            checked += 1
+    assert checked == 12
+
+
+def _tokenizer():
+    from modeling_icm.presets import build_tiny_tokenizer
+
+    return build_tiny_tokenizer()
+
+
+def test_the_mini_set_is_unchanged_by_the_variant(tmp_path):
+    a = generate_mini_set(tmp_path / "a", seed=0, size="tiny")
+    b = generate_mini_set(tmp_path / "b", seed=0, size="tiny", variant="mini")
+    assert a["variant"] == "mini" and "conflict_clips" not in a and a["frame_size"] == FRAME_SIZE
+    frames_a, _ = read_video_frames(next((tmp_path / "a" / "videos" / "implicit").glob("*.mp4")))
+    frames_b, _ = read_video_frames(next((tmp_path / "b" / "videos" / "implicit").glob("*.mp4")))
+    assert frames_a.shape[1:] == (FRAME_SIZE, FRAME_SIZE, 3) and np.array_equal(frames_a, frames_b)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"size": "huge"}, "study set size must be one of"),
+    ({"seed": -1}, "study set seed must be an integer in"),
+    ({"seed": 2**32}, "study set seed must be an integer in"),
+    ({"seed": "0"}, "study set seed must be an integer in"),
+    ({"seed": True}, "study set seed must be an integer in"),
+])  # fmt: skip
+def test_bad_arguments_are_named(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generate_study_set(tmp_path, **kwargs)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        generate_mini_set(tmp_path, variant="big")
+
+
+def test_cli_writes_the_study_set(tmp_path, capsys):
+    from icm_cli.main import main
+
+    assert main(["data", "study", "--out", str(tmp_path), "--size", "tiny"]) == 0
+    assert "study set (tiny, seed 0)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "mini_set.json").read_text())["variant"] == "study"
+    assert main(["data", "study", "--out", str(tmp_path), "--seed", "-3"]) == 2
+    assert "seed must be an integer" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_probes_scene_features_read_the_label_and_the_video_tower_does_not(tmp_path):
+    """On the small study set's held-out clips with the tiny scene pipeline: each tower view (pixels, colour
+    histogram, tower tokens) within chance + 0.15; the scene features well above every tower view. (Measured:
+    docs/study-set.md.)"""
+    from processing.pipeline import ScenePipeline
+    from trainers.study import study_probes, tiny_video_tower
+
+    torch.set_num_threads(1)
+    generate_study_set(tmp_path, seed=0, size="small")
+    processor, tower = tiny_video_tower()
+    found = study_probes(tmp_path, ScenePipeline.tiny(seed=0), processor, tower)
+    for config, probes in found.items():
+        chance = probes["chance"]
+        towers = [probes["tower_pixels"], probes["tower_histogram"], probes["tower_tokens"]]
+        assert max(towers) <= chance + 0.15, (config, probes)
+        assert probes["scene"]["all"] >= max(towers) + 0.3, (config, probes)
+    assert found["explicit"]["scene"]["face"] >= found["explicit"]["scene"]["object"] + 0.15
+    assert found["implicit"]["scene"]["action"] >= found["implicit"]["scene"]["face"] + 0.3
