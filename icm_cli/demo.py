@@ -1,15 +1,19 @@
-"""``icm demo``: the whole method end to end on a CPU, in minutes.
+"""``icm demo``: the whole method end to end on a CPU, in minutes, beside its no-scene baseline.
 
-1. **train** — ``trainers.run_recipe`` with the shipped ``demo`` recipe: it writes the embedded mini set, extracts its
-   scene features once with the tiny extractors (the real MTCNN face detector + tiny random encoders), evaluates the
-   untrained tiny ICM, runs both training stages (scene-tuning, then K-means IEC dictionary + Omni-SILA tuning) and
-   saves the model;
+1. **train** — ``trainers.run_recipe`` with the shipped ``study`` recipe: it writes the scene-dependence study set
+   (docs/study-set.md: every cue lies outside the video tower's view), extracts its scene features once with the tiny
+   extractors (the real MTCNN face detector + tiny random encoders), runs both training stages of a tiny ICM
+   (scene-tuning, then K-means IEC dictionary + Omni-SILA tuning) and saves the model; beside it, with the same
+   recipe, data, budget and seed, the **Video-LLaVA baseline** (no scene tokens). The two train at once in two
+   processes when the machine has two cores;
 2. **evaluate** — the untrained model (the same architecture and seed, before any training step) and the trained
    model answer the combined instruction on the held-out test clips; the answers are scored with the omnisila
    metrics (JSON, table, per-label FNR chart);
 3. **analyse** — a held-out "long" video (three test clips put end to end) is analysed with sliding windows, as
    ``icm analyze`` does: JSON and timeline;
-4. **report** — ``report.md`` with the metrics table (trained next to untrained), the charts and the timeline.
+4. **report** — ``report.md``: ICM against the baseline (Acc, F2, mAP@tIoU, FNRs, Sem-R with paired t-tests on the
+   per-clip scores), the router weights per label, a conflict clip answered by both, the metrics table (trained next
+   to untrained), the charts and the timeline.
 """
 
 from __future__ import annotations
@@ -75,17 +79,20 @@ def _long_video(data_dir: Path, config: str, out: Path) -> tuple[Path, list[dict
 
 def run_demo(
     out_dir: str | os.PathLike = "icm-demo",
-    recipe: str = "demo",
+    recipe: str = "study",
     log: Callable[[str], None] = print,
     seed: int | None = None,
+    baseline: bool = True,
+    jobs: int | None = None,
 ) -> Path:
     """Run the demo into ``out_dir`` and return the path of ``report.md``.
 
-    ``seed`` replaces the recipe's training seed (initial weights, data order, dropout, K-means); the mini set keeps
+    ``seed`` replaces the recipe's training seed (initial weights, data order, dropout, K-means); the data set keeps
     its own seed, so runs with different seeds train on the same clips. With one torch thread a run is
-    deterministic on one machine (same seed, same packages: the same figures); the README reports the range over
-    seeds."""
-    from trainers.recipe import load_recipe, run_recipe
+    deterministic on one machine (same seed, same packages: the same figures). ``baseline``: also train the
+    Video-LLaVA baseline (the recipe with ``ablation.scene_tokens: false``) with the same data, budget and seed.
+    ``jobs``: trainings at once (default: 2 when the machine has 2 or more cores, else 1)."""
+    from trainers.recipe import _prepare_data, extract_features, load_recipe
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -95,15 +102,64 @@ def run_demo(
         resolved["seed"] = int(seed)
     # The untrained model is evaluated below, with the trained one, on the same examples and the same generation.
     resolved["evaluate"]["before_training"] = False
-    log(f"1/4 training with the '{recipe}' recipe (mini set, scene features, scene-tuning, Omni-SILA tuning)")
-    result = run_recipe(resolved, output_dir=out / "run", log=log)
+    # one data folder and one feature cache for both systems
+    resolved["data"]["data_dir"] = str(_prepare_data(resolved, out, log))
+    resolved["data"]["mini_set"] = None
+    resolved["features"]["cache_dir"] = resolved["features"]["cache_dir"] or str(out / "cache")
+    recipes = {"ICM": (resolved, out / "run")}
+    if baseline:
+        import copy
+
+        plain = copy.deepcopy(resolved)
+        plain["ablation"]["scene_tokens"] = False
+        plain["name"] = f"{resolved.get('name') or 'demo'}-video-llava"
+        recipes["Video-LLaVA"] = (plain, out / "baseline")
+    jobs = min(len(recipes), jobs or (2 if (os.cpu_count() or 1) >= 2 else 1))
+    log(f"1/4 training with the '{recipe}' recipe ({' and '.join(recipes)}: scene features, scene-tuning, "
+        f"Omni-SILA tuning){f'; {jobs} processes, logs in <run>/log.txt' if jobs > 1 else ''}")  # fmt: skip
+    results = _train(recipes, jobs, log, extract_features)
+    result = results["ICM"]
     timings = {k: round(float(v), 1) for k, v in result.get("timings", {}).items()}
     timings["train_total_s"] = round(time.perf_counter() - started, 1)
-    return evaluate_and_report(result, out, timings, started, log)
+    return evaluate_and_report(result, out, timings, started, log, baseline=results.get("Video-LLaVA"))
 
 
-def evaluate_and_report(result: dict, out: Path, timings: dict, started: float, log: Callable[[str], None]) -> Path:
-    """Steps 2-4 of the demo on a finished ``run_recipe`` result."""
+def _train_worker(recipe: dict, output_dir: str) -> dict:
+    """One training in a worker process: one torch thread, progress to ``<output_dir>/log.txt``."""
+    import torch
+
+    from trainers.recipe import run_recipe
+
+    torch.set_num_threads(1)
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    with (Path(output_dir) / "log.txt").open("w", encoding="utf-8") as handle:
+        return run_recipe(recipe, output_dir=output_dir, log=lambda line: (handle.write(line + "\n"), handle.flush()))
+
+
+def _train(recipes: dict, jobs: int, log: Callable[[str], None], extract_features) -> dict[str, dict]:
+    from trainers.recipe import run_recipe
+
+    if jobs <= 1:
+        return {name: run_recipe(r, output_dir=d, log=log) for name, (r, d) in recipes.items()}
+    # the scene features once, here; the two trainings then read the same cache
+    first = next(iter(recipes.values()))
+    extract_features(first[0], output_dir=first[1], log=log)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {name: pool.submit(_train_worker, r, str(d)) for name, (r, d) in recipes.items()}
+        results = {}
+        for name, future in futures.items():
+            results[name] = future.result()
+            log(f"   {name}: trained in {results[name].get('timings', {}).get('total_s', float('nan')):.0f}s")
+    return results
+
+
+def evaluate_and_report(
+    result: dict, out: Path, timings: dict, started: float, log: Callable[[str], None], baseline: dict | None = None
+) -> Path:
+    """Steps 2-4 of the demo on a finished ``run_recipe`` result (and the baseline's, when trained)."""
 
     from processing.analysis import analyze_video, generate_answers, load_model
     from trainers.evaluation import references_of
@@ -153,9 +209,18 @@ def evaluate_and_report(result: dict, out: Path, timings: dict, started: float, 
             f"-> {m['trained']['map_avg']:.3f}, FNRs {m['untrained']['fnr']:.3f} -> {m['trained']['fnr']:.3f}")  # fmt: skip
     timings["evaluate_s"] = round(time.perf_counter() - step, 1)
 
+    comparison = _compare_with_baseline(result, baseline, router_rows, eval_dir) if baseline else None
+    if comparison:
+        for config, found in comparison["configs"].items():
+            icm, plain = found["metrics"]["ICM"], found["metrics"]["Video-LLaVA"]
+            log(f"   {config}: ICM acc {icm['acc']:.3f} vs Video-LLaVA {plain['acc']:.3f} (paired p = "
+                f"{found['p'].get('acc', float('nan')):.3g}), mAP {icm['map_avg']:.3f} vs {plain['map_avg']:.3f}")  # fmt: skip
+
     log("3/4 analysing a held-out long video with sliding windows")
     step = time.perf_counter()
-    config = r["data"]["configs"][0]
+    configs = r["data"]["configs"]
+    config = "implicit" if "implicit" in configs else configs[0]
+    data_dir = Path(r["data"]["data_dir"] or Path(result["output_dir"]) / "data")
     video, truth = _long_video(data_dir, config, out)
     analysis = analyze_video(
         video, trained, processor, model_name=str(result["model_dir"]), out_json=out / "analysis.json",
@@ -176,14 +241,121 @@ def evaluate_and_report(result: dict, out: Path, timings: dict, started: float, 
         "analysis": str(out / "analysis.json"),
         "stages": {k: {kk: v.get(kk) for kk in ("examples", "steps", "train_loss", "runtime_s")} for k, v in result.get("stages", {}).items()},
         "router_weights": router_rows,
+        "baseline": comparison,
     }
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=1, default=str))
     report = out / "report.md"
-    report.write_text(_report(out, result, documents, charts, analysis, timings) + _router_report(router_rows),
+    report.write_text(_report(out, result, documents, charts, analysis, timings, comparison) + _router_report(router_rows),
                       encoding="utf-8")  # fmt: skip
     if not documents:
         raise CliError("the demo recipe evaluated no config")
     return report
+
+
+#: the baseline table's columns: (metric key, header, per-clip score its paired t-test uses or None)
+BASELINE_COLUMNS = (("acc", "Acc", "acc"), ("f2", "F2", None), ("map_avg", "mAP@tIoU", "tiou"), ("fnr", "FNRs↓", None),
+                    ("sem_r", "Sem-R", "sem_r"))  # fmt: skip
+
+
+def _compare_with_baseline(result: dict, baseline: dict, router_rows: dict, eval_dir: Path) -> dict:
+    """ICM against the Video-LLaVA baseline on the held-out clips: both systems' answers as ``run_recipe`` generated
+    and wrote them (the same generation code for both), scored per clip; paired t-tests (ICM − baseline); the
+    router weights per label; the study set's conflict clips answered by both."""
+    from datasets_scripts.mini_set import conflict_clip_ids
+    from evaluate_metrics.functions import paired_t_test
+    from trainers.compare import _read_answers, score_system
+    from trainers.diagnostics import router_weights_by_label
+    from trainers.recipe import _clip_records
+
+    r = result["recipe"]
+    data_dir = Path(r["data"]["data_dir"] or Path(result["output_dir"]) / "data")
+    conflicts = conflict_clip_ids(data_dir)
+    document: dict[str, Any] = {"configs": {}}
+    for config in r["data"]["configs"]:
+        records = _clip_records(r, data_dir, config, r["data"]["eval_split"], "max_eval_clips")
+        ids = [rec.id for rec in records]
+        refs = [{"sentiment": rec.label, "segments": [list(map(float, s)) for s in rec.segments], "cause": rec.cause,
+                 "duration": float(rec.duration)} for rec in records]  # fmt: skip
+        scored, answers = {}, {}
+        for name, run in (("ICM", result), ("Video-LLaVA", baseline)):
+            answers[name] = _read_answers(Path(run["output_dir"]) / f"predictions-trained-{config}.jsonl")
+            scored[name], _ = score_system(answers[name], ids, refs, config, ["sem_r"])
+        found: dict[str, Any] = {
+            "clips": len(ids),
+            "metrics": {name: {k: float(v) for k, v in res.summary.items()} for name, res in scored.items()},
+            "p": {},
+        }
+        for key, _, per_clip in BASELINE_COLUMNS:
+            if per_clip and per_clip in scored["ICM"].per_example:
+                try:
+                    test = paired_t_test(scored["ICM"].per_example[per_clip], scored["Video-LLaVA"].per_example[per_clip])
+                except ValueError:
+                    continue
+                found["p"][key] = test["pvalue"]
+        chosen = [i for i in ids if i in conflicts]
+        if chosen:
+            acc = {name: [a for i, a in zip(ids, res.per_example["acc"]) if i in conflicts] for name, res in scored.items()}
+            found["conflict_acc"] = {name: sum(v) / len(v) for name, v in acc.items()}
+            example = chosen[0]
+            ref = refs[ids.index(example)]
+            found["conflict_example"] = {"clip": example, "label": ref["sentiment"], "cause": ref["cause"],
+                                         "segments": ref["segments"],
+                                         "answers": {name: answers[name].get(example, "") for name in answers}}  # fmt: skip
+        rows = router_rows.get(config) or []
+        weights = [[row["weights"][s] for s in row["weights"]] if row["weights"] else None for row in rows]
+        scenes = list(rows[0]["weights"]) if rows and rows[0]["weights"] else []
+        if scenes:
+            found["router_weights_by_label"] = router_weights_by_label(rows, weights, scenes)
+        document["configs"][config] = found
+    (eval_dir / "baseline_comparison.json").write_text(json.dumps(document, indent=1))
+    return document
+
+
+def _baseline_report(comparison: dict | None) -> list[str]:
+    if not comparison:
+        return []
+    from trainers.compare import format_p
+
+    lines = ["## ICM against its no-scene baseline", "",
+             "The Video-LLaVA baseline is the same tiny backbone with the same recipe, data, budget and seed, without "
+             "scene tokens. On the study set every cue lies outside the video tower's view, so only the scene tokens "
+             "can carry the label. p: paired t-test of ICM against the baseline on the same clips (Acc: per-clip "
+             "accuracy, mAP@tIoU: per-clip tIoU, Sem-R: per-clip Sem-R). Values in %; FNRs: lower is better.", ""]  # fmt: skip
+    verdicts = []
+    for config, found in comparison["configs"].items():
+        head = ["system", *[h for _, h, _ in BASELINE_COLUMNS]]
+        rows = [[name, *[f"{100 * found['metrics'][name].get(k, float('nan')):.2f}" for k, _, _ in BASELINE_COLUMNS]]
+                for name in ("Video-LLaVA", "ICM")]  # fmt: skip
+        rows.append(["p (ICM vs Video-LLaVA)", *[format_p(found["p"].get(k)) if per else "" for k, _, per in BASELINE_COLUMNS]])
+        lines += [f"### {config} ({found['clips']} held-out clips)", "",
+                  "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]  # fmt: skip
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+        icm, plain, p = found["metrics"]["ICM"]["acc"], found["metrics"]["Video-LLaVA"]["acc"], found["p"].get("acc")
+        if icm > plain and p is not None and p < 0.05:
+            verdicts.append(f"{config}: ICM beats the baseline on accuracy ({100 * icm:.1f} vs {100 * plain:.1f}, p {format_p(p)}).")
+        elif icm > plain:
+            verdicts.append(f"{config}: ICM is ahead on accuracy ({100 * icm:.1f} vs {100 * plain:.1f}) but not "
+                            f"significantly (p {format_p(p)}) on this one seed.")  # fmt: skip
+        else:
+            verdicts.append(f"{config}: ICM does **not** beat the baseline on accuracy ({100 * icm:.1f} vs {100 * plain:.1f}).")
+        if found.get("conflict_acc"):
+            c = found["conflict_acc"]
+            lines += [f"Conflict clips (a smiling face beside a negative event; the label follows the event): ICM "
+                      f"{100 * c['ICM']:.0f} %, Video-LLaVA {100 * c['Video-LLaVA']:.0f} % right.", ""]  # fmt: skip
+            ex = found["conflict_example"]
+            lines += [f"One conflict clip, `{ex['clip']}` — truth: **{ex['label']}** in "
+                      f"{', '.join(f'{s:g}–{e:g} s' for s, e in ex['segments'])}, because {ex['cause']}.", ""]  # fmt: skip
+            lines += [f"* {name}: {answer or '(no answer)'}" for name, answer in ex["answers"].items()] + [""]
+        by_label = found.get("router_weights_by_label")
+        if by_label:
+            scenes = list(next(iter(by_label.values())))
+            lines += [f"Router weights per label (ICM, mean over the held-out clips of each label): which scene expert "
+                      "each label's clips use.", "", "| label | " + " | ".join(scenes) + " |",
+                      "|---|" + "---:|" * len(scenes)]  # fmt: skip
+            lines += [f"| {label} | " + " | ".join(f"{w[s]:.2f}" for s in scenes) + " |" for label, w in by_label.items()]
+            lines.append("")
+    return lines + ["**In short** — " + " ".join(verdicts), ""]
 
 
 def _untrained_model(r: dict, trained):
@@ -235,6 +407,18 @@ def _router_report(router_rows: dict[str, list[dict]]) -> str:
                       f"(uniform would be {1 / len(scenes):.3f})."]  # fmt: skip
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _data_name(r: dict) -> str:
+    """The report's name of the recipe's data: the study set, the mini set, or a data folder."""
+    from trainers.recipe import _data_variant
+
+    data_dir = r["data"].get("data_dir")
+    if data_dir and (Path(data_dir) / "mini_set.json").is_file():
+        return "scene-dependence study set" if _data_variant(Path(data_dir)) == "study" else "Omni-SILA mini set"
+    if (r["data"].get("mini_set") or {}).get("variant") == "study":
+        return "scene-dependence study set"
+    return "Omni-SILA mini set" if not data_dir else "data set"
 
 
 def _rel(path: str | os.PathLike, root: Path) -> str:
@@ -308,7 +492,9 @@ def _scene_pathway_report(result: dict) -> list[str]:
     return lines + [""]
 
 
-def _report(out: Path, result: dict, documents: dict, charts: dict, analysis: dict, timings: dict) -> str:
+def _report(
+    out: Path, result: dict, documents: dict, charts: dict, analysis: dict, timings: dict, comparison: dict | None = None
+) -> str:
     from .evaluation import metrics_table
 
     r = result["recipe"]
@@ -316,16 +502,17 @@ def _report(out: Path, result: dict, documents: dict, charts: dict, analysis: di
     lines = [
         "# omnisila-icm demo report",
         "",
-        f"ICM (Implicit-enhanced Causal MoE) trained end to end on the embedded Omni-SILA mini set, on "
+        f"ICM (Implicit-enhanced Causal MoE) trained end to end on the embedded {_data_name(r)}, on "
         f"{os.cpu_count()} CPU core(s) ({platform.processor() or platform.machine()}), in **{timings['total_s'] / 60:.1f} "
         f"minutes**. {what['headline']}",
         "",
         "## What ran",
         "",
-        f"1. The mini set ({r['data']['mini_set']}), scene features extracted once with {what['extractors']} into the "
-        "feature cache.",
+        f"1. The {_data_name(r)} (`{r['data']['data_dir']}`), scene features extracted once with {what['extractors']} "
+        "into the feature cache.",
         f"2. {what['model']} (`trainers.run_recipe`, recipe `{r.get('name')}`): scene-tuning, K-means IEC dictionary, "
-        "Omni-SILA tuning.",
+        "Omni-SILA tuning" + ("; beside it the Video-LLaVA baseline (no scene tokens) with the same recipe, data, "
+                              "budget and seed." if comparison else "."),
         "3. The untrained model (same architecture and seed, before training) and the trained model answer the combined "
         "instruction on the held-out test clips; answers are parsed and scored with the omnisila metrics.",
         "4. A held-out long video is analysed with sliding windows (`icm analyze`).",
@@ -338,7 +525,8 @@ def _report(out: Path, result: dict, documents: dict, charts: dict, analysis: di
         lines.append("")
         lines.append(f"Stage `{stage}`: {info.get('examples')} examples, {info.get('steps')} steps, mean training loss "
                      f"{float(info.get('train_loss', float('nan'))):.3f}.")  # fmt: skip
-    lines += ["", "## Metrics on the held-out clips: trained vs untrained", ""]
+    lines += [""] + _baseline_report(comparison)
+    lines += ["## Metrics on the held-out clips: trained vs untrained", ""]
     for config, docs in documents.items():
         n = int(docs["trained"]["metrics"].get("num_examples", 0))
         lines += [f"### {config} ({n} clips)", "", metrics_table({t: d["metrics"] for t, d in docs.items()}), ""]

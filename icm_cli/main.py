@@ -845,8 +845,9 @@ def cmd_demo(args) -> int:
     if "OMP_NUM_THREADS" not in os.environ:
         # Tiny models: one intra-op thread beats several busy-waiting ones on a small (or shared) machine.
         torch.set_num_threads(1)
-    recipe = "demo-real" if args.real and args.recipe == "demo" else args.recipe
-    report = run_demo(args.out, recipe=recipe, log=lambda line: _eprint(f"[icm demo] {line}"), seed=args.seed)
+    recipe = "demo-real" if args.real and args.recipe == "study" else args.recipe
+    report = run_demo(args.out, recipe=recipe, log=lambda line: _eprint(f"[icm demo] {line}"), seed=args.seed,
+                      baseline=not args.no_baseline)  # fmt: skip
     print(f"report: {report}")
     return 0
 
@@ -1164,7 +1165,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the end-to-end CPU demo: mini set, features, two-stage training, evaluation, "
                        "analysis, report", formatter_class=_Formatter)  # fmt: skip
     p.add_argument("--out", default=DEMO_DIR, help="folder of the demo's outputs and report")
-    p.add_argument("--recipe", default="demo", help="the training recipe (a file or a shipped name)")
+    p.add_argument("--recipe", default="study",
+                   help="the training recipe (a file or a shipped name; demo: the mini set, implicit only)")  # fmt: skip
+    p.add_argument("--no-baseline", action="store_true",
+                   help="train ICM only, not the Video-LLaVA baseline beside it")  # fmt: skip
     p.add_argument("--seed", type=int, default=None,
                    help="training seed (initial weights, data order); default: the recipe's (0). The mini set is fixed")  # fmt: skip
     p.add_argument("--real", action="store_true", help="on real weights: the real offline scene extractors and the "

@@ -38,3 +38,43 @@ def test_report_shows_the_scene_pathway_and_warns_on_a_collapse():
     healthy = {"diagnostics": {"trained": {"implicit": {**before, "scene_spread": 0.3}}}}
     assert "Warning" not in "\n".join(_scene_pathway_report(healthy))
     assert _scene_pathway_report({}) == []
+
+
+QUICK_STUDY = (
+    "base: study.yaml\nname: quick-study\n"
+    "data:\n  mini_set: {seed: 0, size: tiny, variant: study}\n  max_scene_items: 1\n"
+    "stages:\n  scene: {num_train_epochs: 1}\n  omnisila: {num_train_epochs: 1}\n"
+    "evaluate: {max_new_tokens: 24}\n"
+)
+
+
+@pytest.mark.slow
+def test_demo_trains_the_baseline_beside_icm_and_reports_both(tmp_path):
+    """The demo's comparison on the study set (a one-epoch recipe: the wiring, not the figures): both systems train
+    (in two processes), the report has the table with paired p-values, the conflict clip answered by both, and the
+    router weights per label."""
+    import json
+
+    from icm_cli.demo import run_demo
+
+    recipe = tmp_path / "quick.yaml"
+    recipe.write_text(QUICK_STUDY)
+    report = run_demo(tmp_path / "demo", recipe=str(recipe), log=lambda line: None, jobs=2)
+    text = report.read_text()
+    assert "## ICM against its no-scene baseline" in text and "p (ICM vs Video-LLaVA)" in text
+    assert "scene-dependence study set" in text and "One conflict clip" in text and "**In short**" in text
+    assert (tmp_path / "demo" / "baseline" / "log.txt").read_text()
+    summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
+    comparison = summary["baseline"]["configs"]
+    assert set(comparison) == {"explicit", "implicit"}
+    assert set(comparison["explicit"]["metrics"]) == {"ICM", "Video-LLaVA"}
+    assert comparison["explicit"]["conflict_example"]["clip"].endswith("-conflict")
+    assert set(comparison["explicit"]["conflict_example"]["answers"]) == {"ICM", "Video-LLaVA"}
+    assert comparison["implicit"]["router_weights_by_label"]
+    baseline_results = json.loads((tmp_path / "demo" / "baseline" / "results.json").read_text())
+    assert baseline_results["recipe"]["ablation"]["scene_tokens"] is False
+    assert baseline_results["recipe"]["data"]["data_dir"] == summary_data_dir(tmp_path)
+
+
+def summary_data_dir(tmp_path):
+    return str(tmp_path / "demo" / "data")
