@@ -73,3 +73,10 @@ def test_installed_versions_satisfy_the_declared_lower_bounds():
         assert req.specifier.contains(installed, prereleases=True), f"{req.name} {installed} does not satisfy {line}"
         checked += 1
     assert checked >= 20
+
+
+def test_the_licence_pyproject_declares_is_shipped():
+    declared = re.search(r'^license = "([^"]+)"', (REPO / "pyproject.toml").read_text(encoding="utf-8"), re.M)
+    assert declared and declared.group(1) == "Apache-2.0"
+    text = (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert text.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in text
