@@ -236,6 +236,27 @@ def test_icm_compare_end_to_end_on_the_mini_set_then_rescored_from_the_cache(cap
     assert same[0] == same[1]  # (as text: NaN per-label entries compare equal)
 
 
+def test_every_system_keeps_the_grid_recipes_training_settings_and_the_grid_override(tmp_path):
+    """A system without an override of its own trains with its recipe's settings (learning rate, schedule) and the
+    grid's override (epochs), not the recipe defaults."""
+    from trainers.compare import _base_recipe, _recipe_for
+    from trainers.recipe import load_recipe
+
+    for name in ("study", "mini"):
+        grid = load_grid(name)
+        base = load_recipe(_base_recipe(grid))
+        for system in grid["systems"]:
+            if system.get("zero_shot"):
+                continue
+            recipe = _recipe_for(grid, system, base, tmp_path / "data", tmp_path / "cache")
+            assert recipe["training"]["learning_rate"] == 3.0e-3, (name, system["name"])
+            assert recipe["training"]["icm_learning_rate"] == 3.0e-4, (name, system["name"])
+            assert recipe["stages"]["omnisila"]["num_train_epochs"] == 20, (name, system["name"])
+            for key, value in (system.get("ablation") or {}).items():
+                assert recipe["ablation"][key] == value
+    assert load_recipe({"base": "demo"})["training"] == load_recipe("demo")["training"]
+
+
 def test_jobs_must_be_positive(tmp_path, capsys):
     assert main(["compare", "--grid", "mini", "--out", str(tmp_path), "--jobs", "0"]) == 2
     assert "--jobs 0" in capsys.readouterr().err

@@ -176,8 +176,10 @@ def _recipe_for(grid: dict, system: Mapping, base: dict, data_dir: Path, cache_d
     from .recipe import _merge, load_recipe
 
     data: dict = {"base": _recipe_path(system.get("recipe") or grid["recipe"])}
-    data = _merge(data, grid.get("override") or {})
-    data = _merge(data, system.get("override") or {})
+    # (``_merge`` replaces a value by an empty mapping: an absent override must not be merged at all)
+    for override in (grid.get("override"), system.get("override")):
+        if override:
+            data = _merge(data, override)
     if system.get("ablation"):
         data = _merge(data, {"ablation": dict(system["ablation"])})
     shared = {k: base["data"][k] for k in ("configs", "eval_split", "max_eval_clips")}

@@ -248,7 +248,7 @@ def load_recipe(recipe: str | os.PathLike | Mapping) -> dict:
         base = _read_file(base_path)
         _check(base, SCHEMA, "")
         override = {k: v for k, v in data.items() if k != "base"}
-        data = _merge(base, override)
+        data = _merge(base, override) if override else base  # a bare {"base": ...} is the base itself
         source_dir = base_path.parent
     resolved = _fill_defaults(SCHEMA, data)
     resolved.pop("base", None)
