@@ -847,7 +847,7 @@ def cmd_demo(args) -> int:
         torch.set_num_threads(1)
     recipe = "demo-real" if args.real and args.recipe == "study" else args.recipe
     report = run_demo(args.out, recipe=recipe, log=lambda line: _eprint(f"[icm demo] {line}"), seed=args.seed,
-                      baseline=not args.no_baseline)  # fmt: skip
+                      baseline=not (args.no_baseline or args.real))  # fmt: skip
     print(f"report: {report}")
     return 0
 
@@ -1168,7 +1168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="study",
                    help="the training recipe (a file or a shipped name; demo: the mini set, implicit only)")  # fmt: skip
     p.add_argument("--no-baseline", action="store_true",
-                   help="train ICM only, not the Video-LLaVA baseline beside it")  # fmt: skip
+                   help="train ICM only, not the Video-LLaVA baseline beside it (--real: always ICM only)")  # fmt: skip
     p.add_argument("--seed", type=int, default=None,
                    help="training seed (initial weights, data order); default: the recipe's (0). The mini set is fixed")  # fmt: skip
     p.add_argument("--real", action="store_true", help="on real weights: the real offline scene extractors and the "
