@@ -24,6 +24,7 @@ from .functions import (
     map_at_tiou,
     paired_t_test,
     prepare_batch,
+    reference_of,
     score_omnisila,
     tiou_matrix,
 )

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -68,6 +69,7 @@ __all__ = [
     "frame_counts",
     "map_at_tiou",
     "paired_t_test",
+    "reference_of",
     "prepare_batch",
     "score_omnisila",
     "tiou_matrix",
@@ -799,6 +801,28 @@ def compute_omnisila(predictions: Sequence, references: Sequence[Mapping], confi
 # --------------------------------------------------------------------------------------------------------------
 # Significance
 # --------------------------------------------------------------------------------------------------------------
+
+
+def reference_of(item: Any) -> dict[str, Any]:
+    """The metric reference ``{"sentiment", "segments", "cause", "duration"}`` of one clip: a clip record (the
+    annotation schema's ``ClipRecord``: ``label`` is the sentiment), an example or a row (``label`` or
+    ``sentiment``). The one place references are built from clips. A missing label or duration raises ``ValueError``
+    naming the clip and the field."""
+    get = item.get if isinstance(item, Mapping) else (lambda key, default=None: getattr(item, key, default))
+    sentiment = get("sentiment", None)
+    sentiment = get("label", None) if sentiment is None else sentiment
+    name = get("id", None) or get("clip_id", None) or "?"
+    if sentiment is None:
+        raise ValueError(f"clip {name}: no 'label' (or 'sentiment') for its reference")
+    duration = get("duration", None)
+    if duration is None:
+        raise ValueError(f"clip {name}: no 'duration' for its reference")
+    return {
+        "sentiment": sentiment,
+        "segments": [[float(s), float(e)] for s, e in (get("segments", None) or [])],
+        "cause": get("cause", "") or "",
+        "duration": float(duration),
+    }
 
 
 def paired_t_test(scores_a: Sequence[float], scores_b: Sequence[float], alternative: str = "two-sided") -> dict:

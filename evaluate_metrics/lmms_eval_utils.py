@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 
-from evaluate_metrics.functions import compute_omnisila
+from evaluate_metrics.functions import compute_omnisila, reference_of
 from modeling_icm import templates as T
 
 #: metric -> higher is better (what the task yaml's metric_list declares)
@@ -50,8 +50,7 @@ def process_results(doc, results):
         "id": doc["id"],
         "config": doc["config"],
         "prediction": results[0] if results else "",
-        "reference": {"sentiment": doc["label"], "segments": [list(map(float, s)) for s in doc["segments"]],
-                      "cause": doc["cause"], "duration": float(doc["duration"])},
+        "reference": reference_of(doc),
     }  # fmt: skip
     return {metric: item for metric in METRICS}
 

@@ -262,7 +262,7 @@ def _compare_with_baseline(result: dict, baseline: dict, router_rows: dict, eval
     and wrote them (the same generation code for both), scored per clip; paired t-tests (ICM − baseline); the
     router weights per label; the study set's conflict clips answered by both."""
     from datasets_scripts.mini_set import conflict_clip_ids
-    from evaluate_metrics.functions import paired_t_test
+    from evaluate_metrics.functions import paired_t_test, reference_of
     from trainers.compare import _read_answers, score_system
     from trainers.diagnostics import router_weights_by_label
     from trainers.recipe import _clip_records
@@ -274,8 +274,7 @@ def _compare_with_baseline(result: dict, baseline: dict, router_rows: dict, eval
     for config in r["data"]["configs"]:
         records = _clip_records(r, data_dir, config, r["data"]["eval_split"], "max_eval_clips")
         ids = [rec.id for rec in records]
-        refs = [{"sentiment": rec.label, "segments": [list(map(float, s)) for s in rec.segments], "cause": rec.cause,
-                 "duration": float(rec.duration)} for rec in records]  # fmt: skip
+        refs = [reference_of(rec) for rec in records]
         scored, answers = {}, {}
         for name, run in (("ICM", result), ("Video-LLaVA", baseline)):
             answers[name] = _read_answers(Path(run["output_dir"]) / f"predictions-trained-{config}.jsonl")

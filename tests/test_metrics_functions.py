@@ -368,3 +368,19 @@ def test_paired_t_test_without_variance(a, b, alternative, pvalue):
 def test_paired_t_test_bad_input(a, b, message):
     with pytest.raises(ValueError, match=message):
         paired_t_test(a, b)
+
+
+def test_reference_of_is_the_one_place_references_are_built():
+    from datasets_scripts.schema import ClipRecord
+    from evaluate_metrics.functions import reference_of
+
+    record = ClipRecord(id="c1", video="v.mp4", duration=10, fps=4.0, split="test", config="implicit", label="Fire",
+                        segments=[[1, 3]], cause="flames")  # fmt: skip
+    expected = {"sentiment": "Fire", "segments": [[1.0, 3.0]], "cause": "flames", "duration": 10.0}
+    assert reference_of(record) == expected
+    assert reference_of({"clip_id": "c1", "label": "Fire", "segments": [(1, 3)], "cause": "flames", "duration": 10}) == expected
+    assert reference_of({"sentiment": "Fire", "segments": [[1, 3]], "duration": "10"})["cause"] == ""
+    with pytest.raises(ValueError, match="clip c2: no 'label'"):
+        reference_of({"id": "c2", "segments": [], "duration": 4})
+    with pytest.raises(ValueError, match="clip c3: no 'duration'"):
+        reference_of({"id": "c3", "label": "Fire", "segments": []})

@@ -177,11 +177,9 @@ def _read_done(path: Path) -> dict[str, str]:
 def write_references(records, path: Path) -> Path:
     """The metric references of clip records as ``icm evaluate`` reads them."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [
-        {"id": r.id, "sentiment": r.label, "segments": [list(map(float, s)) for s in r.segments],
-         "cause": r.cause, "duration": float(r.duration)}
-        for r in records
-    ]  # fmt: skip
+    from evaluate_metrics.functions import reference_of
+
+    rows = [{"id": r.id, **reference_of(r)} for r in records]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
 

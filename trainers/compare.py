@@ -263,10 +263,9 @@ def _read_answers(path: str | os.PathLike) -> dict[str, str]:
 
 
 def _references(records) -> tuple[list[str], list[dict]]:
-    ids = [r.id for r in records]
-    refs = [{"sentiment": r.label, "segments": [list(map(float, s)) for s in r.segments], "cause": r.cause,
-             "duration": float(r.duration)} for r in records]  # fmt: skip
-    return ids, refs
+    from evaluate_metrics.functions import reference_of
+
+    return [r.id for r in records], [reference_of(r) for r in records]
 
 
 def score_system(

@@ -48,19 +48,14 @@ def generate_answers(
 
 def references_of(examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The metric references ``{"sentiment", "segments", "cause", "duration"}`` of examples."""
+    from evaluate_metrics.functions import reference_of
+
     refs = []
     for index, example in enumerate(examples):
         for field_name in ("label", "segments", "duration"):
             if field_name not in example:
                 raise ValueError(f"evaluation example {index} ({example.get('clip_id', '?')}) has no {field_name!r}")
-        refs.append(
-            {
-                "sentiment": example["label"],
-                "segments": [list(s) for s in example["segments"]],
-                "cause": example.get("cause", ""),
-                "duration": float(example["duration"]),
-            }
-        )
+        refs.append(reference_of(example))
     return refs
 
 
