@@ -184,3 +184,19 @@ def test_a_stalled_stream_reports_the_gap_windows_and_resumes_without_losing_res
                                   "reasons": {"no_frames": 59}}]  # fmt: skip
     gap = [n for n in doc["notes"] if "no frames between 5.8 s and 126.0 s" in n]
     assert len(gap) == 1 and "windows 3-61 hold none" in gap[0], doc["notes"]
+
+
+def test_icm_analyze_reports_the_gap_and_the_notes(capsys, tmp_path, fire_model_dir):
+    """The printed report of a stalled stream, with every window sent to the model (``--all-windows``): the overview
+    counts the windows without frames, and the notes say where the stream has none."""
+    from icm_cli.main import main
+
+    path = _encode(tmp_path / "stall.mp4", STALL_TIMES)
+    out = tmp_path / "stall.json"
+    assert main(["analyze", str(path), "--model", str(fire_model_dir), "--out", str(out), "--window", "4", "--overlap",
+                 "2", "--max-new-tokens", "32", "--no-progress", "--all-windows"]) == 0  # fmt: skip
+    stdout = capsys.readouterr().out
+    assert "windows generated 6 / 65 (all 6, no_frames 59)" in stdout
+    assert "  note: the stream has no frames between 5.8 s and 126.0 s (a gap of 120.2 s)" in stdout
+    assert "  note: variable frame rate" in stdout  # a stall lowers the average rate below the stream's rate
+    assert json.loads(out.read_text())["selection"]["reasons"] == {"all": 6, "no_frames": 59}
