@@ -582,16 +582,19 @@ def _clock(seconds: float) -> str:
 
 
 def analysis_report(document: dict, name: str) -> list[str]:
-    """The printed report of an analysis: an overview (windows generated / skipped, uneventful time), then one line
-    per located segment — readable for hours of footage, where a line per window would not be."""
+    """The printed report of an analysis: an overview (windows generated / skipped, uneventful time; also without
+    selection when windows were skipped, e.g. for want of frames in a stalled stream), what the analysis assumed
+    about the video (its ``notes``), then one line per located segment — readable for hours of footage, where a
+    line per window would not be."""
     selection = document.get("selection") or {}
     lines = [f"{name}: {len(document['segments'])} segment(s) over {document['num_windows']} window(s)"]
-    if selection.get("enabled"):
+    if selection.get("enabled") or selection.get("windows_skipped"):
         quiet = sum(q["end"] - q["start"] for q in document.get("uneventful", []))
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(selection.get("reasons", {}).items()))
         lines.append(f"  windows generated {selection['windows_generated']} / {document['num_windows']} ({reasons}); "
                      f"uneventful {_clock(quiet)} of {_clock(document.get('duration') or 0)} in "
                      f"{len(document.get('uneventful', []))} stretch(es), not sent to the model")  # fmt: skip
+    lines += [f"  note: {note}" for note in document.get("notes", [])]
     for s in document["segments"]:
         top = max(s["scene_weights"], key=s["scene_weights"].get) if s["scene_weights"] else "-"
         lines.append(f"  {_clock(s['start'])} {s['start']:8.2f}s-{s['end']:8.2f}s  {s['sentiment']:<24} "

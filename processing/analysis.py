@@ -60,6 +60,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -978,12 +979,38 @@ def select_windows(windows: Iterable[FrameWindow], gate, on_skipped: Callable[[l
         on_skipped(pending)
 
 
+def empty_result(index: int, start: float, end: float) -> WindowResult:
+    """The result of a window that holds no frame of its own (the stream stalls, or has a gap, there): skipped
+    with reason ``"no_frames"``, nothing invented for it."""
+    return WindowResult(index=int(index), start=round(start, 6), end=round(end, 6), answer="", sentiment="",
+                        segments=[], confidence=0.0, attribution="", confidence_method="none", generated=False,
+                        reason="no_frames")  # fmt: skip
+
+
+def _own_frames(clip, slot: float):
+    """The clip's frames inside its window (up to one frame ``slot`` past its end), the others replaced by the
+    nearest frame inside, or None when none is: next to a gap in the stream the decoder gives the last frame before
+    it, which belongs to another time."""
+    times = [float(t) for t in clip.timestamps]
+    inside = [k for k, t in enumerate(times) if clip.start - 1e-3 <= t < clip.end + slot]
+    if len(inside) == len(times):
+        return clip
+    if not inside:
+        return None
+    pick = [min(inside, key=lambda k: (abs(k - q), k)) for q in range(len(times))]
+    return replace(clip, frames=clip.frames[pick], timestamps=[times[k] for k in pick],
+                   indices=[clip.indices[k] for k in pick] if clip.indices else clip.indices)  # fmt: skip
+
+
 def _file_windows(video: Path, plan: Sequence[tuple[int, tuple[float, float]]], processor, decode: str,
                   backend: str | None, grid_fps: float | None = None, timer: StageTimer | None = None,
-                  notes: list[str] | None = None) -> Iterator[FrameWindow]:  # fmt: skip
+                  notes: list[str] | None = None, on_empty: Callable[[list[WindowResult]], None] | None = None,
+                  flush_every: int = 4) -> Iterator[FrameWindow]:  # fmt: skip
     """The planned windows' frames. A stream that ends before the duration its header states (a truncated file, a
     wrong header) ends the windows there, with a line in ``notes`` saying what was assumed: the windows before it
-    are analysed and kept, not lost to an error at the end. A file whose first window cannot be read still fails."""
+    are analysed and kept, not lost to an error at the end. A file whose first window cannot be read still fails.
+    A window without a frame of its own (a gap in the stream) is not yielded: its :func:`empty_result` goes to
+    ``on_empty``, ``flush_every`` at a time (and the rest at the end)."""
     from processing.video import VideoDecodeError, iter_window_clips, sample_frames
 
     if decode == "once":
@@ -993,6 +1020,7 @@ def _file_windows(video: Path, plan: Sequence[tuple[int, tuple[float, float]]], 
         clips = (sample_frames(video, num_frames=processor.num_frames, start=s, end=e, max_side=processor.max_side,
                                backend=backend, grid_fps=grid_fps) for _, (s, e) in plan)  # fmt: skip
     clips = iter(clips)
+    empty: list[WindowResult] = []
     for position, (index, (start, _)) in enumerate(plan):
         try:
             with _stage(timer, "decode"):
@@ -1002,8 +1030,81 @@ def _file_windows(video: Path, plan: Sequence[tuple[int, tuple[float, float]]], 
                 raise
             notes.append(f"the video ended before {start:.1f} s, short of the {plan[-1][1][1]:.1f} s its header "
                          f"states ({_first_line(err)}); windows {index} and after were not analysed")  # fmt: skip
-            return
-        yield FrameWindow(clip.frames, clip.timestamps, clip.start, clip.end, index, frame_keys=clip.indices)
+            break
+        own = _own_frames(clip, 1.0 / clip.fps) if on_empty is not None else clip
+        if own is None:
+            empty.append(empty_result(index, clip.start, clip.end))
+            if len(empty) >= flush_every:
+                on_empty(empty)
+                empty = []
+            continue
+        yield FrameWindow(own.frames, own.timestamps, own.start, own.end, index, frame_keys=own.indices)
+    if empty:
+        on_empty(empty)
+
+
+def stream_notes(info) -> list[str]:
+    """What :func:`analyze_video` assumes about an irregular stream (``processing.video.VideoInfo``)."""
+    notes = []
+    if info.stated_duration is not None:
+        notes.append(f"the header states {info.stated_duration:.1f} s but the stream goes on to {info.duration:.1f} "
+                     f"s; windows were planned over the {info.duration:.1f} s its packets give")  # fmt: skip
+    if info.variable_rate:
+        average = f"{info.average_fps:.2f} frames/s on average, " if info.average_fps else ""
+        notes.append(f"variable frame rate ({average}up to {info.fps:g}): frame and segment times are the frames' "
+                     "own timestamps")  # fmt: skip
+    return notes
+
+
+def gap_notes(windows: Sequence[WindowResult]) -> list[str]:
+    """One line per run of windows without frames (reason ``"no_frames"``): where the stream has no frames and
+    which windows were reported instead of analysed."""
+    ordered = sorted(windows, key=lambda w: w.index)
+    by_index = {w.index: w for w in ordered}
+    runs: list[list[WindowResult]] = []
+    for w in ordered:
+        if w.reason != "no_frames":
+            continue
+        if runs and runs[-1][-1].index == w.index - 1:
+            runs[-1].append(w)
+        else:
+            runs.append([w])
+    notes = []
+    for run in runs:
+        first, last = run[0], run[-1]
+        before = by_index.get(first.index - 1)
+        after = by_index.get(last.index + 1)
+        lo = max(before.frame_times) if before is not None and before.frame_times else first.start
+        hi = min(after.frame_times) if after is not None and after.frame_times else last.end
+        notes.append(f"the stream has no frames between {lo:.1f} s and {hi:.1f} s (a gap of {hi - lo:.1f} s): "
+                     f"windows {first.index}-{last.index} hold none and are reported as skipped (no_frames)")  # fmt: skip
+    return notes
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (None on other C libraries)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap pages freed by the last batch back to the operating system (glibc ``malloc_trim``; False where
+    there is none). Generation frees many tensors of growing sizes (the key/value cache, the logits of every step);
+    glibc keeps those pages and reuses them only in part, so without this the resident memory of a long analysis
+    creeps up with its length: on ``bench/bench_long_memory.py``'s 2-hour video, +99 MiB from the first tenth of the
+    windows to the end without it, +20 MiB with it (docs/long-footage.md)."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 def analysis_grid_fps(window: float, num_frames: int) -> float:
@@ -1098,17 +1199,19 @@ def analyze_video(
     plan = [(i, w) for i, w in enumerate(windows) if i not in done]
     torch.manual_seed(seed)
     bar = tqdm(total=len(windows), initial=len(done), desc=f"analyse {video.name}", unit="window", disable=not progress)
-    notes: list[str] = []  # what the analysis had to assume about the video
+    notes: list[str] = stream_notes(info)  # what the analysis had to assume about the video
     def record(batch: list[WindowResult]) -> None:
         if log is not None:
             log.append(batch)
         done.update((w.index, w) for w in batch)
+        release_freed_memory()  # resident memory flat in the video's length
         bar.update(len(batch))
         if on_update is not None:
             on_update({"windows_done": len(done), "num_windows": len(windows), "windows": [w.to_dict() for w in batch]})
 
     try:
-        frame_windows = _file_windows(video, plan, processor, decode, backend, grid_fps, timer, notes)
+        frame_windows = _file_windows(video, plan, processor, decode, backend, grid_fps, timer, notes, record,
+                                      flush_every=batch_size)  # fmt: skip
         if selecting:
             from .events import WindowGate
 
@@ -1127,11 +1230,13 @@ def analyze_video(
             record(batch)
     except BaseException:
         if out_json is not None and done:
+            notes += gap_notes(list(done.values()))
             write_json_atomic(out_json, analysis_document(header, info, list(done.values()), len(windows), False, gap,
                                                           notes))  # fmt: skip
         raise
     finally:
         bar.close()
+    notes += gap_notes(list(done.values()))
     document = analysis_document(header, info, list(done.values()), len(windows), True, gap, notes)
     for note in notes:
         logger.warning("%s: %s", video.name, note)
@@ -1161,6 +1266,9 @@ __all__ = [
     "selection_summary",
     "skipped_result",
     "check_model_dir",
+    "empty_result",
+    "gap_notes",
+    "stream_notes",
     "frame_scene_weights",
     "generate_answers",
     "iter_window_results",
@@ -1170,6 +1278,7 @@ __all__ = [
     "mean_scene_weights",
     "placeholder_token_ids",
     "plan_windows",
+    "release_freed_memory",
     "to_video_segments",
     "window_summary",
     "write_json_atomic",

@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 
 #: why a window was generated ("all": selection off; "event": its score reached the threshold; "floor": no window
-#: was generated for ``floor`` seconds) or skipped ("uneventful": below the threshold; "budget": over the budget)
+#: was generated for ``floor`` seconds) or skipped ("uneventful": below the threshold; "budget": over the budget;
+#: "no_frames": the stream has no frame in the window, a stall or a gap, whether selection is on or off)
 GENERATED_REASONS = ("all", "event", "floor")
-SKIPPED_REASONS = ("uneventful", "budget")
+SKIPPED_REASONS = ("uneventful", "budget", "no_frames")
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 

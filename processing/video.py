@@ -17,7 +17,17 @@ Choices (documented here because the paper does not fix them):
   frames; when the window holds fewer than ``T`` frames, frames repeat (a 1-frame video gives its frame ``T``
   times).
 * **Time** of frame ``i`` is ``i / fps`` (seconds from the first frame), the constant-frame-rate reading both
-  decoders agree on; ``duration = num_frames / fps``.
+  decoders agree on; ``duration = num_frames / fps``. PyAV reports each returned frame at its own timestamp
+  (``SampledClip.timestamps``), which equals ``i / fps`` on a constant-rate stream.
+* **Irregular streams** (PyAV): a stream whose highest frame rate (FFmpeg's guessed rate) exceeds its average rate
+  by more than 2 % has a *variable* frame rate, or stalls (a gap of minutes between two frames lowers the average):
+  its frame indices ``i`` are then slots of ``1 / fps`` at the highest rate (``VideoInfo.variable_rate``), its
+  duration is the one its timestamps give, and a slot without a frame of its own (a slower stretch, a stall) gives
+  the nearest frame before it, reported at that frame's time. A header that *understates* the duration (frames
+  go on past its stated end: an AVI whose frame count was last written before the recording ended) is caught by
+  demuxing the packets after the stated end when the file is opened (one seek, a group of pictures in the usual
+  case): the duration becomes the one the packets give and ``VideoInfo.stated_duration`` keeps the header's.
+  decord indexes frames by number and keeps ``i / fps``.
 * **Downscaling** with ``max_side`` happens inside the decoder's scaler (decord ``width``/``height``, PyAV
   ``reformat``), so a 4000x3000 video never materialises full-size RGB arrays for all sampled frames.
 * Every decoding failure (missing, empty, non-video, truncated or corrupt file, no frames) raises
@@ -69,6 +79,12 @@ class VideoInfo:
     duration: float
     width: int
     height: int
+    #: the duration the header states when the stream goes on past it (None: the header is right)
+    stated_duration: float | None = None
+    #: frame rate varies (or the stream stalls): ``fps`` is the highest rate, indices are slots of ``1 / fps``
+    variable_rate: bool = False
+    #: frames per second over the whole stream (FFmpeg's average rate; None when not known)
+    average_fps: float | None = None
 
 
 @dataclass
@@ -137,6 +153,10 @@ class _Reader:
 
     def read(self, indices: list[int]) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def read_timed(self, indices: list[int]) -> tuple[torch.Tensor, list[float]]:
+        """The frames of ``indices`` and each one's time in seconds (here ``i / fps``)."""
+        return self.read(indices), [i / self.info.fps for i in indices]
 
     def close(self) -> None:
         pass
@@ -208,6 +228,10 @@ class _PyAVReader(_Reader):
     seek_gap_seconds = 2.0
     #: a stream ending this few frames before its stated frame count is a container miscount, not a truncation
     end_tolerance_frames = 2
+    #: the highest frame rate exceeding the average one by more than this share: a variable rate (or stalls)
+    variable_rate_tolerance = 0.02
+    #: frame slots per second at most for a variable-rate stream (a guessed rate of 90000 would mean tiny slots)
+    max_slot_fps = 240.0
 
     def __init__(self, path: str, max_side: int | None):
         super().__init__(path, max_side)
@@ -226,8 +250,10 @@ class _PyAVReader(_Reader):
         self._stream = stream
         ctx = stream.codec_context
         width, height = int(ctx.width or 0), int(ctx.height or 0)
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        fps = _valid_fps(float(rate) if rate else 0.0, self.path)
+        average = float(stream.average_rate) if stream.average_rate else 0.0
+        highest = stream.guessed_rate or stream.base_rate
+        highest = float(highest) if highest else 0.0
+        fps = _valid_fps(average or highest, self.path)
         num_frames = int(stream.frames or 0)
         if num_frames <= 0:
             num_frames = self._count_frames()
@@ -237,15 +263,29 @@ class _PyAVReader(_Reader):
         if width <= 0 or height <= 0:
             self._container.close()
             raise self._fail(f"the video stream reports an invalid frame size {width}x{height}")
-        self.info = VideoInfo(path, fps, num_frames, num_frames / fps, width, height)
-        self._out_size = _target_size(width, height, max_side)
         self._time_base = float(stream.time_base) if stream.time_base else 1.0 / fps
         self._start_pts = int(stream.start_time or 0)
+        duration, variable = num_frames / fps, False
+        if highest > fps * (1 + self.variable_rate_tolerance) and stream.duration:
+            # a variable rate or a stall: slots at the highest rate, the duration the timestamps give
+            variable, duration = True, float(stream.duration) * self._time_base
+            fps = min(highest, self.max_slot_fps)
+            num_frames = max(1, math.ceil(duration * fps - 1e-6))
+        stated = None
+        end = self._packets_end(duration, fps)
+        if end is not None and end > duration + self.end_tolerance_frames / fps:
+            stated, num_frames = duration, max(num_frames, math.ceil(end * fps - 1e-6))
+            duration = num_frames / fps
+        self.info = VideoInfo(path, fps, num_frames, duration, width, height, stated_duration=stated,
+                              variable_rate=variable, average_fps=average or None)  # fmt: skip
+        self._out_size = _target_size(width, height, max_side)
+        self._gap: tuple[int, int, np.ndarray, float] | None = None  # (before, after, frame, time) of the last gap
         self._frames: Iterator | None = None
         self._last_index = -1  # index of the last frame taken from self._frames
         self.frames_decoded = 0  # frames the decoder produced so far (seeking keeps this far below num_frames)
         self._seek_forward = True
         self._first_after_seek = -1  # index of the first frame decoded after the last seek
+        self._index_of_previous = -1  # index of the frame decoded before the last one
 
     def _count_frames(self) -> int:
         """Count the stream's packets when the container does not store a frame count (demux only, no decoding)."""
@@ -256,6 +296,28 @@ class _PyAVReader(_Reader):
             raise self._fail(f"PyAV could not read its packets ({_short(err)})") from err
         self._container.seek(0)
         return count
+
+    def _packets_end(self, duration: float, fps: float) -> float | None:
+        """Seconds from the first frame to the end of the last frame (its time plus one frame at ``fps``), from the
+        packets read from the stated end on (demux only): a header that understates the duration shows here. None
+        when the packets carry no timestamps. (Packet durations are not used: with reordered frames the long
+        duration of the frame before a stall can sit on another packet.)"""
+        last = None
+        try:
+            target = self._start_pts + int(max(0.0, duration - 1.0) / self._time_base)
+            self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+            for packet in self._container.demux(self._stream):
+                if packet.size > 0 and packet.pts is not None:
+                    last = packet.pts if last is None else max(last, packet.pts)
+            self._container.seek(0)
+        except Exception:  # noqa: BLE001 - a file that cannot seek or demux keeps its header's word
+            return None
+        return None if last is None else (last - self._start_pts) * self._time_base + 1.0 / fps
+
+    def _time_of(self, frame, index: int) -> float:
+        if frame.pts is None:
+            return index / self.info.fps
+        return round((frame.pts - self._start_pts) * self._time_base, 6)
 
     def _index_of(self, frame) -> int:
         if frame.pts is None:
@@ -274,9 +336,15 @@ class _PyAVReader(_Reader):
         return frame.to_ndarray(format="rgb24", width=width, height=height)
 
     def read(self, indices: list[int]) -> torch.Tensor:
-        got: dict[int, np.ndarray] = {}
+        return self.read_timed(indices)[0]
+
+    def read_timed(self, indices: list[int]) -> tuple[torch.Tensor, list[float]]:
+        got: dict[int, tuple[np.ndarray, float]] = {}
         try:
             for target in sorted(set(int(i) for i in indices)):
+                if self._gap is not None and self._gap[0] < target < self._gap[1]:
+                    got[target] = self._gap[2], self._gap[3]  # inside a known gap: its frame before, no re-decode
+                    continue
                 behind = self._frames is None or target <= self._last_index
                 far = self._seek_forward and target - self._last_index > self.seek_gap_seconds * self.info.fps
                 position = self._last_index
@@ -290,10 +358,11 @@ class _PyAVReader(_Reader):
             raise
         except Exception as err:
             raise self._fail(f"PyAV failed to decode frames {_span(indices)} ({_short(err)})") from err
-        return torch.from_numpy(np.stack([got[int(i)] for i in indices]))
+        return torch.from_numpy(np.stack([got[int(i)][0] for i in indices])), [got[int(i)][1] for i in indices]
 
-    def _decode_until(self, target: int) -> np.ndarray:
-        """Decode forward to frame ``target``; retry once from the first frame when a seek overshot it."""
+    def _decode_until(self, target: int) -> tuple[np.ndarray, float]:
+        """Decode forward to frame ``target`` (its RGB pixels and time); retry once from the first frame when a seek
+        overshot it."""
         for from_start in (False, True):
             previous = None
             for frame in self._frames:
@@ -303,17 +372,20 @@ class _PyAVReader(_Reader):
                 if self._first_after_seek < 0:
                     self._first_after_seek = index
                 if index == target:
-                    return self._to_rgb(frame)
+                    return self._to_rgb(frame), self._time_of(frame, index)
                 if index > target:
                     if previous is not None:  # a gap in the timestamps: the nearest frame before it
-                        return self._to_rgb(previous)
+                        before = self._index_of_previous
+                        self._gap = (before, index, self._to_rgb(previous), self._time_of(previous, before))
+                        return self._gap[2], self._gap[3]
                     if from_start:  # the stream starts after the target time: its first frame
-                        return self._to_rgb(frame)
+                        return self._to_rgb(frame), self._time_of(frame, index)
                     break  # the seek landed after the target: decode again from the start
-                previous = frame
+                previous, self._index_of_previous = frame, index
             else:
                 if previous is not None and target - self._last_index <= self.end_tolerance_frames:
-                    return self._to_rgb(previous)  # the container over-counts its last frame or two
+                    # the container over-counts its last frame or two
+                    return self._to_rgb(previous), self._time_of(previous, self._last_index)
                 if previous is not None or from_start:
                     raise self._fail(
                         f"the stream ended at frame {self._last_index} but frame {target} of "
@@ -432,10 +504,11 @@ def window_indices(
     return indices, start, end
 
 
-def _clip(info: VideoInfo, indices: list[int], frames: torch.Tensor, start: float, end: float) -> SampledClip:
+def _clip(info: VideoInfo, indices: list[int], frames: torch.Tensor, start: float, end: float,
+          times: list[float] | None = None) -> SampledClip:  # fmt: skip
     return SampledClip(
         frames=frames,
-        timestamps=[i / info.fps for i in indices],
+        timestamps=[i / info.fps for i in indices] if times is None else list(times),
         fps=info.fps,
         duration=info.duration,
         start=start,
@@ -449,7 +522,8 @@ def _sample(reader: _Reader, num_frames: int, start: float | None, end: float | 
             grid_fps: float | None = None) -> SampledClip:  # fmt: skip
     info = reader.info
     indices, start, end = window_indices(info, num_frames, start, end, grid_fps)
-    return _clip(info, indices, reader.read(indices), start, end)
+    frames, times = reader.read_timed(indices)
+    return _clip(info, indices, frames, start, end, times)
 
 
 def sample_frames(
@@ -546,21 +620,23 @@ def iter_window_clips(
         for k, (indices, _, _) in enumerate(plans):
             for i in indices:
                 last_use[i] = k
-        cache: dict[int, torch.Tensor] = {}
+        cache: dict[int, tuple[torch.Tensor, float]] = {}
         read_up_to = -1
         for k, (indices, start, end) in enumerate(plans):
             top = max(indices)
             if top > read_up_to:
                 # every frame any window samples up to this window's last frame, in one forward pass
                 wanted = sorted(i for i in last_use if read_up_to < i <= top)
-                for i, frame in zip(wanted, reader.read(wanted)):
-                    cache[i] = frame
+                frames, times = reader.read_timed(wanted)
+                for i, frame, when in zip(wanted, frames, times):
+                    cache[i] = frame, when
                 read_up_to = top
-            frames = torch.stack([cache[i] for i in indices])
+            frames = torch.stack([cache[i][0] for i in indices])
+            times = [cache[i][1] for i in indices]
             for i in set(indices):
                 if last_use[i] == k:
                     del cache[i]
-            yield _clip(info, indices, frames, start, end)
+            yield _clip(info, indices, frames, start, end, times)
     finally:
         reader.close()
 

@@ -162,3 +162,24 @@ def test_pipeline_task_is_found_from_the_config_and_bad_input_names_the_file(fir
     bad.write_text("not a video")
     with pytest.raises(ValueError, match="notes.mp4"):
         analyser(str(bad))
+
+
+def test_release_freed_memory_hands_freed_heap_pages_back():
+    """What keeps a long analysis's resident memory flat (bench/bench_long_memory.py): heap pages freed in the middle
+    of the heap stay resident under glibc until ``malloc_trim``."""
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+
+    def rss_mib() -> float:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+    chunks = [bytearray(b"x" * (64 << 10)) for _ in range(2048)]  # 128 MiB in 64-KiB heap blocks
+    pinned = bytearray(b"y" * (64 << 10))  # above them: the heap's top cannot shrink on its own
+    del chunks
+    before = rss_mib()
+    assert A.release_freed_memory() is True
+    assert before - rss_mib() > 64, (before, rss_mib())
+    del pinned
