@@ -475,7 +475,11 @@ def test_demo_trains_a_model_that_beats_the_untrained_one(capsys, tmp_path):
     text = report.read_text()
     assert "trained vs untrained" in text and "timeline.png" in text
     assert "## The scene pathway" in text and "| implicit | trained |" in text
+    assert "## ICM against its no-scene baseline" in text and "One conflict clip" in text
     summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
+    # the study set: the baseline's video tower sees no cue, the scene tokens carry the label
+    for config, found in summary["baseline"]["configs"].items():
+        assert found["metrics"]["ICM"]["acc"] > found["metrics"]["Video-LLaVA"]["acc"], (config, found["metrics"])
     for config, metrics in summary["metrics"].items():
         trained, untrained = metrics["trained"], metrics["untrained"]
         assert trained["acc"] > untrained["acc"], (config, trained, untrained)
