@@ -88,3 +88,54 @@ def test_metrics_table_of_the_library():
         "FNRs ↓",
         "Atr-R",
     ]
+
+
+#: The layers, bottom up (docs/architecture.md): a package may import the packages below it, never those above.
+LAYERS = ("modeling_icm", "processing", "datasets_scripts", "evaluate_metrics", "trainers", "icm_cli")
+#: The upward imports that exist, each named by its file: the processor's documented lazy call of the extractors
+#: (remote code runs them when given videos), and the application layer that still lives in the lower packages
+#: (window analysis in ``processing.analysis``, used by the transformers pipeline). No other upward import is allowed;
+#: an entry that no longer imports upward must be removed (the test says so).
+UPWARD_IMPORTS: dict[str, set[str]] = {
+    "modeling_icm/processing_icm.py": {"processing"},
+    "modeling_icm/pipeline_icm.py": {"processing"},
+    "processing/analysis.py": {"evaluate_metrics", "trainers"},
+}
+
+
+def package_edges() -> dict[str, set[str]]:
+    """``{file: {package it imports from another layer}}`` over every package of :data:`LAYERS`."""
+    edges: dict[str, set[str]] = {}
+    for package in LAYERS:
+        for path in (ROOT / package).rglob("*.py"):
+            if "__pycache__" in path.parts:
+                continue
+            for _, module in imported_modules(path):
+                top = module.split(".")[0]
+                if top in LAYERS and top != package:
+                    edges.setdefault(str(path.relative_to(ROOT)), set()).add(top)
+    return edges
+
+
+def test_imports_go_down_the_layers_except_the_named_ones():
+    rank = {package: i for i, package in enumerate(LAYERS)}
+    upward: dict[str, set[str]] = {}
+    for path, targets in package_edges().items():
+        up = {t for t in targets if rank[t] > rank[path.split("/")[0]]}
+        if up:
+            upward[path] = up
+    new = {p: sorted(t - UPWARD_IMPORTS.get(p, set())) for p, t in upward.items() if t - UPWARD_IMPORTS.get(p, set())}
+    assert not new, f"imports that go up the layers {LAYERS}: {new}"
+    stale = {p: sorted(t - upward.get(p, set())) for p, t in UPWARD_IMPORTS.items() if t - upward.get(p, set())}
+    assert not stale, f"UPWARD_IMPORTS lists imports that are gone (remove them): {stale}"
+
+
+def test_the_layer_check_can_fail(tmp_path, monkeypatch):
+    """An upward import that is not named fails the check."""
+    import test_layout as layout
+
+    fake = dict(layout.package_edges())
+    fake["datasets_scripts/new.py"] = {"trainers"}
+    monkeypatch.setattr(layout, "package_edges", lambda: fake)
+    with pytest.raises(AssertionError, match="datasets_scripts/new.py"):
+        layout.test_imports_go_down_the_layers_except_the_named_ones()
