@@ -323,7 +323,7 @@ def _prepare_data(r: dict, out: Path, log) -> Path:
         generate_mini_set(data_dir, **wanted)
     except ValueError as err:
         raise RecipeError(f"recipe field 'data.mini_set': {err}") from None
-    log(f"data: generated the mini set ({wanted}) in {time.perf_counter() - started:.1f}s")
+    log(f"data: generated the {wanted['variant']} set ({wanted}) in {time.perf_counter() - started:.1f}s")
     return data_dir
 
 
