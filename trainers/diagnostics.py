@@ -197,6 +197,15 @@ def pooled_scene_features(example: dict[str, Any], scenes: Sequence[str]) -> tor
     return torch.cat(parts)
 
 
+def fit_linear_probe(x_train, y_train):
+    """The probe every scene measurement uses: a logistic regression on standardised inputs (scikit-learn)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(x_train, list(y_train))
+
+
 def scene_probe(
     train_examples: Sequence[dict[str, Any]], eval_examples: Sequence[dict[str, Any]], scenes: Sequence[str]
 ) -> dict | None:
@@ -205,9 +214,7 @@ def scene_probe(
     scene-only model should reach. One row per clip (examples of several tasks on one clip count once); None when
     scikit-learn is missing or the training clips have fewer than two labels."""
     try:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+        import sklearn  # noqa: F401
     except ImportError:
         return None
 
@@ -223,7 +230,7 @@ def scene_probe(
     x_eval, y_eval = rows(eval_examples)
     if len(set(y_train)) < 2 or not y_eval:
         return None
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(x_train, y_train)
+    probe = fit_linear_probe(x_train, y_train)
     return {
         "probe_acc": float(probe.score(x_eval, y_eval)),
         "probe_train_acc": float(probe.score(x_train, y_train)),
@@ -249,6 +256,7 @@ __all__ = [
     "COLLAPSE_SPREAD",
     "batch_scene_diagnostics",
     "collapse_warning",
+    "fit_linear_probe",
     "pooled_scene_features",
     "clip_router_weights",
     "relative_spread",

@@ -5,7 +5,8 @@ features must carry the label (≥ 0.85 on the study set) and the video tower mu
 Every probe is a logistic regression (scikit-learn, standardised inputs) fitted on the training clips and scored on
 the evaluation clips, one row per clip. The clips' frames are sampled as the recipes sample them
 (``processing.video.sample_frames``, ``num_frames`` uniformly over the clip); the scene features are pooled per
-scene as ``trainers.diagnostics.pooled_scene_features`` pools them (mean and max over the present items).
+scene by ``trainers.diagnostics.pooled_scene_features`` (mean and max over the present items), and the probe is
+``trainers.diagnostics.fit_linear_probe``, the one the recipes' scene probe uses.
 
 What the video tower receives is probed three ways, so that "the tower cannot see the label" is not an artefact of
 one weak probe: its pixel input (``pixel_values_videos`` after the processor's resize and centre crop, averaged over
@@ -28,15 +29,11 @@ from modeling_icm.templates import SCENE_NAMES
 
 
 def _probe(x_train, y_train, x_eval, y_eval) -> float | None:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from .diagnostics import fit_linear_probe
 
     if len(set(y_train)) < 2 or not len(y_eval):
         return None
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-    probe.fit(np.asarray(x_train), list(y_train))
-    return float(probe.score(np.asarray(x_eval), list(y_eval)))
+    return float(fit_linear_probe(np.asarray(x_train), y_train).score(np.asarray(x_eval), list(y_eval)))
 
 
 def colour_histogram(pixels: torch.Tensor, bins: int = 16) -> np.ndarray:
@@ -49,13 +46,6 @@ def colour_histogram(pixels: torch.Tensor, bins: int = 16) -> np.ndarray:
     return (hist / hist.sum().clamp_min(1)).numpy()
 
 
-def _pool(features: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-    rows = features.reshape(-1, features.shape[-1])[mask.reshape(-1).bool()]
-    if not len(rows):
-        return np.zeros(2 * features.shape[-1], dtype=np.float32)
-    return torch.cat([rows.mean(0), rows.max(0).values]).numpy()
-
-
 @torch.no_grad()
 def clip_views(
     records: Sequence[Any], pipeline, processor=None, tower=None, num_frames: int = 8
@@ -63,6 +53,8 @@ def clip_views(
     """Per clip record: its label, split, id, pooled features per scene, and (with ``processor``) the video tower's
     pixel input, its colour histogram and (with ``tower``, a callable on ``pixel_values_videos``) its output."""
     from processing.video import sample_frames
+
+    from .diagnostics import pooled_scene_features
 
     views = []
     for record in records:
@@ -72,7 +64,10 @@ def clip_views(
             "id": record.id,
             "label": record.label,
             "split": record.split,
-            "scenes": {scene: _pool(features[scene], masks[scene]) for scene in features},
+            "scenes": {
+                scene: pooled_scene_features({"scene_features": features, "scene_masks": masks}, [scene]).numpy()
+                for scene in features
+            },
         }
         if processor is not None:
             pixels = processor(videos=[list(frames)], return_tensors="pt")["pixel_values_videos"]
