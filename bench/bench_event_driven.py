@@ -1,5 +1,5 @@
 """Event-driven analysis of long, mostly uneventful footage: full analysis (every window to the LLM) vs event-driven
-selection (``processing.events``), side by side in one run on the same video and model.
+selection (``inference.events``), side by side in one run on the same video and model.
 
 **The long video** (built here, ``--minutes`` long, 128x96 at 4 frames/s, H.264): static stretches, each a still
 picture from a different real source with per-frame sensor-like noise (sigma 2 grey levels) — scikit-image's
@@ -146,8 +146,8 @@ def score_quality(video: Path, processor, window: float, events: list) -> dict[s
     """ROC AUC of three per-frame scores against the events, on the analysis's frame grid."""
     import torch
 
-    from processing.analysis import analysis_grid_fps
-    from processing.events import NoveltyScorer
+    from inference.analysis import analysis_grid_fps
+    from inference.events import NoveltyScorer
     from processing.video import iter_window_clips, probe_video
 
     info = probe_video(video)
@@ -195,8 +195,9 @@ def main() -> None:
         os.environ.setdefault(name, "1")
     import torch
 
-    from processing.analysis import StageTimer, analyze_video, load_model
-    from processing.events import EventSelection
+    from inference.analysis import StageTimer, analyze_video
+    from inference.events import EventSelection
+    from inference.loading import load_model
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench-events-"))

@@ -8,7 +8,7 @@ noise (sigma 2 grey levels), and every 5 minutes an *event*: one of the real sci
 density of events at both lengths, so the two runs differ only in length. Frames are written as they are made: the
 builder never holds more than one clip.
 
-**The run** (``--mode analyze``, default): ``processing.analysis.analyze_video`` with event-driven selection on
+**The run** (``--mode analyze``, default): ``inference.analysis.analyze_video`` with event-driven selection on
 (``EventSelection()``: threshold 2, floor 60 s), 10-s windows, 50 % overlap, the results log written
 (``out_json``), as ``icm analyze`` runs it; the model is a tiny random ICM with the tiny extractors
 (``trainers.tiny.tiny_icm`` and ``ScenePipeline.tiny``, the tests' presets), so generation is cheap but every stage
@@ -16,7 +16,7 @@ runs. ``--mode score`` only decodes and scores the windows (``iter_window_clips`
 whose cost grows with the length whatever the selection. Each child reports its peak RSS (``ru_maxrss``), its RSS
 once the model is built, and its RSS after 10 %, 50 % and 100 % of the windows (to see growth within a run).
 ``--keep-freed`` adds a run of the longest video in which the analysis does not hand the heap pages freed by each
-batch back to the system (``processing.analysis.release_freed_memory``), to show what that saves.
+batch back to the system (``inference.analysis.release_freed_memory``), to show what that saves.
 
     python bench/bench_long_memory.py [--minutes 10 120] [--mode analyze|score] [--keep-freed] [--threads 1]
                                       [--work DIR]
@@ -105,16 +105,16 @@ def build_video(path: Path, minutes: float, seed: int = 0) -> int:
 
 def child(video: str, mode: str, threads: int, out_dir: str, keep_freed: bool = False) -> dict:
     """One run in this (fresh) process; its figures as a dict. ``keep_freed``: the analysis does not hand freed heap
-    pages back after each batch (``processing.analysis.release_freed_memory``), to show what that call saves."""
+    pages back after each batch (``inference.analysis.release_freed_memory``), to show what that call saves."""
     import torch
 
     torch.set_num_threads(threads)
-    import processing.analysis
-    from processing.analysis import analysis_grid_fps, analyze_video, plan_windows
+    import inference.analysis
+    from inference.analysis import analysis_grid_fps, analyze_video, plan_windows
 
     if keep_freed:
-        processing.analysis.release_freed_memory = lambda: False
-    from processing.events import EventSelection, WindowGate
+        inference.analysis.release_freed_memory = lambda: False
+    from inference.events import EventSelection, WindowGate
     from processing.pipeline import ScenePipeline
     from processing.video import iter_window_clips, probe_video
     from trainers.tiny import tiny_icm
@@ -201,7 +201,7 @@ def main() -> None:
     header = f"{'':36}" + "".join(f"{names[k]:>14}" for k in compared) + (f"{'ratio':>10}" if ratio else "")
     print(header + "".join(f"{names[k]:>16}" for k in order[len(compared):]))
     if len(order) > len(compared):
-        print("('kept': freed heap pages not handed back after each batch, processing.analysis.release_freed_memory)")
+        print("('kept': freed heap pages not handed back after each batch, inference.analysis.release_freed_memory)")
 
     def line(name, values, fmt, show_ratio=False):
         text = f"{name:36}" + "".join(f"{fmt(values[k]):>14}" for k in compared)

@@ -107,8 +107,8 @@ def held_out_stretch(data_dir: Path, calm_between: int = 2, repeats: int = 1):
 
 
 def run_realtime(analyzer, frames, events, args):
-    from processing.alerts import AlertRule
-    from processing.live import send_mpegts, watch
+    from inference.alerts import AlertRule
+    from inference.live import send_mpegts, watch
 
     server, hook, arrivals, _ = _receiver()
     url = f"udp://127.0.0.1:{_free_port(socket.SOCK_DGRAM)}"
@@ -150,7 +150,7 @@ def run_realtime(analyzer, frames, events, args):
 def run_file(analyzer, path: Path, pace: float, args, sample_rss: bool = False):
     import psutil
 
-    from processing.live import watch
+    from inference.live import watch
 
     process = psutil.Process()
     rss: list[tuple[float, float]] = []
@@ -188,8 +188,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="  log: %(message)s", stream=sys.stderr)
-    from icm_cli.inference import load_model
-    from processing.live import model_analyzer, send_mpegts
+    from inference.live import model_analyzer, send_mpegts
+    from inference.loading import load_model
 
     if args.model:
         model_dir, data_dir = Path(args.model), Path(args.data_dir or Path(args.model).parent / "data")

@@ -58,7 +58,7 @@ def grid(eval_clips: int, max_new_tokens: int) -> dict:
 
 def evaluation_pass(out: Path, spec: dict) -> float:
     """Seconds of the ICM run's evaluation: generation over the evaluation clips + scoring."""
-    from icm_cli.inference import load_model
+    from inference.loading import load_model
     from processing.cache import FeatureCache
     from trainers.data import omnisila_examples
     from trainers.evaluation import evaluate_generation

@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     import torch
 
     from icm_cli.demo import _examples_for
-    from processing.analysis import load_model
+    from inference.loading import load_model
     from trainers.collator import IcmDataCollator
     from trainers.diagnostics import relative_spread
 

@@ -34,8 +34,8 @@ def label_coded_examples(count: int, seed: int, noise: float = 1.0, clip_noise: 
 
 
 def probe_accuracy(train, test, scenes=("action", "background")) -> float:
-    from sklearn.linear_model import LogisticRegression
     import numpy as np
+    from sklearn.linear_model import LogisticRegression
 
     def x(rows):
         return np.stack([np.concatenate([r["scene_features"][s].mean((0, 1)).numpy() for s in scenes]) for r in rows])
@@ -50,7 +50,7 @@ def run(seed: int, overrides: dict, steps: int, noise: float, clip_noise: float 
 
     from trainers import IcmTrainer, IcmTrainingArguments
     from trainers.diagnostics import scene_diagnostics
-    from trainers.evaluation import generate_answers
+    from trainers.evaluation import generate_example_answers
     from trainers.kmeans_init import initialize_iec_dictionary
     from trainers.tiny import tiny_icm
 
@@ -71,7 +71,7 @@ def run(seed: int, overrides: dict, steps: int, noise: float, clip_noise: float 
     trainer = IcmTrainer(model=model, args=args, processor=processor, train_dataset=train)
     trainer.train()
     after = scene_diagnostics(trainer.model, processor, test)
-    answers = generate_answers(trainer.model, processor, test, batch_size=12, max_new_tokens=12)
+    answers = generate_example_answers(trainer.model, processor, test, batch_size=12, max_new_tokens=12)
     predicted = [a.split(" is ", 1)[1].split(".")[0].strip() if " is " in a else "" for a in answers]
     acc = sum(p == e["label"] for p, e in zip(predicted, test)) / len(test)
     return {

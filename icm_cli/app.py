@@ -1,7 +1,7 @@
 """The web app of ICM (``icm serve``, and the Hub Space ``icm push --space`` writes): upload or pick a video, see the
 timeline picture, the segments with their confidences, the scene weights and the attribution.
 
-A thin layer over the library's analysis API (:func:`processing.analysis.analyze_video`), built with Gradio 6
+A thin layer over the library's analysis API (:func:`inference.analysis.analyze_video`), built with Gradio 6
 (``pip install 'omnisila-icm[app]'``). What it guards:
 
 * **uploads**: size (``max_upload_mb``, enforced by the server before a file is stored), type (video extensions in
@@ -91,7 +91,7 @@ class Analyser:
                  max_duration_s: float = 600.0, max_run_s: float = 600.0, examples_dir: str | os.PathLike | None = None,
                  device: str = "cpu", model=None, processor=None, trust_remote_code: bool = False,
                  base_model: str | os.PathLike | None = None):  # fmt: skip
-        from processing.analysis import load_model
+        from inference.loading import load_model
 
         if model is None or processor is None:
             model, processor = load_model(model_ref, device=device, trust_remote_code=trust_remote_code,
@@ -148,7 +148,7 @@ class Analyser:
 
     def analyse(self, path: Path, name: str, progress=None) -> tuple[dict[str, Any], str]:
         """The analysis document of one video and a status line. Raises ``ValueError`` naming bad input."""
-        from processing.analysis import merge_windows
+        from inference.analysis import merge_windows
         from processing.video import VideoDecodeError
 
         from .plots import timeline_chart
@@ -164,7 +164,7 @@ class Analyser:
             if time.perf_counter() - started > self.max_run_s:
                 raise RunTimeLimit
 
-        from processing.analysis import analyze_video
+        from inference.analysis import analyze_video
 
         status = ""
         try:
@@ -174,7 +174,7 @@ class Analyser:
                 max_new_tokens=self.max_new_tokens, progress=False, on_update=on_update,
             )  # fmt: skip
         except RunTimeLimit:
-            from processing.analysis import WindowResult
+            from inference.analysis import WindowResult
 
             done = [WindowResult.from_dict(w) for w in windows]
             document = {"video": name, "duration": info.duration, "config": self.config_name, "complete": False,
@@ -186,7 +186,7 @@ class Analyser:
         document["video"] = name
         stem = f"{Path(name).stem}-{int(time.time() * 1000)}"
         document["timeline"] = str(timeline_chart(document, self.out_dir / f"{stem}.timeline.png"))
-        from processing.analysis import write_json_atomic
+        from inference.analysis import write_json_atomic
 
         document["json"] = str(write_json_atomic(self.out_dir / f"{stem}.analysis.json", document))
         elapsed = time.perf_counter() - started

@@ -162,7 +162,9 @@ def evaluate_and_report(
 ) -> Path:
     """Steps 2-4 of the demo on a finished ``run_recipe`` result (and the baseline's, when trained)."""
 
-    from processing.analysis import analyze_video, generate_answers, load_model
+    from inference.analysis import analyze_video
+    from inference.generation import generate_answers
+    from inference.loading import load_model
     from trainers.evaluation import references_of
 
     from .evaluation import evaluate_files, write_charts
@@ -350,7 +352,7 @@ def _baseline_report(comparison: dict | None) -> list[str]:
         by_label = found.get("router_weights_by_label")
         if by_label:
             scenes = list(next(iter(by_label.values())))
-            lines += [f"Router weights per label (ICM, mean over the held-out clips of each label): which scene expert "
+            lines += ["Router weights per label (ICM, mean over the held-out clips of each label): which scene expert "
                       "each label's clips use.", "", "| label | " + " | ".join(scenes) + " |",
                       "|---|" + "---:|" * len(scenes)]  # fmt: skip
             lines += [f"| {label} | " + " | ".join(f"{w[s]:.2f}" for s in scenes) + " |" for label, w in by_label.items()]

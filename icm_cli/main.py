@@ -408,7 +408,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_baseline(args) -> int:
-    from .baselines import zero_shot_predictions
+    from trainers.baselines import zero_shot_predictions
+
     from .evaluation import evaluate_files, metrics_table, write_charts
 
     _quiet_transformers()
@@ -445,7 +446,7 @@ def cmd_baseline(args) -> int:
 def cmd_compare(args) -> int:
     import torch
 
-    from .compare import run_grid
+    from trainers.compare import run_grid
 
     _quiet_transformers()
     if "OMP_NUM_THREADS" not in os.environ:
@@ -478,7 +479,7 @@ def _default_model() -> str:
 
 
 def _trust(args) -> dict:
-    """The model-loading choices of the user (``processing.trust``): run the folder's own code or not, and the base
+    """The model-loading choices of the user (``inference.trust``): run the folder's own code or not, and the base
     model of an adapter folder."""
     return {"trust_remote_code": bool(args.trust_remote_code), "base_model": args.adapter_base}
 
@@ -494,7 +495,7 @@ def _add_trust_options(p, adapter: bool = True) -> None:
 
 
 def _add_event_options(p, floor: float) -> None:
-    """The options of event-driven window selection (``processing.events``), shared by ``analyze`` and ``watch``."""
+    """The options of event-driven window selection (``inference.events``), shared by ``analyze`` and ``watch``."""
     p.add_argument("--all-windows", action="store_true",
                    help="send every window to the model (the full analysis) instead of only the windows where the "
                    "event score says something happens")  # fmt: skip
@@ -509,10 +510,10 @@ def _add_event_options(p, floor: float) -> None:
 
 
 def _event_selection(args):
-    """The :class:`~processing.events.EventSelection` of the command line (None with ``--all-windows``)."""
+    """The :class:`~inference.events.EventSelection` of the command line (None with ``--all-windows``)."""
     if args.all_windows:
         return None
-    from processing.events import EventSelection
+    from inference.events import EventSelection
 
     try:
         return EventSelection(threshold=args.event_threshold, floor=args.event_floor, budget=args.event_budget)
@@ -521,7 +522,8 @@ def _event_selection(args):
 
 
 def cmd_analyze(args) -> int:
-    from processing.analysis import analyze_video, check_analysis_outputs, check_output_path, load_model
+    from inference.analysis import analyze_video, check_analysis_outputs, check_output_path
+    from inference.loading import load_model
     from processing.video import VideoDecodeError, probe_video
 
     from .plots import timeline_chart
@@ -610,8 +612,8 @@ def analysis_report(document: dict, name: str) -> list[str]:
 def cmd_watch(args) -> int:
     import logging
 
-    from processing.alerts import AlertRule, Backoff, check_webhook_url
-    from processing.live import SourceError, model_analyzer, source_kind, watch
+    from inference.alerts import AlertRule, Backoff, check_webhook_url
+    from inference.live import SourceError, model_analyzer, source_kind, watch
 
     if source_kind(args.source) == "file" and not Path(args.source).is_file():
         raise CliError(f"source {args.source}: no such file (give a file, a stream URL such as udp://HOST:PORT, "
@@ -633,7 +635,7 @@ def cmd_watch(args) -> int:
         backoff = Backoff(initial=args.retry_initial, maximum=args.retry_max)
     except ValueError as err:
         raise CliError(str(err)) from err
-    from processing.analysis import check_output_path
+    from inference.analysis import check_output_path
 
     for flag, path in (("--out", args.out), ("--summary", args.summary)):  # before the model loads
         if path and path != "-":
@@ -649,7 +651,7 @@ def cmd_watch(args) -> int:
 
         torch.set_num_threads(args.threads)
     _quiet_transformers()
-    from .inference import load_model
+    from inference.loading import load_model
 
     model, processor = load_model(args.model or _default_model(), device=args.device, **_trust(args))
     analyzer = model_analyzer(model, processor, config_name=args.config, max_new_tokens=args.max_new_tokens)
@@ -733,7 +735,7 @@ def cmd_push(args) -> int:
 
 
 def _push(args) -> int:
-    from processing.analysis import HUB_ID_RE
+    from inference.loading import HUB_ID_RE
     from trainers.hub import export_dataset, export_model, upload
 
     if args.lmms_eval:

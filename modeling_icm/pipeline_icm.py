@@ -13,7 +13,7 @@ analyser("video.mp4", window=10.0, overlap=5.0, config_name="explicit", return_w
 It ships flat with the remote code (the model folder's ``config.json`` names it in ``custom_pipelines``). It is a
 ``ChunkPipeline``: ``preprocess`` plans the sliding windows of a video, samples them from one frame grid, decodes
 each frame once (``processing.video.iter_window_clips``) and extracts its scene features once
-(``processing.analysis.SharedSceneFeatures``), ``_forward`` answers a batch of windows (``processing.analysis``), and
+(``inference.analysis.SharedSceneFeatures``), ``_forward`` answers a batch of windows (``inference.analysis``), and
 ``postprocess`` merges the windows' segments into the timeline. Decoding and the scene extractors come from the
 omnisila-icm package, imported lazily: without them the error says which extra to install.
 """
@@ -30,7 +30,7 @@ INSTALL_HINT = "pip install 'omnisila-icm[scene]'"
 
 def _analysis_modules():
     try:
-        import processing.analysis as analysis
+        import inference.analysis as analysis
         import processing.video as video
     except ImportError as err:
         raise ImportError(

@@ -204,7 +204,7 @@ def fire_model_dir(tmp_path_factory, scene_pipeline) -> Path:
 
 @pytest.fixture(scope="session")
 def loaded_fire_model(fire_model_dir, scene_pipeline):
-    from processing.analysis import load_model
+    from inference.loading import load_model
 
     model, processor = load_model(fire_model_dir)
     processor.scene_pipeline = scene_pipeline  # the same seeded tiny extractors, built once per test run

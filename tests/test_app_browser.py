@@ -223,7 +223,7 @@ def test_push_space_dry_run_writes_an_app_that_runs_from_the_folder(tmp_path, fi
     assert main(["push", "--model", str(fire_model_dir), "--space", "--repo-id", "org/icm-app", "--dry-run",
                  "--out", str(out), "--examples", str(carphone_path)]) == 0  # fmt: skip
     for name in ("app.py", "README.md", "requirements.txt", "model/model.safetensors", "model/pipeline_icm.py",
-                 "examples/carphone_pristine.mp4", "icm_cli/app.py", "processing/analysis.py"):  # fmt: skip
+                 "examples/carphone_pristine.mp4", "icm_cli/app.py", "inference/analysis.py"):  # fmt: skip
         assert (out / name).is_file(), name
     header = (out / "README.md").read_text().split("---")[1]
     assert "sdk: gradio" in header and "app_file: app.py" in header

@@ -1,4 +1,4 @@
-"""icm_cli.analysis: windows, video-time segments, confidence from token probabilities, router weights, merging."""
+"""inference.analysis: windows, video-time segments, confidence from token probabilities, router weights, merging."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import math
 
 import pytest
 
-from icm_cli.analysis import (
+from inference.analysis import (
     WindowResult,
-    answer_confidence,
     frame_scene_weights,
     mean_scene_weights,
     merge_windows,
     plan_windows,
     to_video_segments,
 )
+from inference.generation import answer_confidence
 
 
 @pytest.mark.parametrize(

@@ -135,7 +135,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(capsys, bad_inputs, fire_model_d
 
 
 def test_generate_answers_batched_left_padded_and_deterministic(loaded_fire_model):
-    from icm_cli.inference import generate_answers
+    from inference.generation import generate_answers
 
     model, processor = loaded_fire_model
     dims = model.config.scene_dims
@@ -184,7 +184,7 @@ def test_analyze_end_to_end_on_a_real_clip(capsys, tmp_path, fire_model_dir, bik
 
 
 def test_interrupted_analysis_keeps_its_windows_and_resumes(tmp_path, loaded_fire_model, carphone_path):
-    from icm_cli.inference import analyze_video
+    from inference.analysis import analyze_video
 
     model, processor = loaded_fire_model
     out = tmp_path / "carphone.json"
@@ -212,7 +212,7 @@ def test_interrupted_analysis_keeps_its_windows_and_resumes(tmp_path, loaded_fir
 
 def test_analysis_memory_does_not_hold_frames(loaded_fire_model, tmp_path, bigbuckbunny_path):
     """Each window decodes only its frames: the document holds per-frame numbers, never pixels."""
-    from icm_cli.inference import analyze_video
+    from inference.analysis import analyze_video
 
     model, processor = loaded_fire_model
     document = analyze_video(bigbuckbunny_path, model, processor, model_name="fire", out_json=tmp_path / "b.json",
@@ -319,7 +319,7 @@ def test_push_model_dry_run_loads_back_in_a_fresh_process_and_its_card_validates
                                 "--base-model", "LanguageBind/Video-LLaVA-7B-hf")  # fmt: skip
     assert code == 0, err
     assert "dry run: nothing uploaded" in stdout
-    from icm_cli.hub import REQUIRED_MODEL_FILES
+    from trainers.hub import REQUIRED_MODEL_FILES
 
     for name in REQUIRED_MODEL_FILES:
         assert (out / name).is_file(), name

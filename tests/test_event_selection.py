@@ -1,4 +1,4 @@
-"""Event-driven window selection (processing.events): the per-frame novelty score, the gate's decisions (threshold,
+"""Event-driven window selection (inference.events): the per-frame novelty score, the gate's decisions (threshold,
 floor, budget, off switch), the uneventful stretches, and selection inside ``analyze_video`` (on a video made of a
 static stretch and a real clip), ``icm analyze`` and ``watch``."""
 
@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from processing.events import EventSelection, NoveltyScorer, WindowGate, quiet_stretches, thumbnail
+from inference.events import EventSelection, NoveltyScorer, WindowGate, quiet_stretches, thumbnail
 
 FPS = 4
 
@@ -158,7 +158,7 @@ def quiet_then_busy(tmp_path_factory, bikes_path):
 
 def test_event_driven_analysis_generates_the_eventful_windows_and_reports_the_rest(loaded_fire_model, quiet_then_busy,
                                                                                    tmp_path):  # fmt: skip
-    from processing.analysis import analyze_video
+    from inference.analysis import analyze_video
 
     model, processor = loaded_fire_model
     kwargs = dict(window=4.0, overlap=2.0, batch_size=2, max_new_tokens=48, progress=False)
@@ -194,7 +194,7 @@ def test_event_driven_analysis_generates_the_eventful_windows_and_reports_the_re
 
 
 def test_event_driven_analysis_resumes_without_losing_windows(loaded_fire_model, quiet_then_busy, tmp_path):
-    from processing.analysis import analyze_video
+    from inference.analysis import analyze_video
 
     model, processor = loaded_fire_model
     out = tmp_path / "resume.json"
@@ -242,7 +242,7 @@ def test_icm_analyze_options_and_report(capsys, tmp_path, fire_model_dir, quiet_
 
 
 def test_watch_skips_uneventful_windows_and_still_alerts(tmp_path):
-    from processing.live import send_mpegts, watch
+    from inference.live import send_mpegts, watch
 
     still = _still(20)
     still[int(10 * FPS) : int(13 * FPS)] = (230, 20, 20)  # 10-13 s: red
@@ -281,7 +281,7 @@ def test_a_header_longer_than_the_stream_ends_the_analysis_with_a_note(loaded_fi
     analysed and kept, the document says what was assumed, and selection is not disturbed."""
     import av
 
-    from processing.analysis import analyze_video
+    from inference.analysis import analyze_video
     from processing.video import probe_video
 
     frames = np.concatenate([_still(16), _real(bikes_path, 16)])
@@ -314,7 +314,7 @@ def test_icm_watch_with_the_model_skips_uneventful_windows(tmp_path, fire_model_
     """``icm watch`` on a file: the real (fire) model is called only for the floor and the eventful windows;
     ``--all-windows`` calls it for every window."""
     from icm_cli.main import main
-    from processing.live import send_mpegts
+    from inference.live import send_mpegts
 
     frames = np.concatenate([_still(12), 255 - _still(4, seed=1), _still(8, seed=2)])  # a change at 12-16 s
     path = tmp_path / "clip.ts"

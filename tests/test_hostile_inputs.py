@@ -56,7 +56,7 @@ def test_the_tampered_folder_is_a_real_threat_when_trusted(tmp_path, fire_model_
     """The reproduction is sound: transformers' remote-code loading does import the planted line (fresh process)."""
     marker = tmp_path / "created_by_the_model_folder"
     copy = tampered_copy(fire_model_dir, tmp_path, marker)
-    script = "import sys\nfrom processing.analysis import load_model\nload_model(sys.argv[1], trust_remote_code=True)\n"
+    script = "import sys\nfrom inference.loading import load_model\nload_model(sys.argv[1], trust_remote_code=True)\n"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", script, str(copy)], capture_output=True, text=True, env=env,
                             cwd=ROOT)  # fmt: skip
@@ -66,7 +66,7 @@ def test_the_tampered_folder_is_a_real_threat_when_trusted(tmp_path, fire_model_
 
 def test_a_genuine_saved_model_loads_with_the_installed_classes_and_analyses(capsys, tmp_path, fire_model_dir,
                                                                               bikes_path):  # fmt: skip
-    from processing.analysis import load_model
+    from inference.loading import load_model
 
     model, processor = load_model(fire_model_dir)
     assert type(model).__module__ == "modeling_icm.modeling_icm"
@@ -79,7 +79,7 @@ def test_a_genuine_saved_model_loads_with_the_installed_classes_and_analyses(cap
 
 
 def test_other_code_named_by_the_config_is_refused(tmp_path, fire_model_dir):
-    from processing.analysis import ModelLoadError, load_model
+    from inference.loading import ModelLoadError, load_model
 
     copy = tmp_path / "elsewhere"
     shutil.copytree(fire_model_dir, copy)
@@ -91,7 +91,7 @@ def test_other_code_named_by_the_config_is_refused(tmp_path, fire_model_dir):
 
 
 def test_an_adapter_loads_its_recorded_base_only_when_the_user_names_it(tmp_path):
-    from trainers.saving import load_icm_adapter
+    from inference.loading import load_icm_adapter
 
     (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/somewhere/base"}))
     (tmp_path / "icm_modules.safetensors").write_bytes(b"")
@@ -304,7 +304,7 @@ def test_watch_rejects_a_non_http_webhook_before_the_model_loads(capsys, tmp_pat
 def test_watch_waits_for_an_empty_file_as_long_as_give_up_after_says(tmp_path):
     import time
 
-    from processing.live import watch
+    from inference.live import watch
 
     empty = tmp_path / "recording.ts"
     empty.write_bytes(b"")
@@ -320,7 +320,7 @@ def ts_recording(path: Path, seconds: int, fps: int = 5) -> Path:
     """An MPEG-TS recording (the format a growing file has) of ``seconds`` of changing frames."""
     import numpy as np
 
-    from processing.live import send_mpegts
+    from inference.live import send_mpegts
 
     frames = [np.full((48, 64, 3), (40 * k) % 255, dtype=np.uint8) for k in range(seconds * fps)]
     send_mpegts(frames, str(path), fps, pace=1000.0)
@@ -330,7 +330,7 @@ def ts_recording(path: Path, seconds: int, fps: int = 5) -> Path:
 def test_watch_picks_up_an_empty_file_that_starts_growing(tmp_path):
     import threading
 
-    from processing.live import watch
+    from inference.live import watch
 
     growing = tmp_path / "recording.ts"
     growing.write_bytes(b"")

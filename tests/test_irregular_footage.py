@@ -1,4 +1,4 @@
-"""Irregular streams that must not stop an analysis (``processing.video`` with PyAV, ``processing.analysis``): a
+"""Irregular streams that must not stop an analysis (``processing.video`` with PyAV, ``inference.analysis``): a
 header that understates the duration, a variable frame rate, and a stream that stalls for minutes. Each video is
 encoded here with PyAV (libx264, 64x48, a few dozen frames): the frames are real encoded frames whose grey level
 names them, so a test can tell which frame the decoder returned."""
@@ -44,7 +44,7 @@ def _which(frame) -> int:
 
 
 def _analyse(model, processor, path, **kwargs):
-    from processing.analysis import analyze_video
+    from inference.analysis import analyze_video
 
     options = dict(window=4.0, overlap=2.0, batch_size=2, max_new_tokens=32, progress=False)
     return analyze_video(path, model, processor, **{**options, **kwargs})

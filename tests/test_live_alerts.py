@@ -1,4 +1,4 @@
-"""processing.alerts: the alert rule and its hysteresis, the outbox, back-off, and webhook delivery against a local
+"""inference.alerts: the alert rule and its hysteresis, the outbox, back-off, and webhook delivery against a local
 HTTP server that answers 500, hangs, goes down and comes back; a process killed with undelivered alerts whose
 successor delivers them."""
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from live_helpers import Webhook, free_port
 
-from processing.alerts import (
+from inference.alerts import (
     ALERT_LABELS,
     AlertDelivery,
     AlertRule,
@@ -213,7 +213,7 @@ def test_rejected_message_is_set_aside_not_retried(tmp_path):
 
 KILLED_WRITER = """
 import sys, time
-from processing.alerts import AlertDelivery, Backoff, Outbox, WebhookSender
+from inference.alerts import AlertDelivery, Backoff, Outbox, WebhookSender
 sender = WebhookSender(sys.argv[1], Outbox(sys.argv[2]), timeout=0.5, backoff=Backoff(initial=0.1, maximum=0.2)).start()
 delivery = AlertDelivery(None, sender)
 for k in range(3):

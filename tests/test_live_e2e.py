@@ -28,8 +28,8 @@ def watched(explicit_demo_run):
     import torch
 
     from datasets_scripts.mini_set import read_video_frames
-    from icm_cli.inference import load_model
-    from processing.live import analyze_window, sample_uniform
+    from inference.live import analyze_window, sample_uniform
+    from inference.loading import load_model
     from trainers.data import read_clip_records
 
     torch.set_num_threads(1)
@@ -62,8 +62,8 @@ def watched(explicit_demo_run):
 
 
 def test_live_alert_reaches_a_flapping_webhook_exactly_once(watched, tmp_path, caplog):
-    from processing.alerts import AlertRule, Backoff
-    from processing.live import model_analyzer, send_mpegts, watch
+    from inference.alerts import AlertRule, Backoff
+    from inference.live import model_analyzer, send_mpegts, watch
 
     caplog.set_level(logging.WARNING, logger="icm.watch")
     model, processor, frames, events, _ = watched
@@ -129,7 +129,7 @@ def test_live_alert_reaches_a_flapping_webhook_exactly_once(watched, tmp_path, c
 def test_icm_watch_cli_on_a_file(watched, tmp_path, capsys):
     """``icm watch FILE`` with the trained model: JSON lines on stdout, the alert, a summary, exit code 0."""
     from icm_cli.main import main
-    from processing.live import send_mpegts
+    from inference.live import send_mpegts
 
     _, _, frames, _, model_dir = watched
     clip = tmp_path / "stretch.ts"

@@ -1,4 +1,4 @@
-"""processing.live with a synthetic analyser (timing and plumbing only; the real model is in test_live_e2e.py): the
+"""inference.live with a synthetic analyser (timing and plumbing only; the real model is in test_live_e2e.py): the
 ring buffer, window sampling, the bounded queue that drops and counts, and ``watch`` on real MPEG-TS from PyAV — a
 file, a growing file, a restart with a new frame size, a UDP stream on 127.0.0.1 that stalls and comes back."""
 
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from live_helpers import free_port
 
-from processing.alerts import AlertRule
-from processing.live import (
+from inference.alerts import AlertRule
+from inference.live import (
     Frame,
     FrameRing,
     SourceError,

@@ -140,7 +140,7 @@ def test_a_full_lmms_eval_run_of_icm_by_name_scores_as_icm_evaluate(task_dir, tm
     fire model: it answers "Fire, 1-3 s, flames" whatever the clip), so the metrics are not all zero."""
     from lmms_eval.evaluator import simple_evaluate
 
-    from evaluate_metrics import lmms_eval_model
+    from inference import lmms_eval_model
 
     lmms_eval_model.register()
     manager = lmms_tasks.TaskManager(include_path=str(task_dir), include_defaults=False)

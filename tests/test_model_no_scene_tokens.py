@@ -74,7 +74,7 @@ def test_placeholders_for_a_model_without_scene_tokens_are_named(baseline, tiny_
 
 
 def test_generation_runs_without_scene_tokens(tiny_tokenizer):
-    from icm_cli.inference import generate_answers
+    from inference.generation import generate_answers
 
     model, processor = tiny_icm(seed=0, use_scene_tokens=False)
     assert processor.num_scene_tokens == 0

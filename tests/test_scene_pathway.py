@@ -294,7 +294,7 @@ def test_scene_only_training_carries_the_scene_to_the_answer(tmp_path):
     clips well above chance (1/4), and its trained scene tokens still differ across clips."""
     from trainers import IcmTrainer, IcmTrainingArguments
     from trainers.diagnostics import scene_diagnostics
-    from trainers.evaluation import generate_answers
+    from trainers.evaluation import generate_example_answers
     from trainers.kmeans_init import initialize_iec_dictionary
     from trainers.tiny import label_coded_scene_examples, tiny_icm
 
@@ -312,7 +312,7 @@ def test_scene_only_training_carries_the_scene_to_the_answer(tmp_path):
     trainer = IcmTrainer(model=model, args=args, processor=processor, train_dataset=train)
     trainer.train()
     after = scene_diagnostics(trainer.model, processor, test)
-    answers = generate_answers(trainer.model, processor, test, batch_size=16, max_new_tokens=12)
+    answers = generate_example_answers(trainer.model, processor, test, batch_size=16, max_new_tokens=12)
     correct = sum(T.identify_answer("implicit", e["label"]) in a for a, e in zip(answers, test))
     assert correct / len(test) >= 0.75, answers
     assert after["scene_spread"] >= 0.5 * before["scene_spread"], (before, after)

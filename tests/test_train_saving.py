@@ -107,8 +107,9 @@ def test_merged_save_reloads_as_remote_code_and_generates_the_same(trained, tmp_
 
 
 def test_adapter_save_reloads_with_the_documented_loader(trained, tmp_path):
+    from inference.loading import load_icm_adapter
     from trainers.collator import IcmDataCollator
-    from trainers.saving import load_icm_adapter, save_icm
+    from trainers.saving import save_icm
 
     peft_model, processor, examples = trained
     peft_model.eval()
@@ -133,7 +134,7 @@ def test_adapter_save_reloads_with_the_documented_loader(trained, tmp_path):
 
 
 def test_adapter_loader_names_the_missing_file(tmp_path):
-    from trainers.saving import load_icm_adapter
+    from inference.loading import load_icm_adapter
 
     (tmp_path / "adapter_config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="icm_modules.safetensors"):

@@ -99,7 +99,7 @@ def test_warmup_ratio_sets_warmup_steps(tmp_path):
 
 @pytest.mark.parametrize("icm_rate", [None, 3e-3])
 def test_icm_learning_rate_gives_the_icm_modules_their_own_rate(tiny, tmp_path, icm_rate):
-    from trainers.lora import icm_base_model
+    from inference.loading import icm_base_model
     from trainers.trainer import IcmTrainer
 
     model, processor, examples = _fresh(tiny)

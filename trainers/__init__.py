@@ -20,7 +20,7 @@ _LAZY = {
     "save_icm": ".saving",
     "load_icm_adapter": ".saving",
     "evaluate_generation": ".evaluation",
-    "generate_answers": ".evaluation",
+    "generate_example_answers": ".evaluation",
     "omnisila_examples": ".data",
     "WindowExamples": ".data",
     "scene_tuning_examples": ".data",

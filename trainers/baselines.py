@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from inference.generation import greedy_generate
+
 
 class BaselineError(ValueError):
     """A model or a data folder that a zero-shot baseline cannot use; the message names it (``icm baseline`` prints
@@ -89,17 +91,6 @@ def load_video_llm(model_ref: str | os.PathLike, device: str = "cpu", dtype: str
     return model.to(device).eval(), processor
 
 
-def _placeholder_ids(model) -> list[int]:
-    """The image/video placeholder ids of a model's config (an answer must never contain them)."""
-    config = model.config
-    ids = set()
-    for name in ("image_token_id", "video_token_id", "image_token_index", "video_token_index"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value >= 0:
-            ids.add(value)
-    return sorted(ids)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # prompting and generation
 # ----------------------------------------------------------------------------------------------------------------
@@ -142,18 +133,8 @@ def generate_video_llm_answers(
     dtype = next(model.parameters()).dtype
     inputs = {k: (v.to(device, dtype) if torch.is_floating_point(v) else v.to(device)) if torch.is_tensor(v) else v
               for k, v in inputs.items()}  # fmt: skip
-    tokenizer = processor.tokenizer
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.no_grad():
-        out = model.generate(
-            **inputs,
-            max_new_tokens=int(max_new_tokens),
-            do_sample=False,
-            pad_token_id=pad,
-            suppress_tokens=_placeholder_ids(model) or None,
-        )
-    new_tokens = out[:, inputs["input_ids"].shape[1] :]
-    return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
+    generated = greedy_generate(model, inputs, processor.tokenizer, max_new_tokens)
+    return [row.text.strip() for row in generated]
 
 
 # ----------------------------------------------------------------------------------------------------------------

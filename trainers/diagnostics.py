@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .lora import icm_base_model
+from inference.loading import icm_base_model
 
 #: A trained model whose scene tokens spread less than this across clips has (nearly) one scene vector for every
 #: clip: a warning says so. (Fresh initialisation gives 0.3-0.6; the collapsed runs this was written for, 1e-4-0.03.)

@@ -9,38 +9,32 @@ from typing import Any
 
 import torch
 
+from inference.generation import greedy_generate
+from inference.loading import icm_base_model
+
 from .collator import IcmDataCollator
-from .lora import icm_base_model
 
 
 @torch.no_grad()
-def generate_answers(
+def generate_example_answers(
     model,
     processor,
     examples: Sequence[dict[str, Any]],
     batch_size: int = 8,
     max_new_tokens: int = 96,
 ) -> list[str]:
-    """Greedy answers (decoded, special tokens skipped) of ``examples`` (left-padded prompts, no labels)."""
+    """Greedy answers (decoded, special tokens skipped) of ``examples`` (left-padded prompts, no labels), in batches
+    of ``batch_size`` through :func:`inference.generation.greedy_generate`."""
     collator = IcmDataCollator(processor, with_answers=False)
     was_training = model.training
     model.eval()
     device = next(icm_base_model(model).parameters()).device
-    tokenizer = processor.tokenizer
     answers: list[str] = []
     try:
         for start in range(0, len(examples), max(1, int(batch_size))):
             chunk = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
-            batch = collator(chunk).to(device)
-            out = model.generate(
-                **batch,
-                max_new_tokens=int(max_new_tokens),
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            new_tokens = out[:, batch["input_ids"].shape[1] :]
-            answers += [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+            generated = greedy_generate(model, collator(chunk).to(device), processor.tokenizer, max_new_tokens)
+            answers += [row.text.strip() for row in generated]
     finally:
         model.train(was_training)
     return answers
@@ -81,7 +75,7 @@ def evaluate_generation(
         if len(configs) != 1 or None in configs:
             raise ValueError(f"evaluation examples must share one Omni-SILA config, got {sorted(map(str, configs))}")
         config_name = configs.pop()
-    predictions = generate_answers(model, processor, examples, batch_size, max_new_tokens)
+    predictions = generate_example_answers(model, processor, examples, batch_size, max_new_tokens)
     references = references_of(examples)
     kwargs = {} if attribution_metrics is None else {"attribution_metrics": tuple(attribution_metrics)}
     metrics = compute_omnisila(predictions, references, config_name, **kwargs)
@@ -89,4 +83,4 @@ def evaluate_generation(
     return {"metrics": numbers, "predictions": predictions, "references": references}
 
 
-__all__ = ["evaluate_generation", "generate_answers", "references_of"]
+__all__ = ["evaluate_generation", "generate_example_answers", "references_of"]

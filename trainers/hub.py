@@ -236,8 +236,8 @@ def export_model(
     trust_remote_code: bool = False,
 ) -> Path:
     """Write the Hub layout of a saved ICM model into ``out_dir`` and return it. ``trust_remote_code``: let the
-    model folder run its own code (``processing.trust``; off, a folder whose code differs is refused)."""
-    from processing.analysis import load_model
+    model folder run its own code (``inference.trust``; off, a folder whose code differs is refused)."""
+    from inference.loading import load_model
 
     out = Path(out_dir)
     if out.resolve() == Path(model_dir).resolve():
@@ -348,7 +348,7 @@ def upload(
 
 
 #: Top-level packages of this repository the app Space vendors (the Space installs no omnisila-icm wheel).
-APP_SPACE_PACKAGES = ("modeling_icm", "processing", "evaluate_metrics", "trainers", "icm_cli")
+APP_SPACE_PACKAGES = ("modeling_icm", "processing", "evaluate_metrics", "inference", "trainers", "icm_cli")
 _APP_SPACE_REQUIREMENTS = """\
 torch>=2.4
 torchvision>=0.19
@@ -397,7 +397,7 @@ def export_app_space(
     Space card (``README.md`` front matter: ``sdk: gradio``, ``app_file: app.py``), ``requirements.txt``, the
     vendored packages of this repository, example videos, and the model — copied into ``model/`` when
     ``model_ref`` is a local folder (checked like any model folder), or loaded from the Hub when it is a Hub id."""
-    from processing.analysis import HUB_ID_RE, check_model_dir
+    from inference.loading import HUB_ID_RE, check_model_dir
 
     out = Path(out_dir)
     source = Path(model_ref)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .lora import icm_base_model
+from inference.loading import icm_base_model
 
 DEFAULT_KMEANS_BACKEND = "torch"
 

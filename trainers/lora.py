@@ -16,16 +16,7 @@ from typing import Any
 
 from torch import nn
 
-
-def icm_base_model(model: nn.Module) -> nn.Module:
-    """The ``IcmForVideoSentiment`` inside a DDP / DataParallel and a PEFT wrapper (or the model itself)."""
-    from peft import PeftModel
-
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    if isinstance(model, PeftModel):
-        return model.get_base_model()
-    return model
+from inference.loading import icm_base_model
 
 
 def mark_icm_trainable(model: nn.Module) -> None:

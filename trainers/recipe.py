@@ -402,9 +402,9 @@ def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
         from .tiny import tiny_icm
 
         return tiny_icm(scene_dims, corpus=corpus, seed=int(r["seed"]), num_frames=num_frames, **overrides)
+    from inference.trust import config_from_pretrained, model_from_pretrained, processor_from_pretrained
     from modeling_icm.configuration_icm import IcmConfig
     from modeling_icm.modeling_icm import IcmForVideoSentiment
-    from processing.trust import config_from_pretrained, model_from_pretrained, processor_from_pretrained
 
     torch.manual_seed(int(r["seed"]))
     if preset == "smollm2":  # the real SmolLM2-135M LLM, converted once at set-up (processing.real_weights)
@@ -422,7 +422,7 @@ def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
     dtype = _model_dtype(r)
     scene_extraction = {"pipeline": r["features"]["pipeline"], **(r["features"]["pipeline_kwargs"] or {})}
     scene_extraction.setdefault("scenes", list(r["ablation"]["scenes"]))
-    config = config_from_pretrained(source)  # processing.trust: no code of the folder runs
+    config = config_from_pretrained(source)  # inference.trust: no code of the folder runs
     if getattr(config, "model_type", None) == "icm":
         processor = processor_from_pretrained(source)
         _check_token_ids(config, processor, source)
@@ -518,7 +518,7 @@ def preflight(r: dict) -> None:
         except ValueError as err:
             raise RecipeError(f"{field}: {config_file}: not valid JSON ({err})") from err
         if model_type == "icm":
-            from processing.trust import UntrustedCodeError, config_from_pretrained, processor_from_pretrained
+            from inference.trust import UntrustedCodeError, config_from_pretrained, processor_from_pretrained
 
             try:
                 _check_token_ids(config_from_pretrained(source), processor_from_pretrained(source), source)
@@ -540,7 +540,7 @@ def _check_pretrained_ref(field: str, source: str) -> None:
     if Path(source).is_dir():
         return
     try:
-        from processing.trust import config_from_pretrained
+        from inference.trust import config_from_pretrained
 
         config_from_pretrained(source)
     except Exception as err:  # noqa: BLE001 - offline, unknown id, no access: all mean "cannot start"
@@ -693,8 +693,8 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
 
     from .data import omnisila_examples, scene_tuning_examples
     from .kmeans_init import initialize_iec_dictionary
-    from .scene_stats import fit_scene_standardization
     from .saving import save_icm
+    from .scene_stats import fit_scene_standardization
     from .trainer import IcmTrainer
 
     r = load_recipe(recipe)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .lora import icm_base_model
+from inference.loading import icm_base_model
 
 # a floor on the variance: a dimension constant on the training set is scaled by at most 1/0.01, not by 1/eps
 VARIANCE_FLOOR = 1e-4

@@ -21,13 +21,14 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from inference.loading import ICM_MODULES_NAME, icm_base_model, load_icm_module_state_dict
+
 from .args import IcmTrainingArguments
 from .collator import IcmDataCollator
-from .lora import apply_lora, icm_base_model, mark_icm_trainable
+from .lora import apply_lora, mark_icm_trainable
 
 logger = logging.getLogger(__name__)
 
-ICM_MODULES_NAME = "icm_modules.safetensors"
 
 
 def icm_module_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -39,21 +40,6 @@ def icm_module_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         if not name.startswith("backbone."):
             out[name] = tensor.detach().cpu().contiguous()
     return out
-
-
-def load_icm_module_state_dict(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load ``icm_modules.safetensors`` into the ICM modules of ``model`` (strictly: every ICM tensor must be there)."""
-    from safetensors.torch import load_file
-
-    base = icm_base_model(model)
-    state = load_file(os.fspath(path))
-    expected = {k for k in base.state_dict() if not k.startswith("backbone.")}
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ValueError(f"{path}: ICM module tensors do not match the model (missing {missing[:5]}, unexpected "
-                         f"{unexpected[:5]})")
-    base.load_state_dict(state, strict=False)
 
 
 def answer_only_logits(inputs: dict[str, Any]) -> dict[str, Any]:

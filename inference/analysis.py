@@ -3,8 +3,9 @@
 This module owns inference with a trained ICM; ``icm analyze``, the ``video-sentiment-analysis`` pipeline
 (``modeling_icm/pipeline_icm.py``), the web app (``icm serve``) and stream watchers are thin layers over it.
 
-* :func:`load_model` — ``(model, processor)`` from a model folder (merged or LoRA adapter) or a Hub id.
-* :func:`generate_answers` — batched greedy generation with token probabilities (one left-padded ``generate``).
+It loads models with :func:`inference.loading.load_model` and answers batches of windows with
+:func:`inference.generation.generate_answers` (one left-padded ``generate`` with token probabilities).
+
 * :func:`analyze_frames` / :func:`analyze_frames_batch` — one window (or a batch of windows) of already decoded
   frames with their video timestamps -> a window result ``{start, end, sentiment, confidence, attribution,
   scene_weights, segments, ...}``; what a live-stream watcher calls.
@@ -54,7 +55,6 @@ import json
 import logging
 import math
 import os
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -65,24 +65,14 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from .generation import generate_answers
+from .loading import _first_line
+
 ANALYSIS_FORMAT = "icm-analysis/1"
 logger = logging.getLogger("icm.analysis")
-HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 #: decode strategies of :func:`analyze_video`: "once" reads each frame once over all windows (the default),
 #: "per_window" decodes every window on its own (what a window-by-window loop does; kept for the P11 benchmark).
 DECODE_MODES = ("once", "per_window")
-
-
-class ModelLoadError(ValueError):
-    """A model reference that cannot be loaded: the message names the folder or Hub id and what is missing."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -102,7 +92,7 @@ def plan_windows(duration: float, window: float, overlap: float) -> list[tuple[f
         raise ValueError(f"window must be > 0 s, got {window!r}")
     if not 0 <= overlap < window:
         raise ValueError(f"overlap must be in [0, window={window}) s, got {overlap!r}")
-    from .video import clip_windows  # one window walk for files, clips and analysis
+    from processing.video import clip_windows  # one window walk for files, clips and analysis
 
     return [(round(start, 6), round(end, 6)) for start, end in clip_windows(duration, window, window - overlap)]
 
@@ -123,42 +113,6 @@ def to_video_segments(
         if e - s > 1e-6:
             out.append([round(s, 3), round(e, 3)])
     return out
-
-
-_SENTIMENT_SPAN_RE = r"sentiment\s+(?:is|was|:)\s*({label})"
-
-
-def answer_confidence(
-    answer: str,
-    token_spans: Sequence[tuple[int, int]],
-    token_probs: Sequence[float],
-    sentiment: str,
-) -> tuple[float, str]:
-    """Confidence of a generated answer's judgement (see the module docstring) and how it was computed
-    (``"label_tokens"`` or ``"mean_token"``; ``"none"`` without tokens).
-
-    Args:
-        answer: the decoded answer text.
-        token_spans: ``(start, end)`` character span in ``answer`` of each generated token (empty for special
-            tokens).
-        token_probs: the probability the model gave each generated token.
-        sentiment: the label parsed from the answer (``""`` when unreadable).
-    """
-    if len(token_spans) != len(token_probs):
-        raise ValueError(f"{len(token_spans)} token spans for {len(token_probs)} token probabilities")
-    probs = [min(max(float(p), 1e-12), 1.0) for p in token_probs]
-    if not probs:
-        return 0.0, "none"
-    if sentiment:
-        match = re.search(_SENTIMENT_SPAN_RE.format(label=re.escape(sentiment)), answer, re.IGNORECASE)
-        if match is None:
-            match = re.search(re.escape(sentiment), answer, re.IGNORECASE)
-        if match is not None:
-            lo, hi = match.span(1) if match.re.groups else match.span()
-            chosen = [p for (s, e), p in zip(token_spans, probs) if e > lo and s < hi and e > s]
-            if chosen:
-                return float(math.exp(sum(math.log(p) for p in chosen))), "label_tokens"
-    return float(math.exp(sum(math.log(p) for p in probs) / len(probs))), "mean_token"
 
 
 def frame_scene_weights(router_probs: Sequence[Sequence[float]], scenes: Sequence[str]) -> list[dict[str, float] | None]:
@@ -202,7 +156,7 @@ class WindowResult:
         frame_times: video time of each analysed frame.
         frame_weights: router ``{scene: weight}`` of each frame (None where no scene is present).
         generated: whether the window went to the LLM (event-driven selection skips uneventful windows:
-            ``processing.events``); a skipped window has no answer, sentiment or segments.
+            ``inference.events``); a skipped window has no answer, sentiment or segments.
         reason: why it was generated (``"all"``, ``"event"``, ``"floor"``) or skipped (``"uneventful"``,
             ``"budget"``).
         score: the window's event score (None when selection is off); ``frame_scores``: each frame's.
@@ -286,202 +240,6 @@ def merge_windows(windows: Sequence[WindowResult], gap: float = 0.0) -> list[dic
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Loading
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:300]
-
-
-def check_model_dir(path: str | os.PathLike) -> str:
-    """``"merged"`` or ``"adapter"`` for a loadable model folder; :class:`ModelLoadError` naming what is missing."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ModelLoadError(f"model {path}: not a directory (give a model folder or a Hub id org/name)")
-    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
-        for weights in sorted(path.glob("*.safetensors")):
-            check_safetensors(weights)
-        return "adapter"
-    if not (path / "config.json").is_file():
-        raise ModelLoadError(f"model directory {path} has no config.json (is it a saved ICM model?)")
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise ModelLoadError(f"model directory {path} has no weights (expected model.safetensors)")
-    if not any((path / name).is_file() for name in PROCESSOR_FILES):
-        raise ModelLoadError(f"model directory {path} has no processor (processor_config.json); save the processor with it")
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelLoadError(f"model directory {path} has no tokenizer: {path / TOKENIZER_FILES[0]} not found; save the "
-                             "processor (its tokenizer) with the model")  # fmt: skip
-    for weights in sorted(path.glob("*.safetensors")):
-        check_safetensors(weights)
-    return "merged"
-
-
-def check_safetensors(path: str | os.PathLike) -> None:
-    """:class:`ModelLoadError` naming ``path`` when it is not a whole safetensors file (a truncated download or copy
-    fails later inside the loader with a message that names no file). Reads the header only."""
-    path = Path(path)
-    size = path.stat().st_size
-    problem = None
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-        length = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if length < 2 or 8 + length > size:
-            problem = "truncated or not a safetensors file (its header is incomplete)"
-        else:
-            try:
-                header = json.loads(handle.read(length))
-                end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
-            except (ValueError, KeyError, TypeError, IndexError):
-                problem = "not a safetensors file (its header is not valid)"
-            else:
-                if 8 + length + end > size:
-                    problem = f"truncated: {size:,} bytes, its header describes {8 + length + end:,}"
-    if problem:
-        raise ModelLoadError(f"{path}: {problem}; copy or download it again")
-
-
-def load_model(reference: str | os.PathLike, device: str = "cpu", trust_remote_code: bool = False,
-               base_model: str | os.PathLike | None = None):
-    """``(model, processor)`` from a local folder (merged model or LoRA adapter) or a Hub id, both from the same
-    place, the model in eval mode on ``device``. No code from the model's folder runs unless ``trust_remote_code``
-    (``processing.trust``): a model saved by this package loads with the installed package's classes, one whose
-    code files differ is refused. An adapter's base model is ``base_model`` (the user's choice); the one recorded in
-    ``adapter_config.json`` is used only when it is given here too. Every failure is a one-line
-    :class:`ModelLoadError` naming the reference."""
-    from .trust import UntrustedCodeError, model_from_pretrained, processor_from_pretrained
-
-    ref = os.fspath(reference)
-    path = Path(ref).expanduser()
-    if path.exists():
-        layout = check_model_dir(path)
-        try:
-            if layout == "adapter":
-                from trainers.saving import load_icm_adapter
-
-                model = load_icm_adapter(path, base_model=base_model, trust_remote_code=trust_remote_code)
-            else:
-                model = model_from_pretrained(path, trust_remote_code=trust_remote_code)
-            processor = processor_from_pretrained(path, trust_remote_code=trust_remote_code)
-        except UntrustedCodeError as err:
-            raise ModelLoadError(str(err)) from err
-        except (OSError, ValueError, KeyError) as err:
-            raise ModelLoadError(f"cannot load the model in {path}: {_first_line(err)}") from err
-    elif HUB_ID_RE.match(ref):
-        try:
-            model = model_from_pretrained(ref, trust_remote_code=trust_remote_code)
-            processor = processor_from_pretrained(ref, trust_remote_code=trust_remote_code)
-        except UntrustedCodeError as err:
-            raise ModelLoadError(str(err)) from err
-        except Exception as err:  # noqa: BLE001 - any Hub/network failure is one clear line
-            if _offline():
-                raise ModelLoadError(
-                    f"cannot load model '{ref}' from the Hub: offline (HF_HUB_OFFLINE=1) and not in the local cache; "
-                    "give a local model folder instead"
-                ) from err
-            raise ModelLoadError(f"cannot load model '{ref}' from the Hub: {_first_line(err)}") from err
-    else:
-        raise ModelLoadError(f"model {ref}: no such directory, and not a Hub id of the form org/name")
-    return model.to(device).eval(), processor
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Generation with token probabilities
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _token_spans(tokenizer, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
-    """The decoded text of ``ids`` and each token's character span in it (prefix decoding, exact for BPE)."""
-    spans, previous = [], 0
-    for k in range(1, len(ids) + 1):
-        length = len(tokenizer.decode(ids[:k], skip_special_tokens=True))
-        spans.append((previous, max(previous, length)))
-        previous = max(previous, length)
-    return tokenizer.decode(ids, skip_special_tokens=True), spans
-
-
-def placeholder_token_ids(model) -> list[int]:
-    """The ``<scene>``/``<video>``/``<image>`` placeholder ids: an answer must never contain them (a generated
-    placeholder would be read as a slot for features on the next step), so generation suppresses them."""
-    config = model.config
-    ids = [config.scene_token_id, config.backbone_config.video_token_index, config.backbone_config.image_token_index]
-    return sorted({int(i) for i in ids if i is not None})
-
-
-def generate_answers(
-    model,
-    processor,
-    frames: Sequence[Any],
-    timestamps: Sequence[Sequence[float]],
-    instruction: str,
-    config_name: str,
-    scene_features: Sequence[dict] | None = None,
-    scene_masks: Sequence[dict] | None = None,
-    max_new_tokens: int = 96,
-) -> list[dict[str, Any]]:
-    """Greedy answers of a batch of clips (one left-padded ``generate`` call); ``timestamps`` are clip time.
-
-    Returns per clip ``{"answer", "sentiment", "segments" (clip time), "attribution", "confidence",
-    "confidence_method", "router_probs" [[per expert] per frame], "scenes"}``."""
-    import torch
-
-    from evaluate_metrics.parser import parse_answer
-
-    tokenizer = processor.tokenizer
-    device = next(model.parameters()).device
-    batch = processor(
-        [f.numpy() if hasattr(f, "numpy") else f for f in frames],
-        text=[instruction] * len(frames),
-        scene_features=scene_features,
-        scene_masks=scene_masks,
-        frame_timestamps=[list(t) for t in timestamps],
-    ).to(device)
-    with torch.no_grad():
-        out = model.generate(
-            **batch,
-            max_new_tokens=int(max_new_tokens),
-            do_sample=False,
-            suppress_tokens=placeholder_token_ids(model),
-            output_logits=True,
-            return_dict_in_generate=True,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        encoding = model.encode_scenes(batch["scene_features"], batch["scene_masks"])
-    new_tokens = out.sequences[:, batch["input_ids"].shape[1] :]
-    logits = torch.stack(out.logits, dim=1).float()  # [B, steps, vocab]
-    token_probs = torch.softmax(logits, dim=-1).gather(-1, new_tokens[..., None])[..., 0]
-    router = encoding.router_probs
-    scenes = list(model.config.active_scenes)
-    results = []
-    for i in range(new_tokens.shape[0]):
-        ids = new_tokens[i].tolist()
-        stop = next((k for k, t in enumerate(ids) if t in (tokenizer.eos_token_id, tokenizer.pad_token_id)), len(ids))
-        ids, probs = ids[:stop], token_probs[i, :stop].tolist()
-        text, spans = _token_spans(tokenizer, ids)
-        parsed = parse_answer(text, config_name)
-        confidence, method = answer_confidence(text, spans, probs, parsed.sentiment)
-        results.append(
-            {
-                "answer": text.strip(),
-                "sentiment": parsed.sentiment,
-                "segments": parsed.segments,
-                "attribution": parsed.attribution,
-                "confidence": round(confidence, 6),
-                "confidence_method": method,
-                "router_probs": router[i].float().tolist() if router is not None else [],
-                "scenes": scenes,
-            }
-        )
-    return results
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Windows of decoded frames -> window results (the API stream watchers call)
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -494,7 +252,7 @@ class FrameWindow:
     keys are the same frame, what :class:`SharedSceneFeatures` shares between windows); ``scene_features`` /
     ``scene_masks`` (``{scene: [T, items, dim]}`` / ``{scene: [T, items]}``) are its scene features when already
     extracted (otherwise the processor's extractors run on ``frames``). ``reason``, ``score`` and ``frame_scores``
-    are what event-driven selection decided (``processing.events``), carried into the window's result."""
+    are what event-driven selection decided (``inference.events``), carried into the window's result."""
 
     frames: Any
     timestamps: Sequence[float]
@@ -960,7 +718,7 @@ def skipped_result(window: FrameWindow, reason: str, score: float | None, frame_
 
 def select_windows(windows: Iterable[FrameWindow], gate, on_skipped: Callable[[list[WindowResult]], None],
                    flush_every: int = 4, timer: StageTimer | None = None) -> Iterator[FrameWindow]:  # fmt: skip
-    """The windows ``gate`` (a :class:`processing.events.WindowGate`) decides to generate, with its reason and scores;
+    """The windows ``gate`` (a :class:`inference.events.WindowGate`) decides to generate, with its reason and scores;
     the skipped ones become results handed to ``on_skipped`` in groups of ``flush_every`` (and the rest at the end),
     so that they reach the results log as promptly as the generated ones (``timer``: ``"event_score"``)."""
     pending: list[WindowResult] = []
@@ -1154,7 +912,7 @@ def analyze_video(
     windows already done (``resume``); the document is written to ``out_json`` at the end (and, once, when the run
     is interrupted, with ``"complete": false``). Without ``out_json`` nothing is written.
 
-    ``events`` (a :class:`processing.events.EventSelection`; None or ``enabled=False``: the full analysis) sends only
+    ``events`` (a :class:`inference.events.EventSelection`; None or ``enabled=False``: the full analysis) sends only
     the windows where something happens to the LLM: every window's frames are still decoded and scored (a cheap
     frame-difference score), uneventful windows skip scene extraction and generation and are recorded as skipped
     (``generated: false`` with their ``reason`` and ``score``), at least one window is generated every
@@ -1250,7 +1008,6 @@ __all__ = [
     "ANALYSIS_FORMAT",
     "DECODE_MODES",
     "FrameWindow",
-    "ModelLoadError",
     "ResultsLog",
     "SharedSceneFeatures",
     "StageTimer",
@@ -1260,23 +1017,18 @@ __all__ = [
     "analyze_frames",
     "analyze_frames_batch",
     "analyze_video",
-    "answer_confidence",
     "event_scores",
     "select_windows",
     "selection_summary",
     "skipped_result",
-    "check_model_dir",
     "empty_result",
     "gap_notes",
     "stream_notes",
     "frame_scene_weights",
-    "generate_answers",
     "iter_window_results",
     "check_output_path",
-    "load_model",
     "merge_windows",
     "mean_scene_weights",
-    "placeholder_token_ids",
     "plan_windows",
     "release_freed_memory",
     "to_video_segments",

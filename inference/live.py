@@ -1,5 +1,5 @@
 """Live analysis (``icm watch``): read a stream, keep a ring buffer of decoded frames, analyse the last ``window``
-seconds every ``stride`` seconds, and raise alerts (:mod:`processing.alerts`) within seconds.
+seconds every ``stride`` seconds, and raise alerts (:mod:`inference.alerts`) within seconds.
 
 Sources (:func:`open_source`): a network stream PyAV/FFmpeg reads (``udp://``, ``rtp://``, ``http(s)://`` MPEG-TS,
 ``rtsp://``, ``tcp://``, ``srt://``), a file — followed while it grows, so it must be in a streamable container
@@ -18,7 +18,7 @@ Flow and choices:
   every ``stride`` s), ``num_frames`` frames are sampled uniformly from the ring's frames in ``[end - window, end)``
   and queued. A window needs frames covering at least half of it (after a gap, a restart or a change of resolution
   the first windows are skipped and counted as ``skipped``).
-* **Event-driven** (``events``, :mod:`processing.events`): each window's frames get a cheap change score against
+* **Event-driven** (``events``, :mod:`inference.events`): each window's frames get a cheap change score against
   the recent past; an uneventful window is not queued for the model (one JSON line with ``generated: false``, its
   ``reason`` and ``score``, counted as ``windows_uneventful``); at least one window is analysed every
   ``events.floor`` seconds.
@@ -31,7 +31,7 @@ Flow and choices:
   Timestamps are seconds from the window start. A failing call is logged, counted and skipped.
 * **Output**: one JSON line per finished window (``type: "window"``: ``index, start, end`` stream seconds,
   ``wall_start, wall_end`` arrival of the window's frames, ``analysed_at``, ``sentiment, confidence, attribution,
-  scene_weights, segments``) and one per alert message (see :mod:`processing.alerts`).
+  scene_weights, segments``) and one per alert message (see :mod:`inference.alerts`).
 * **Faults**, each logged in one line: the stream stalls (no frame for ``stall_timeout`` s) or ends → reconnect
   with back-off until ``give_up_after`` s without a frame; its timestamps jump (a restarted sender) → stream time
   continues; the frame size changes → the ring restarts at the new size.
@@ -72,7 +72,7 @@ def analyze_window(
     """What the model says about one window of already-decoded frames: ``{sentiment, confidence, attribution,
     scene_weights, segments (window-relative), answer}``.
 
-    The only place live analysis calls the model: :func:`processing.analysis.analyze_frames`, the ``icm analyze``
+    The only place live analysis calls the model: :func:`inference.analysis.analyze_frames`, the ``icm analyze``
     code path (combined instruction, greedy decoding, confidence from the label tokens, router weights averaged over
     the frames). ``timestamps`` are window-relative (the window starts at 0 s), as the model was trained on clips."""
     from .analysis import analyze_frames
@@ -163,7 +163,7 @@ class WindowJob:
     times: list[float]  # stream seconds of the frames
     walls: list[float]
     queued_at: float = field(default_factory=time.time)
-    reason: str = "all"  # why it is analysed or skipped (processing.events)
+    reason: str = "all"  # why it is analysed or skipped (inference.events)
     score: float | None = None  # its event score (None: selection off)
 
 
@@ -666,7 +666,7 @@ def watch(
             attribution, scene_weights[, segments, answer]}`` (e.g. :func:`model_analyzer`).
         window, stride: seconds analysed, and seconds between two windows.
         num_frames: frames per window (default: the analyser's ``num_frames`` attribute, else 8).
-        rule: the alert rule (:class:`~processing.alerts.AlertRule`).
+        rule: the alert rule (:class:`~inference.alerts.AlertRule`).
         output: where the JSON lines go: None/"-" for stdout, a path, or an open text stream.
         webhook, outbox: POST alert messages to ``webhook``; undelivered ones wait in ``outbox`` (default
             ``icm-watch-outbox``) and are re-sent, also by a later run.
@@ -687,7 +687,7 @@ def watch(
         drain_timeout: at the end, seconds to keep trying to deliver the outbox.
         stop_event: set it to stop the watch from another thread.
         on_window, on_alert: called with each window's JSON record / each alert message.
-        events: event-driven selection (:class:`processing.events.EventSelection`; None: every window is
+        events: event-driven selection (:class:`inference.events.EventSelection`; None: every window is
             analysed). A skipped window costs no model call; its JSON line says ``generated: false`` with its
             ``reason`` and ``score``, and it counts as a quiet window for the alert rule.
     """

@@ -3,7 +3,7 @@
 
 lmms-eval knows models by name through its model registry; a package adds one with an entry point of the group
 ``lmms_eval.models`` whose payload is a ``ModelManifest`` (or a callable returning one). omnisila-icm declares
-``icm = "evaluate_metrics.lmms_eval_model:lmms_eval_manifest"`` in ``pyproject.toml``, so an installed omnisila-icm
+``icm = "inference.lmms_eval_model:lmms_eval_manifest"`` in ``pyproject.toml``, so an installed omnisila-icm
 makes ``--model icm`` available; ``register()`` does the same in a running process (an editable install made before
 the entry point existed, or tests).
 
@@ -11,7 +11,7 @@ the entry point existed, or tests).
 task's ``doc_to_visual`` gives the clip's video path, ``num_frames`` frames are sampled uniformly as ICM's data
 pipeline samples them (``processing.video.sample_frames``), the processor's own scene extractors compute the scene
 features, and the task's prompt (``doc_to_text``) is the instruction, after which ICM's prompt writes the frames'
-timestamps; greedy generation in batches of ``batch_size`` (``processing.analysis.generate_answers``). A clip that
+timestamps; greedy generation in batches of ``batch_size`` (``inference.generation.generate_answers``). A clip that
 cannot be decoded gets the empty answer (scored as wrong) and is reported.
 
 This module imports lmms-eval: lmms-eval loads it, ``import evaluate_metrics`` does not.
@@ -32,7 +32,7 @@ class IcmLmms(lmms):
     """An ICM checkpoint (a merged model folder, a LoRA adapter folder or a Hub id) behind lmms-eval's model API.
 
     Args:
-        pretrained: what ``processing.analysis.load_model`` loads.
+        pretrained: what ``inference.loading.load_model`` loads.
         device: torch device.
         batch_size: clips per ``generate`` call.
         num_frames: frames sampled per clip (paper §4.1: 8).
@@ -52,7 +52,7 @@ class IcmLmms(lmms):
         if kwargs:
             raise ValueError(f"--model {MODEL_NAME}: unknown model_args {sorted(kwargs)} (pretrained, device, "
                              "batch_size, num_frames, max_new_tokens)")  # fmt: skip
-        from processing.analysis import load_model
+        from inference.loading import load_model
 
         self.model, self.processor = load_model(pretrained, device=str(device))
         self.batch_size_per_gpu = max(1, int(batch_size))
@@ -60,7 +60,7 @@ class IcmLmms(lmms):
         self.max_new_tokens = int(max_new_tokens)
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        from processing.analysis import generate_answers
+        from inference.generation import generate_answers
         from processing.video import VideoDecodeError, sample_frames
 
         answers: list[str] = [""] * len(requests)
