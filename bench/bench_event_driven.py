@@ -21,8 +21,8 @@ each run; and how well three per-frame scores predict the ground-truth events on
 (ROC AUC): the frame-difference novelty used by the selection, the same novelty computed on the scene features
 (the processor's extractors), and the plain difference to the previous grid frame.
 
-The model: ``--model DIR`` (a trained ICM folder, e.g. the explicit demo run of ``trainers.live_demo``, with its
-mini set in ``--data-dir``, default ``DIR/../data``); without ``--model``, ``trainers.live_demo`` trains one first
+The model: ``--model DIR`` (a trained ICM folder, e.g. a run of the ``demo-explicit`` recipe, with its
+mini set in ``--data-dir``, default ``DIR/../data``); without ``--model``, that recipe trains one first
 (a few minutes).
 
     python bench/bench_event_driven.py [--model runs/demo/model] [--minutes 10] [--window 10] [--overlap 5]
@@ -203,10 +203,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-events-"))
     model_dir = args.model
     if model_dir is None:
-        from trainers.live_demo import train_explicit_demo
+        from trainers.recipe import run_recipe
 
-        result = train_explicit_demo(work / "run", log=print)
-        model_dir, args.data_dir = result["model_dir"], args.data_dir or result["data_dir"]
+        result = run_recipe("demo-explicit", output_dir=work / "run", log=print)
+        model_dir, args.data_dir = result["model_dir"], args.data_dir or str(work / "run" / "data")
     data_dir = Path(args.data_dir or Path(model_dir).parent / "data")
     video = work / "long.mp4"
     events, sentiments = build_long_video(video, data_dir, args.minutes, args.seed)

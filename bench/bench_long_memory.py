@@ -11,7 +11,7 @@ builder never holds more than one clip.
 **The run** (``--mode analyze``, default): ``inference.analysis.analyze_video`` with event-driven selection on
 (``EventSelection()``: threshold 2, floor 60 s), 10-s windows, 50 % overlap, the results log written
 (``out_json``), as ``icm analyze`` runs it; the model is a tiny random ICM with the tiny extractors
-(``trainers.tiny.tiny_icm`` and ``ScenePipeline.tiny``, the tests' presets), so generation is cheap but every stage
+(``trainers.presets.tiny_icm`` and ``ScenePipeline.tiny``, the tests' presets), so generation is cheap but every stage
 runs. ``--mode score`` only decodes and scores the windows (``iter_window_clips`` and the ``WindowGate``), the part
 whose cost grows with the length whatever the selection. Each child reports its peak RSS (``ru_maxrss``), its RSS
 once the model is built, and its RSS after 10 %, 50 % and 100 % of the windows (to see growth within a run).
@@ -117,7 +117,7 @@ def child(video: str, mode: str, threads: int, out_dir: str, keep_freed: bool = 
     from inference.events import EventSelection, WindowGate
     from processing.pipeline import ScenePipeline
     from processing.video import iter_window_clips, probe_video
-    from trainers.tiny import tiny_icm
+    from trainers.presets import tiny_icm
 
     scene = ScenePipeline.tiny(seed=0)
     model, processor = tiny_icm(scene.output_dims, seed=0)

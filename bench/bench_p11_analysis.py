@@ -5,7 +5,7 @@ decoded on its own — and appending vs rewriting the results of 2,000 windows. 
    iter_window_clips`` (one forward pass, each frame decoded once) vs ``sample_frames`` per window (what a
    window-by-window loop does: open, seek to the keyframe before the window, decode forward through it; at 50 %
    overlap every frame is decoded twice).
-2. **Analysis** (``inference.analysis.analyze_video``, the tiny ICM of ``trainers.tiny`` with the tiny scene
+2. **Analysis** (``inference.analysis.analyze_video``, the tiny ICM of ``trainers.presets`` with the tiny scene
    extractors — the real MTCNN + tiny random encoders — on this CPU) over the first ``--analyze-seconds`` of the same
    video (the whole 10 minutes with ``--analyze-seconds 600``): the default (``decode="once"``: each frame decoded
    once and its scene features extracted once, overlapping windows sampling the same frames of the shared frame
@@ -227,7 +227,7 @@ def main() -> None:
 
     if "2" in args.parts and not args.skip_analyze:
         from processing.pipeline import ScenePipeline
-        from trainers.tiny import tiny_icm
+        from trainers.presets import tiny_icm
 
         with tempfile.TemporaryDirectory() as tmp:
             clip = Path(tmp) / "head.mp4"

@@ -13,8 +13,8 @@ Three runs in one process, side by side:
    ``--long-pace`` × real time with the same model; RSS sampled every second. Growth = median RSS of the last
    quarter − median RSS of the second quarter (after warm-up).
 
-The model: ``--model DIR`` (``--data-dir``: its mini set, default ``DIR/../data``), else ``trainers.live_demo``
-trains one first (a few minutes).
+The model: ``--model DIR`` (``--data-dir``: its mini set, default ``DIR/../data``), else the ``demo-explicit``
+recipe trains one first (a few minutes).
 
     python bench/bench_p12_live.py [--model /tmp/run/model] [--window 8] [--stride 2] [--long-minutes 30] [--repeats 3]
 
@@ -172,7 +172,7 @@ def run_file(analyzer, path: Path, pace: float, args, sample_rss: bool = False):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="a trained tiny ICM folder (default: train one with trainers.live_demo)")
+    parser.add_argument("--model", help="a trained tiny ICM folder (default: train one with the demo-explicit recipe)")
     parser.add_argument("--data-dir", help="its mini set (default: MODEL/../data)")
     parser.add_argument("--window", type=float, default=8.0)
     parser.add_argument("--stride", type=float, default=2.0)
@@ -194,12 +194,12 @@ def main() -> None:
     if args.model:
         model_dir, data_dir = Path(args.model), Path(args.data_dir or Path(args.model).parent / "data")
     else:
-        from trainers.live_demo import train_explicit_demo
+        from trainers.recipe import run_recipe
 
         out = Path(tempfile.mkdtemp(prefix="p12-"))
         print(f"training the tiny explicit model into {out} (a few minutes) ...", flush=True)
-        result = train_explicit_demo(out / "run", log=lambda m: None)
-        model_dir, data_dir = Path(result["model_dir"]), Path(result["data_dir"])
+        result = run_recipe("demo-explicit", output_dir=out / "run", log=lambda m: None)
+        model_dir, data_dir = Path(result["model_dir"]), out / "run" / "data"
     model, processor = load_model(model_dir)
     analyzer = model_analyzer(model, processor, config_name="explicit")
 

@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from modeling_icm import templates as T
 from modeling_icm.configuration_icm import IcmConfig
 from modeling_icm.modeling_icm import IcmForVideoSentiment
-from modeling_icm.presets import mid_icm_config
+from trainers.presets import mid_icm_config
 
 PROMPT_TOKENS = 96  # the combined instruction + frame timestamps + conversation wrapper, tokenised by LLaMA
 

@@ -1,6 +1,6 @@
 """P7: peak memory of one ICM training step with gradient checkpointing on vs off (goal: on/off <= 0.6x).
 
-Model: ``modeling_icm.presets.mid_icm_config()`` (the 7B model's widths / 8 and depths / 4, 224 px video of 8 frames,
+Model: ``trainers.presets.mid_icm_config()`` (the 7B model's widths / 8 and depths / 4, 224 px video of 8 frames,
 2056 video tokens) with LoRA on the LLM (``trainers.lora.apply_lora``), the paper's default scene dimensions and item
 counts, batch ``--batch``. Each mode runs in its own fresh subprocess: the model and the batch are built, the kernel's
 peak-RSS counter is reset (``/proc/self/clear_refs`` 5), and one forward + backward step runs; the step's peak is
@@ -36,9 +36,9 @@ def child(checkpointing: bool, batch: int, threads: int, full_logits: bool) -> d
     import torch
 
     from modeling_icm.modeling_icm import IcmForVideoSentiment
-    from modeling_icm.presets import mid_icm_config
     from modeling_icm.scene_contract import DEFAULT_SCENE_ITEMS
     from trainers.lora import apply_lora
+    from trainers.presets import mid_icm_config
     from trainers.trainer import answer_only_logits
 
     torch.set_num_threads(threads)

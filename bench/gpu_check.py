@@ -3,7 +3,7 @@
 What runs (bf16 weights, SDPA attention, the paper's batch of 8 clips x 8 frames, a typical prompt of
 ``--prompt-tokens`` text tokens plus an ``--answer-tokens`` answer):
 
-* settings: (a) the mid preset (``modeling_icm.presets.mid_icm_config``) and (b) 7B-shaped slices
+* settings: (a) the mid preset (``trainers.presets.mid_icm_config``) and (b) 7B-shaped slices
   (``presets.depth_slice(icm_7b_config(), L, V)``: LLaMA-7B widths — hidden 4096, MLP 11008, 32 heads, vocabulary
   32064 — and CLIP ViT-L/14 — hidden 1024, 16 heads, MLP 4096, patch 14, 224 px — with only L LLM and V vision layers;
   the ICM modules are whole, as in the 7B model);
@@ -152,7 +152,7 @@ class Meter:
 
 def settings(tiny: bool, base: int, step: int) -> tuple[list[dict], object]:
     """The settings to run and the full-depth config the slices extrapolate to."""
-    from modeling_icm.presets import depth_slice, icm_7b_config, mid_icm_config, tiny_icm_config
+    from trainers.presets import depth_slice, icm_7b_config, mid_icm_config, tiny_icm_config
 
     full = tiny_icm_config() if tiny else icm_7b_config()
     prefix = "tiny-slice" if tiny else "7B-slice"
@@ -414,7 +414,7 @@ def launch_distributed(kind: str, args, started: float) -> dict:
 def worker(kind: str, args) -> None:
     """Inside ``accelerate launch``: one warm-up and one timed ICM training step of the mid (or tiny) preset, weights
     in fp32 and bf16 compute from the config's ``mixed_precision``; the result goes to ``--worker-out`` as JSON."""
-    from modeling_icm.presets import mid_icm_config, tiny_icm_config
+    from trainers.presets import mid_icm_config, tiny_icm_config
 
     result = {}
     try:

@@ -1,5 +1,6 @@
 """Frame sampling from videos for the scene-tuning set (paper §4.1: "Since CMU-MOSEI and HumanML3D contain over 20K
-videos, we sample frames at an appropriate rate"). PyAV decodes; the rate is a config field of the builder."""
+videos, we sample frames at an appropriate rate"). ``processing.video.decode_all_frames`` decodes; the rate is a
+config field of the builder."""
 
 from __future__ import annotations
 
@@ -28,24 +29,15 @@ def sample_frames(
     Raises:
         ValueError naming the video when it cannot be decoded, the rate is not positive, or the window is empty.
     """
-    import av
+    from processing.video import decode_all_frames
 
     if not rate or rate <= 0:
         raise ValueError(f"frame rate must be > 0 frames per second, got {rate!r}")
     path = Path(video)
     if not path.is_file():
         raise ValueError(f"video file does not exist: {path}")
-    try:
-        frames, times = [], []
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                times.append(float(frame.time) if frame.time is not None else float(len(times)))
-                frames.append(frame.to_ndarray(format="rgb24"))
-    except (av.error.FFmpegError, OSError) as err:
-        raise ValueError(f"cannot decode video {path}: {err}") from err
-    if not frames:
-        raise ValueError(f"video {path} has no frames")
-    decoded_times = np.asarray(times)
+    frames, decoded_times = decode_all_frames(path)
+    times = decoded_times.tolist()
     begin = float(start) if start is not None else 0.0
     stop = float(end) if end is not None else float(decoded_times[-1]) + 1e-6
     if stop <= begin:

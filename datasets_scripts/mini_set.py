@@ -597,15 +597,10 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = FPS) -> 
 
 
 def read_video_frames(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Decode every frame of a video with PyAV: ``(frames uint8 [T, H, W, 3], timestamps in seconds [T])``."""
-    import av
+    """Every frame of a generated clip: ``(frames uint8 [T, H, W, 3], timestamps in seconds [T])``."""
+    from processing.video import decode_all_frames
 
-    frames, times = [], []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            times.append(float(frame.time) if frame.time is not None else len(times) / FPS)
-    return np.stack(frames), np.asarray(times)
+    return decode_all_frames(path, default_fps=FPS)
 
 
 def count_event_pixels(frames: np.ndarray, label: str, tolerance: int = COLOR_TOLERANCE) -> np.ndarray:

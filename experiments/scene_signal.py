@@ -28,7 +28,7 @@ DIMS = {"face": 24, "action": 20, "object": 28, "background": 16}
 
 
 def label_coded_examples(count: int, seed: int, noise: float = 1.0, clip_noise: float = 0.0) -> list[dict]:
-    from trainers.tiny import label_coded_scene_examples
+    from trainers.presets import label_coded_scene_examples
 
     return label_coded_scene_examples(DIMS, list(LABELS), count, seed=seed, noise=noise, clip_noise=clip_noise)
 
@@ -52,7 +52,7 @@ def run(seed: int, overrides: dict, steps: int, noise: float, clip_noise: float 
     from trainers.diagnostics import scene_diagnostics
     from trainers.evaluation import generate_example_answers
     from trainers.kmeans_init import initialize_iec_dictionary
-    from trainers.tiny import tiny_icm
+    from trainers.presets import tiny_icm
 
     torch.manual_seed(seed)
     train = label_coded_examples(train_count, seed=100 + seed, noise=noise, clip_noise=clip_noise)

@@ -35,16 +35,16 @@ def _examples_for(result: dict, config: str):
     """The held-out (combined-instruction) examples the recipe evaluated, with cached scene features."""
     from processing.cache import FeatureCache
     from trainers.data import omnisila_examples
-    from trainers.recipe import _clip_records, _pipeline
+    from trainers.recipe import clip_records, recipe_pipeline
 
     r = result["recipe"]
     out = Path(result["output_dir"])
     features = result.get("features") or {}  # what run_recipe extracted (pipeline hash, cache, data)
     data_dir = Path(features.get("data_dir") or r["data"]["data_dir"] or out / "data")
     cache = FeatureCache(Path(features.get("cache_dir") or r["features"]["cache_dir"] or out / "cache"))
-    pipeline_hash = features.get("pipeline_hash") or _pipeline(r).config_hash()
+    pipeline_hash = features.get("pipeline_hash") or recipe_pipeline(r).config_hash()
     split = r["data"]["eval_split"]
-    ids = {rec.id for rec in _clip_records(r, data_dir, config, split, "max_eval_clips")}
+    ids = {rec.id for rec in clip_records(r, data_dir, config, split, "max_eval_clips")}
     examples = omnisila_examples(
         data_dir, config, split, cache, pipeline_hash, int(r["features"]["num_frames"]), tasks=("combined",),
         on_missing="skip",  # clips beyond max_eval_clips were never extracted
@@ -92,7 +92,7 @@ def run_demo(
     deterministic on one machine (same seed, same packages: the same figures). ``baseline``: also train the
     Video-LLaVA baseline (the recipe with ``ablation.scene_tokens: false``) with the same data, budget and seed.
     ``jobs``: trainings at once (default: 2 when the machine has 2 or more cores, else 1)."""
-    from trainers.recipe import _prepare_data, extract_features, load_recipe
+    from trainers.recipe import extract_features, load_recipe, prepare_data
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -103,7 +103,7 @@ def run_demo(
     # The untrained model is evaluated below, with the trained one, on the same examples and the same generation.
     resolved["evaluate"]["before_training"] = False
     # one data folder and one feature cache for both systems
-    resolved["data"]["data_dir"] = str(_prepare_data(resolved, out, log))
+    resolved["data"]["data_dir"] = str(prepare_data(resolved, out, log))
     resolved["data"]["mini_set"] = None
     resolved["features"]["cache_dir"] = resolved["features"]["cache_dir"] or str(out / "cache")
     recipes = {"ICM": (resolved, out / "run")}
@@ -162,12 +162,13 @@ def evaluate_and_report(
 ) -> Path:
     """Steps 2-4 of the demo on a finished ``run_recipe`` result (and the baseline's, when trained)."""
 
+    from evaluate_metrics.charts import write_charts
+    from evaluate_metrics.files import evaluate_files
     from inference.analysis import analyze_video
     from inference.generation import generate_answers
     from inference.loading import load_model
     from trainers.evaluation import references_of
 
-    from .evaluation import evaluate_files, write_charts
     from .plots import timeline_chart
 
     r = result["recipe"]
@@ -266,21 +267,22 @@ def _compare_with_baseline(result: dict, baseline: dict, router_rows: dict, eval
     router weights per label; the study set's conflict clips answered by both."""
     from datasets_scripts.mini_set import conflict_clip_ids
     from evaluate_metrics.functions import paired_t_test, reference_of
-    from trainers.compare import _read_answers, score_system
+    from trainers.baselines import read_answers
+    from trainers.compare import score_system
     from trainers.diagnostics import router_weights_by_label
-    from trainers.recipe import _clip_records
+    from trainers.recipe import clip_records
 
     r = result["recipe"]
     data_dir = Path(r["data"]["data_dir"] or Path(result["output_dir"]) / "data")
     conflicts = conflict_clip_ids(data_dir)
     document: dict[str, Any] = {"configs": {}}
     for config in r["data"]["configs"]:
-        records = _clip_records(r, data_dir, config, r["data"]["eval_split"], "max_eval_clips")
+        records = clip_records(r, data_dir, config, r["data"]["eval_split"], "max_eval_clips")
         ids = [rec.id for rec in records]
         refs = [reference_of(rec) for rec in records]
         scored, answers = {}, {}
         for name, run in (("ICM", result), ("Video-LLaVA", baseline)):
-            answers[name] = _read_answers(Path(run["output_dir"]) / f"predictions-trained-{config}.jsonl")
+            answers[name] = read_answers(Path(run["output_dir"]) / f"predictions-trained-{config}.jsonl")
             scored[name], _ = score_system(answers[name], ids, refs, config, ["sem_r"])
         found: dict[str, Any] = {
             "clips": len(ids),
@@ -366,8 +368,7 @@ def _untrained_model(r: dict, trained):
     import torch
 
     if r["model"]["preset"] == "smollm2":
-        from modeling_icm.presets import smollm2_icm
-        from processing.real_weights import smollm2_backbone_dir
+        from trainers.presets import smollm2_backbone_dir, smollm2_icm
 
         model, _ = smollm2_icm(r["model"]["pretrained"] or smollm2_backbone_dir(), dict(trained.config.scene_dims),
                                num_frames=trained.config.num_frames, seed=int(r["seed"]),
@@ -413,11 +414,11 @@ def _router_report(router_rows: dict[str, list[dict]]) -> str:
 
 def _data_name(r: dict) -> str:
     """The report's name of the recipe's data: the study set, the mini set, or a data folder."""
-    from trainers.recipe import _data_variant
+    from trainers.recipe import data_variant
 
     data_dir = r["data"].get("data_dir")
     if data_dir and (Path(data_dir) / "mini_set.json").is_file():
-        return "scene-dependence study set" if _data_variant(Path(data_dir)) == "study" else "Omni-SILA mini set"
+        return "scene-dependence study set" if data_variant(Path(data_dir)) == "study" else "Omni-SILA mini set"
     mini = r["data"].get("mini_set")
     if isinstance(mini, dict) and mini.get("variant") == "study":
         return "scene-dependence study set"
@@ -498,7 +499,7 @@ def _scene_pathway_report(result: dict) -> list[str]:
 def _report(
     out: Path, result: dict, documents: dict, charts: dict, analysis: dict, timings: dict, comparison: dict | None = None
 ) -> str:
-    from .evaluation import metrics_table
+    from evaluate_metrics.tables import metrics_table
 
     r = result["recipe"]
     what = what_ran(r)

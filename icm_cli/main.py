@@ -165,12 +165,12 @@ def _build_pipeline(args):
         kind = "pretrained" if any(given) else "lite"
         args.pipeline = kind  # named in the report
     if kind == "tiny":
-        return ScenePipeline.tiny(seed=args.seed, **({"scenes": scenes} if scenes else {}))
+        return ScenePipeline.from_kind("tiny", seed=args.seed, **({"scenes": scenes} if scenes else {}))
     if kind == "lite":
         from processing.real_weights import ModelFileError
 
         try:
-            return ScenePipeline.lite(seed=args.seed, **({"scenes": scenes} if scenes else {}))
+            return ScenePipeline.from_kind("lite", seed=args.seed, **({"scenes": scenes} if scenes else {}))
         except (ModelFileError, ImportError) as err:
             raise CliError(f"cannot build the real offline scene extractors: {str(err).splitlines()[0]}") from err
     kwargs = {
@@ -191,7 +191,7 @@ def _build_pipeline(args):
         if path is not None and not Path(path).is_file():
             raise CliError(f"{flag} {path}: file not found")
     try:
-        return ScenePipeline.from_pretrained(**kwargs)
+        return ScenePipeline.from_kind("pretrained", **kwargs)
     except OSError as err:
         raise CliError(f"cannot build the pretrained scene extractors: {str(err).splitlines()[0]}") from err
 
@@ -365,7 +365,9 @@ def _attribution_metrics(text: str) -> tuple[str, ...]:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluation import evaluate_files, metrics_table, write_charts
+    from evaluate_metrics.charts import write_charts
+    from evaluate_metrics.files import evaluate_files
+    from evaluate_metrics.tables import metrics_table
 
     dataset = {k: v for k, v in (("name", args.dataset_name), ("type", args.dataset_type)) if v}
     document = evaluate_files(
@@ -408,9 +410,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_baseline(args) -> int:
+    from evaluate_metrics.charts import write_charts
+    from evaluate_metrics.files import evaluate_files
+    from evaluate_metrics.tables import metrics_table
     from trainers.baselines import zero_shot_predictions
-
-    from .evaluation import evaluate_files, metrics_table, write_charts
 
     _quiet_transformers()
     out = Path(args.out or Path("baselines") / Path(str(args.model).rstrip("/")).name / args.config)

@@ -272,14 +272,9 @@ class IcmProcessor(ProcessorMixin):
             _, pipeline = _import_processing("extracting scene features")
             settings = dict(self.scene_extraction)
             kind = settings.pop("pipeline", "pretrained")
-            if kind == "tiny":
-                self._scene_pipeline = pipeline.ScenePipeline.tiny(**settings)
-            elif kind == "pretrained":
-                self._scene_pipeline = pipeline.ScenePipeline.from_pretrained(**settings)
-            elif kind == "lite":  # the real offline extractors (processing.lite)
-                self._scene_pipeline = pipeline.ScenePipeline.lite(**settings)
-            else:
-                raise ValueError(f"scene_extraction['pipeline'] must be 'tiny', 'lite' or 'pretrained', got {kind!r}")
+            if kind not in pipeline.PIPELINE_KINDS:
+                raise ValueError(f"scene_extraction['pipeline'] must be one of {list(pipeline.PIPELINE_KINDS)}, got {kind!r}")
+            self._scene_pipeline = pipeline.ScenePipeline.from_kind(kind, **settings)
         return self._scene_pipeline
 
     @scene_pipeline.setter

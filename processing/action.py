@@ -78,7 +78,6 @@ map) and the joint score, then the deconv branch's final-stage feature (``W`` = 
 51 + 544 = 595 dims (``modeling_icm.scene_contract.DEFAULT_SCENE_DIMS["action"]``). A frame with no person over the
 threshold gives an all-false mask.
 
-:class:`MMPoseActionExtractor` is an optional alternative backend through ``mmpose.apis`` (imported only when used).
 """
 
 from __future__ import annotations
@@ -96,7 +95,7 @@ from torch import nn
 
 from modeling_icm.scene_contract import ACTION_FEATURE_CHANNELS, DEFAULT_SCENE_ITEMS, NUM_KEYPOINTS
 
-from .base import SceneExtractor, require
+from .base import SceneExtractor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -105,10 +104,6 @@ COCO_KEYPOINTS: tuple[str, ...] = (
     "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
     "right_ankle",
 )  # fmt: skip
-MMPOSE_INSTALL_HINT = (
-    "pip install -U openmim && mim install mmengine 'mmcv>=2.0.1' 'mmpose>=1.1.0' "
-    "(mmcv must be built for your torch; see MMPoseActionExtractor's docstring)"
-)
 _BN_MOMENTUM = 0.1
 
 
@@ -1237,145 +1232,12 @@ class ActionExtractor(SceneExtractor):
         return result
 
 
-# ------------------------------------------------------------------------------------------ optional mmpose
-class MMPoseActionExtractor(SceneExtractor):
-    """Optional backend: associative-embedding HRNet through ``mmpose.apis`` (``init_model`` +
-    ``inference_bottomup``), producing the same x_a layout as :class:`ActionExtractor` — 17 × (x, y normalised to
-    ``[0, 1]``, score) + the backbone's highest-resolution features (``feature_channels``, 32 for HRNet-W32)
-    bilinearly sampled at each keypoint. mmpose is imported only when this class is instantiated.
-
-    Install (mmpose 1.x has no HigherHRNet, and mmcv must be compiled for the installed torch, ~15 minutes)::
-
-        pip install -U openmim
-        mim install mmengine "mmcv>=2.0.1" "mmpose>=1.1.0"
-        # config + weights of the associative-embedding HRNet-W32 (COCO, 512x512) from the mmpose model zoo:
-        mim download mmpose --config ae_hrnet-w32_8xb24-300e_coco-512x512 --dest checkpoints/
-
-    Then ``MMPoseActionExtractor("checkpoints/ae_hrnet-w32_8xb24-300e_coco-512x512.py", "checkpoints/<file>.pth")``.
-
-    Args:
-        config: the mmpose model config file.
-        checkpoint: its weights (loaded by mmpose/mmengine).
-        device: e.g. ``"cpu"`` or ``"cuda:0"``.
-        max_persons: persons kept per frame, best (mean keypoint score) first.
-        feature_channels: channels of the backbone's first (highest-resolution) output.
-        detection_threshold: a person is real (mask True) when its mean keypoint score exceeds this.
-    """
-
-    scene = "action"
-
-    def __init__(
-        self,
-        config: str | Path,
-        checkpoint: str | Path | None = None,
-        device: str = "cpu",
-        max_persons: int = DEFAULT_SCENE_ITEMS["action"],
-        feature_channels: int = ACTION_FEATURE_CHANNELS,
-        detection_threshold: float = 0.1,
-    ):
-        require("mmpose", "MMPoseActionExtractor (the optional mmpose action backend)", hint=MMPOSE_INSTALL_HINT)
-        from mmpose.apis import inference_bottomup, init_model
-
-        super().__init__(NUM_KEYPOINTS * 3 + NUM_KEYPOINTS * int(feature_channels), max_persons)
-        self.config_path = str(config)
-        self.checkpoint_path = None if checkpoint is None else str(checkpoint)
-        self.feature_channels = int(feature_channels)
-        self.detection_threshold = float(detection_threshold)
-        self._inference = inference_bottomup
-        self.pose_model = init_model(self.config_path, self.checkpoint_path, device=device)
-        self._features: list[torch.Tensor] = []
-        self.pose_model.backbone.register_forward_hook(self._keep_features)
-        self._checkpoint_digest: str | None = None
-        self.freeze()
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, config: str | Path | None = None, **kwargs) -> MMPoseActionExtractor:
-        """``path``: the mmpose ``.pth`` weights; ``config``: its mmpose config file (required)."""
-        if config is None:
-            raise ValueError(f"MMPoseActionExtractor.from_checkpoint({str(path)!r}) needs the mmpose config file")
-        return cls(config, path, **kwargs)
-
-    @classmethod
-    def tiny(cls, seed: int = 0, **overrides) -> MMPoseActionExtractor:
-        """mmpose builds its models from config files; there is no tiny random variant (use ActionExtractor.tiny)."""
-        require("mmpose", "MMPoseActionExtractor (the optional mmpose action backend)", hint=MMPOSE_INSTALL_HINT)
-        raise NotImplementedError("MMPoseActionExtractor has no tiny variant; pass an mmpose config and checkpoint")
-
-    def _keep_features(self, module, inputs, output) -> None:
-        first = output[0] if isinstance(output, (tuple, list)) else output
-        self._features.append(first.detach())
-
-    def config_dict(self) -> dict[str, Any]:
-        if self._checkpoint_digest is None and self.checkpoint_path is not None:
-            digest = hashlib.sha256()
-            with open(self.checkpoint_path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            self._checkpoint_digest = digest.hexdigest()
-        return {
-            "extractor": "mmpose-associative-embedding",
-            "scene": self.scene,
-            "config": Path(self.config_path).read_text(),
-            "checkpoint_sha256": self._checkpoint_digest,
-            "feature_channels": self.feature_channels,
-            "detection_threshold": self.detection_threshold,
-            "output_dim": self.output_dim,
-            "max_items": self.max_items,
-        }
-
-    @torch.no_grad()
-    def extract(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        frames = self.check_frames(frames)
-        features, mask = self.empty(frames.shape[0])
-        height, width = frames.shape[1:3]
-        for t, frame in enumerate(frames.cpu().numpy()):
-            self._features.clear()
-            results = self._inference(self.pose_model, frame[..., ::-1].copy())  # mmpose expects BGR like mmcv
-            if not results or not self._features:
-                continue
-            sample = results[0]
-            keypoints = torch.as_tensor(sample.pred_instances.keypoints, dtype=torch.float32)  # [N, 17, 2] pixels
-            scores = torch.as_tensor(sample.pred_instances.keypoint_scores, dtype=torch.float32)  # [N, 17]
-            if keypoints.numel() == 0:
-                continue
-            person_scores = scores.mean(-1)
-            order = person_scores.argsort(descending=True)
-            order = order[person_scores[order] > self.detection_threshold][: self.max_items]
-            if order.numel() == 0:
-                continue
-            keypoints, scores = keypoints[order], scores[order]
-            feature_map = self._features[-1][:1].float()
-            grid = self._input_grid(sample.metainfo, keypoints, width, height)  # [n, 17, 2] in [0, 1] of the input
-            sampled = F.grid_sample(
-                feature_map, (grid * 2 - 1).reshape(1, 1, -1, 2).to(feature_map), align_corners=False
-            )
-            n = keypoints.shape[0]
-            sampled = sampled.reshape(feature_map.shape[1], n, NUM_KEYPOINTS).permute(1, 2, 0).cpu()
-            xy = keypoints / torch.tensor([width, height], dtype=torch.float32)
-            part = torch.cat((xy.clamp(0, 1), scores[..., None]), -1).reshape(n, -1)
-            features[t, :n] = torch.cat((part, sampled[..., : self.feature_channels].reshape(n, -1)), -1)
-            mask[t, :n] = True
-        return features, mask
-
-    @staticmethod
-    def _input_grid(metainfo: dict, keypoints: torch.Tensor, width: int, height: int) -> torch.Tensor:
-        """Keypoints (image pixels) → normalised coordinates of the network input, inverting mmpose's bottom-up
-        resize (``input_center``, ``input_scale``, ``input_size`` in the data sample's metainfo); without that
-        metainfo the input is taken to be the whole frame."""
-        if all(k in metainfo for k in ("input_center", "input_scale")):
-            center = torch.as_tensor(metainfo["input_center"], dtype=torch.float32).reshape(2)
-            scale = torch.as_tensor(metainfo["input_scale"], dtype=torch.float32).reshape(2)
-            return ((keypoints - center) / scale + 0.5).clamp(0, 1)
-        return (keypoints / torch.tensor([width, height], dtype=torch.float32)).clamp(0, 1)
-
-
 __all__ = [
     "COCO_KEYPOINTS",
     "ActionExtractor",
     "HigherHRNet",
     "HigherHRNetConfig",
     "HigherHRNetOutput",
-    "MMPoseActionExtractor",
     "OFFICIAL_JOINT_ORDER",
     "OfficialGeometry",
     "PersonPoses",

@@ -38,10 +38,6 @@ def is_av_available() -> bool:
     return _has("av")
 
 
-def is_mmpose_available() -> bool:
-    return _has("mmpose")
-
-
 def require(module: str, what: str, hint: str = SCENE_INSTALL_HINT) -> None:
     """Raise an ``ImportError`` with the install hint when ``module`` is missing."""
     if not _has(module):

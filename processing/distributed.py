@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import INDEX_NAME, ExtractionReport, FeatureCache, SkippedVideo, extract_videos
+from .pipeline import PIPELINE_KINDS
 
 
 def _rank_index(rank: int) -> str:
@@ -119,19 +120,18 @@ def build_pipeline(args: argparse.Namespace):
     from .pipeline import ScenePipeline
 
     scenes = tuple(s for s in args.scenes.split(",") if s) if args.scenes else None
-    if args.pipeline == "tiny":
-        return ScenePipeline.tiny(seed=args.seed, scenes=scenes)
-    kwargs: dict[str, Any] = {
-        "face_encoder": args.face_encoder,
-        "action_checkpoint": args.action_checkpoint,
-        "relation_checkpoint": args.relation_checkpoint,
-        "sam_checkpoint": args.sam_checkpoint,
-        "sam_type": args.sam_type,
-        "background_encoder": args.background_encoder,
-    }
-    if scenes:
-        kwargs["scenes"] = scenes
-    return ScenePipeline.from_pretrained(**kwargs)
+    kwargs: dict[str, Any] = {"scenes": scenes} if scenes else {}
+    if args.pipeline in ("tiny", "lite"):
+        return ScenePipeline.from_kind(args.pipeline, seed=args.seed, **kwargs)
+    kwargs.update(
+        face_encoder=args.face_encoder,
+        action_checkpoint=args.action_checkpoint,
+        relation_checkpoint=args.relation_checkpoint,
+        sam_checkpoint=args.sam_checkpoint,
+        sam_type=args.sam_type,
+        background_encoder=args.background_encoder,
+    )
+    return ScenePipeline.from_kind("pretrained", **kwargs)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -142,7 +142,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-frames", type=int, default=8, help="frames sampled per video (paper: 8)")
     p.add_argument("--max-side", type=int, default=None, help="downscale frames to this longest side when decoding")
     p.add_argument("--backend", default=None, choices=[None, "decord", "av", "pyav"], help="video decoder")
-    p.add_argument("--pipeline", default="pretrained", choices=["pretrained", "tiny"])
+    p.add_argument("--pipeline", default="pretrained", choices=list(PIPELINE_KINDS))
     p.add_argument("--scenes", default="", help="comma-separated subset of face,action,object,background")
     p.add_argument("--seed", type=int, default=0, help="seed of --pipeline tiny")
     p.add_argument("--face-encoder", default="microsoft/resnet-18")

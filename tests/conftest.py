@@ -45,14 +45,14 @@ def bigbuckbunny_path() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from modeling_icm.presets import build_tiny_tokenizer
+    from trainers.presets import build_tiny_tokenizer
 
     return build_tiny_tokenizer()
 
 
 @pytest.fixture(scope="session")
 def tiny_config(tiny_tokenizer):
-    from modeling_icm.presets import tiny_icm_config
+    from trainers.presets import tiny_icm_config
 
     return tiny_icm_config(tiny_tokenizer)
 
@@ -72,7 +72,7 @@ def tiny_model(tiny_config):
 
 
 def make_tiny_processor(tokenizer, num_frames: int = 8):
-    from trainers.tiny import tiny_processor
+    from trainers.presets import tiny_processor
 
     return tiny_processor(tokenizer, num_frames=num_frames)
 
@@ -114,13 +114,13 @@ def checkpoint_layout(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def explicit_demo_run(tmp_path_factory):
-    """``(result, log lines)`` of ``trainers.live_demo.train_explicit_demo``: the demo recipe on the explicit mini set
+    """``(result, log lines)`` of the shipped ``demo-explicit`` recipe: the demo recipe on the explicit mini set
     (a few CPU minutes), trained once per test run — test_train_recipe checks that it learned, test_live_e2e watches
     a stream with it."""
     import json
     import time
 
-    from trainers.live_demo import train_explicit_demo
+    from trainers.recipe import run_recipe
 
     reuse = os.environ.get("ICM_TEST_EXPLICIT_RUN")  # a finished run of the same recipe (developers' shortcut)
     if reuse and (Path(reuse) / "results.json").is_file():
@@ -128,9 +128,10 @@ def explicit_demo_run(tmp_path_factory):
         return {**result, "data_dir": str(Path(reuse) / "data")}, [f"reused the run in {reuse}"]
     lines: list[str] = []
     started = time.perf_counter()
-    result = train_explicit_demo(tmp_path_factory.mktemp("explicit-demo") / "run",
-                                 log=lambda m: lines.append(f"[{time.perf_counter() - started:6.1f}s] {m}"))  # fmt: skip
-    return result, lines
+    out = tmp_path_factory.mktemp("explicit-demo") / "run"
+    result = run_recipe("demo-explicit", output_dir=out,
+                        log=lambda m: lines.append(f"[{time.perf_counter() - started:6.1f}s] {m}"))  # fmt: skip
+    return {**result, "data_dir": str(out / "data")}, lines
 
 
 # ---- the fire model: a tiny ICM trained to answer one thing; reused by the CLI, pipeline and app tests --
@@ -154,7 +155,7 @@ def fire_model_dir(tmp_path_factory, scene_pipeline) -> Path:
     import torch
 
     from processing.video import sample_frames
-    from trainers.tiny import tiny_icm
+    from trainers.presets import tiny_icm
 
     model, processor = tiny_icm(scene_pipeline.output_dims, corpus=[FIRE_ANSWER], seed=0)
     gen = torch.Generator().manual_seed(0)

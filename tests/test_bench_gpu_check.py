@@ -154,7 +154,7 @@ def test_extrapolation_recovers_a_linear_cost_and_the_paper_setting(gpu_check):
 
 
 def test_depth_slice_keeps_the_widths_and_the_icm_modules():
-    from modeling_icm.presets import depth_slice, icm_7b_config
+    from trainers.presets import depth_slice, icm_7b_config
 
     full = icm_7b_config()
     part = depth_slice(full, 2, 3)

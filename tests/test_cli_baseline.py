@@ -105,7 +105,7 @@ def test_an_undecodable_clip_is_skipped_reported_and_scored_as_missing(capsys, t
 def _text_only_model(path: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from modeling_icm.presets import build_tiny_tokenizer
+    from trainers.presets import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
     LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -117,7 +117,7 @@ def _text_only_model(path: Path) -> Path:
 def _image_only_model(path: Path) -> Path:
     import transformers as tr
 
-    from modeling_icm.presets import build_tiny_tokenizer
+    from trainers.presets import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
     config = tr.LlavaConfig(

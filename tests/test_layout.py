@@ -48,11 +48,11 @@ def test_the_import_scanner_sees_lazy_imports_and_ignores_text(tmp_path):
     source = tmp_path / "m.py"
     source.write_text(
         'TEMPLATE = "from icm_cli.app import launch_app"\n'
-        "def f():\n    from icm_cli.evaluation import metrics_table\n    import icm_cli.main\n"
+        "def f():\n    from icm_cli.demo import run_demo\n    import icm_cli.main\n"
         "    import importlib\n    importlib.import_module('icm_cli.app')\n"
     )
     assert [m for _, m in imported_modules(source) if m.startswith("icm_cli")] == [
-        "icm_cli.evaluation",
+        "icm_cli.demo",
         "icm_cli.main",
         "icm_cli.app",
     ]

@@ -1,6 +1,6 @@
 """``icm watch`` end to end with the real trained model (slow): a held-out mini-set stretch holding a negative event
 is streamed in real time as MPEG-TS to udp://127.0.0.1, the watcher analyses it with the tiny ICM the slow tests
-train (``trainers.live_demo``), and its alerts arrive at a local webhook that goes down during the event and comes
+train (the ``demo-explicit`` recipe), and its alerts arrive at a local webhook that goes down during the event and comes
 back — every alert arrives, exactly once after de-duplication by id. Traffic stays on 127.0.0.1; every wait is
 bounded."""
 

@@ -19,7 +19,7 @@ from modeling_icm.modeling_icm import (
     SceneBalancedMoE,
     router_balance_loss,
 )
-from modeling_icm.presets import tiny_icm_config
+from trainers.presets import tiny_icm_config
 
 
 def make_batch(processor, config, n=2, seed=0, answers=None, num_items=None):

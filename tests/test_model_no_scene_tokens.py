@@ -10,9 +10,8 @@ from conftest import make_tiny_model, random_frames, random_scene_inputs
 from modeling_icm import templates as T
 from modeling_icm.configuration_icm import IcmConfig
 from modeling_icm.modeling_icm import IcmForVideoSentiment
-from modeling_icm.presets import tiny_icm_config
+from trainers.presets import tiny_icm, tiny_icm_config, tiny_processor
 from trainers.recipe import load_recipe
-from trainers.tiny import tiny_icm, tiny_processor
 
 
 @pytest.fixture(scope="module")

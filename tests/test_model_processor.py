@@ -11,8 +11,8 @@ import torch
 from conftest import make_tiny_model, make_tiny_processor, random_frames, random_scene_inputs
 
 from modeling_icm import templates as T
-from modeling_icm.presets import tiny_icm_config
 from modeling_icm.scene_contract import SCENE_NAMES, collate_scene_features
+from trainers.presets import tiny_icm_config
 
 
 def _call(processor, config, n=2, **kwargs):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from processing.action import (
     ActionExtractor,
     HigherHRNet,
     HigherHRNetConfig,
-    MMPoseActionExtractor,
     OfficialGeometry,
     PersonPoses,
     PoseDecodingConfig,
@@ -326,18 +324,10 @@ def test_unknown_option_is_rejected():
         ActionExtractor.tiny(max_people=3)
 
 
-def test_mmpose_backend_missing_gives_install_hint():
-    if importlib.util.find_spec("mmpose") is not None:
-        pytest.skip("mmpose is installed (scripts/setup.sh does not install it), so its missing-package error cannot occur")
-    with pytest.raises(ImportError, match=r"mmpose.*mim install"):
-        MMPoseActionExtractor("ae_hrnet-w32_8xb24-300e_coco-512x512.py", "weights.pth")
-    assert "mmpose" not in sys.modules
-
-
 def test_heavy_packages_not_imported_at_module_import():
     code = (
         "import sys, processing.action, processing.video; "
-        "print(sorted(m for m in ('decord', 'av', 'mmpose', 'mmcv') if m in sys.modules))"
+        "print(sorted(m for m in ('decord', 'av') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -156,3 +156,27 @@ def test_real_size_architectures_match_the_contracts_default_dims():
     assert real.output_dims == DEFAULT_SCENE_DIMS
     assert real.max_items == DEFAULT_SCENE_ITEMS
     assert real.extractors["background"].vit_size == (224, 224)
+
+
+@pytest.mark.parametrize(
+    "kind, kwargs, face_class",
+    [
+        ("tiny", {"seed": 0, "scenes": ["face", "object"]}, "FaceExtractor"),
+        ("lite", {"seed": 0, "scenes": ["face", "object"]}, "LiteFaceExtractor"),
+    ],
+)  # fmt: skip
+def test_from_kind_builds_each_kind_by_name(kind, kwargs, face_class):
+    """One factory turns a pipeline name into extractors (the CLI, recipes, distributed extraction and the
+    processor call it); the built pipeline is the one the named constructor builds."""
+    from processing.pipeline import PIPELINE_KINDS
+
+    assert kind in PIPELINE_KINDS
+    built = ScenePipeline.from_kind(kind, **kwargs)
+    assert built.scenes == ("face", "object") and type(built.extractors["face"]).__name__ == face_class
+    direct = getattr(ScenePipeline, kind)(**kwargs)
+    assert built.config_hash() == direct.config_hash()
+
+
+def test_from_kind_names_an_unknown_kind():
+    with pytest.raises(ValueError, match="'paper'.*|.*'paper'"):
+        ScenePipeline.from_kind("paper")

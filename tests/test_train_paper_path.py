@@ -118,8 +118,8 @@ def test_a_scene_token_the_tokenizer_already_has_is_used(tmp_path):
 
 
 def test_an_icm_checkpoint_whose_tokenizer_disagrees_on_scene_is_named(tmp_path, tiny_tokenizer):
+    from trainers.presets import tiny_icm
     from trainers.recipe import RecipeError, load_recipe, preflight
-    from trainers.tiny import tiny_icm
 
     model, processor = tiny_icm({"face": 24, "action": 20, "object": 28, "background": 16})
     model.save_pretrained(tmp_path / "icm")

@@ -150,12 +150,12 @@ def test_learning_is_real_on_the_mini_set(explicit_demo_run):
     clip cannot pass), and its untrained self."""
     from collections import Counter
 
-    from trainers.recipe import _clip_records
+    from trainers.recipe import clip_records
 
-    result, lines = explicit_demo_run  # trainers.live_demo.EXPLICIT_RECIPE, shared with test_live_e2e
+    result, lines = explicit_demo_run  # the demo-explicit recipe, shared with test_live_e2e
     print("\n".join(lines))
     recipe = result["recipe"]
-    held_out = _clip_records(recipe, Path(result["data_dir"]), "explicit", recipe["data"]["eval_split"], "max_eval_clips")
+    held_out = clip_records(recipe, Path(result["data_dir"]), "explicit", recipe["data"]["eval_split"], "max_eval_clips")
     labels = Counter(rec.label for rec in held_out)
     assert len(labels) >= 3, labels  # several labels, so the majority class is a real baseline
     majority_acc = max(labels.values()) / len(held_out)

@@ -46,7 +46,7 @@ def trained(tmp_path_factory):
     """A tiny ICM with LoRA (+ modules_to_save), a K-means dictionary and a few training steps."""
     from trainers.args import IcmTrainingArguments
     from trainers.kmeans_init import initialize_iec_dictionary
-    from trainers.tiny import synthetic_examples, tiny_icm
+    from trainers.presets import synthetic_examples, tiny_icm
     from trainers.trainer import IcmTrainer
 
     torch.set_num_threads(1)  # tiny matrices: one thread is fastest

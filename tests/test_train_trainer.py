@@ -19,7 +19,7 @@ ANSWERS = [
 
 @pytest.fixture(scope="module")
 def tiny():
-    from trainers.tiny import synthetic_examples, tiny_icm
+    from trainers.presets import synthetic_examples, tiny_icm
 
     torch.set_num_threads(1)  # tiny matrices: one thread is fastest
     model, processor = tiny_icm(DIMS, seed=0)

@@ -142,17 +142,20 @@ def generate_video_llm_answers(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _read_done(path: Path) -> dict[str, str]:
-    done: dict[str, str] = {}
+def read_answers(path: str | os.PathLike) -> dict[str, str]:
+    """``{id: answer}`` of a predictions file (JSON Lines ``{"id", "answer"}``); missing file: empty. A line cut by an
+    interruption is left out, so a resumed run asks that clip again."""
+    answers: dict[str, str] = {}
+    path = Path(path)
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line cut by an interruption: that clip is asked again
-            if isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("answer"), str):
-                done[row["id"]] = row["answer"]
-    return done
+                continue
+            if isinstance(row, dict) and isinstance(row.get("answer"), str) and row.get("id") is not None:
+                answers[str(row["id"])] = row["answer"]
+    return answers
 
 
 def write_references(records, path: Path) -> Path:
@@ -209,7 +212,7 @@ def zero_shot_predictions(
         records = records[: int(max_clips)]
     references = write_references(records, out / REFERENCES_FILE)
     predictions = out / PREDICTIONS_FILE
-    done = _read_done(predictions)
+    done = read_answers(predictions)
     todo = [r for r in records if r.id not in done]
     with predictions.open("w", encoding="utf-8") as handle:  # rewrite what is kept (drops a cut last line)
         for r in records:
@@ -278,10 +281,10 @@ _QWEN_VL_TEMPLATE = (  # Qwen2-VL / Qwen2.5-VL: system turn, <|vision_start|><|v
 
 
 def _family_tokenizer(special: dict[str, str], eos: str, corpus: Sequence[str]):
-    """The tiny offline BPE of ``modeling_icm.presets`` with a family's special tokens (``{role: token}``)."""
+    """The tiny offline BPE of ``trainers.presets`` with a family's special tokens (``{role: token}``)."""
     from transformers import PreTrainedTokenizerFast
 
-    from modeling_icm.presets import build_tiny_tokenizer
+    from trainers.presets import build_tiny_tokenizer
 
     backend = build_tiny_tokenizer(list(corpus)).backend_tokenizer
     backend.add_special_tokens(sorted(set(special.values()) | {eos}))
@@ -425,6 +428,7 @@ __all__ = [
     "TINY_VIDEO_LLMS",
     "BaselineError",
     "baseline_text",
+    "read_answers",
     "build_tiny_video_llm",
     "chat_prompt",
     "generate_video_llm_answers",

@@ -63,6 +63,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .baselines import read_answers
+
 
 class GridError(ValueError):
     """A grid that cannot run: a missing file, an unknown field, a bad system entry (the message names it)."""
@@ -203,10 +205,10 @@ def _fingerprint(*parts: Any) -> str:
 
 
 def _evaluation_clips(recipe: dict, data_dir: Path) -> dict[str, list]:
-    from .recipe import _clip_records
+    from .recipe import clip_records
 
     return {
-        config: _clip_records(recipe, data_dir, config, recipe["data"]["eval_split"], "max_eval_clips")
+        config: clip_records(recipe, data_dir, config, recipe["data"]["eval_split"], "max_eval_clips")
         for config in recipe["data"]["configs"]
     }
 
@@ -246,20 +248,6 @@ def _run_system(grid, system, sys_dir: Path, recipe, clips, data_dir, out, log) 
 
     run_recipe(recipe, output_dir=sys_dir / "train", log=lambda line: log(f"  {line}"))
     return {config: str(sys_dir / "train" / f"predictions-trained-{config}.jsonl") for config in clips}
-
-
-def _read_answers(path: str | os.PathLike) -> dict[str, str]:
-    answers: dict[str, str] = {}
-    p = Path(path)
-    if p.is_file():
-        for line in p.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("answer"), str) and row.get("id") is not None:
-                answers[str(row["id"])] = row["answer"]
-    return answers
 
 
 def _references(records) -> tuple[list[str], list[dict]]:
@@ -314,14 +302,14 @@ def run_grid(
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
-    from .recipe import _prepare_data, load_recipe
+    from .recipe import load_recipe, prepare_data
 
     started = time.perf_counter()
     try:
         base = load_recipe(_base_recipe(g))
     except ValueError as err:
         raise GridError(f"grid {g['name']}: its recipe {g['recipe']!r}: {err}") from err
-    data_dir = _prepare_data(base, out, log)
+    data_dir = prepare_data(base, out, log)
     cache_dir = out / "cache"
     clips = _evaluation_clips(base, data_dir)
     references = {config: _references(records) for config, records in clips.items()}
@@ -575,7 +563,7 @@ def score_grid(
             for config, (ids, refs) in references.items():
                 per_seed, pooled, per_label, missing = [], {}, None, 0
                 for run in seed_runs * (num_seeds if len(seed_runs) == 1 else 1):  # a single run pairs with every seed
-                    answers = _read_answers(run["predictions"][config])
+                    answers = read_answers(run["predictions"][config])
                     result, lost = score_system(answers, ids, refs, config, g.get("attribution_metrics", ["sem_r"]))
                     metrics = {k: float(v) for k, v in result.summary.items()}
                     for subset, chosen in subsets.items():

@@ -133,7 +133,7 @@ def _card_body(repo_id: str, config, parts: Mapping[str, int], documents, base_m
         "",
     ]
     note = getattr(config.backbone_config, "weights_note", None)
-    if note:  # which backbone parts are real and which random (modeling_icm.presets.SMOLLM2_WEIGHTS_NOTE)
+    if note:  # which backbone parts are real and which random (trainers.presets.SMOLLM2_WEIGHTS_NOTE)
         lines += [f"**Weights**: {note}.", ""]
     lines += [
         "## Usage",

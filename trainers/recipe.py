@@ -261,6 +261,7 @@ _DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 def _validate_values(r: dict) -> None:
     from modeling_icm.templates import CONFIG_NAMES, SCENE_NAMES
+    from processing.pipeline import PIPELINE_KINDS
 
     for config in r["data"]["configs"]:
         if config not in CONFIG_NAMES:
@@ -268,7 +269,7 @@ def _validate_values(r: dict) -> None:
     scenes = r["ablation"]["scenes"]
     if not scenes or any(s not in SCENE_NAMES for s in scenes):
         raise RecipeError(f"recipe field 'ablation.scenes' must be a non-empty subset of {list(SCENE_NAMES)}")
-    if r["features"]["pipeline"] not in ("tiny", "lite", "pretrained"):
+    if r["features"]["pipeline"] not in PIPELINE_KINDS:
         raise RecipeError("recipe field 'features.pipeline' must be 'tiny', 'lite' or 'pretrained'")
     if r["model"]["preset"] not in ("tiny", "7b", "pretrained", "smollm2"):
         raise RecipeError("recipe field 'model.preset' must be 'tiny', '7b', 'pretrained' or 'smollm2'")
@@ -288,19 +289,18 @@ def _validate_values(r: dict) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _pipeline(r: dict):
+def recipe_pipeline(r: dict):
+    """The scene extractors a resolved recipe names (``features.pipeline`` and ``pipeline_kwargs``, its scenes)."""
     from processing.pipeline import ScenePipeline
 
     kwargs = dict(r["features"]["pipeline_kwargs"] or {})
     kwargs.setdefault("scenes", list(r["ablation"]["scenes"]))
-    if r["features"]["pipeline"] == "tiny":
-        return ScenePipeline.tiny(**kwargs)
-    if r["features"]["pipeline"] == "lite":  # the real offline extractors (processing.lite)
-        return ScenePipeline.lite(**kwargs)
-    return ScenePipeline.from_pretrained(**kwargs)
+    return ScenePipeline.from_kind(r["features"]["pipeline"], **kwargs)
 
 
-def _prepare_data(r: dict, out: Path, log) -> Path:
+def prepare_data(r: dict, out: Path, log) -> Path:
+    """The data folder of a resolved recipe: ``data.data_dir``, or the generated mini / study set in ``out/data``
+    (reused when its manifest matches ``data.mini_set``)."""
     data = r["data"]
     if data["data_dir"]:
         data_dir = Path(data["data_dir"])
@@ -327,7 +327,7 @@ def _prepare_data(r: dict, out: Path, log) -> Path:
     return data_dir
 
 
-def _data_variant(data_dir: Path) -> str:
+def data_variant(data_dir: Path) -> str:
     """``"study"`` for a generated study set, else ``"mini"`` (the mini set, or any other data folder)."""
     manifest = Path(data_dir) / "mini_set.json"
     if manifest.is_file():
@@ -335,7 +335,9 @@ def _data_variant(data_dir: Path) -> str:
     return "mini"
 
 
-def _clip_records(r: dict, data_dir: Path, config: str, split: str, limit_key: str):
+def clip_records(r: dict, data_dir: Path, config: str, split: str, limit_key: str):
+    """The clip records of one config and split that a recipe uses: at most ``data[limit_key]`` of them
+    (``max_train_clips`` / ``max_eval_clips``), taken label by label in turn so that a small limit keeps every label."""
     from datasets_scripts.schema import round_robin
 
     from .data import read_clip_records
@@ -361,7 +363,7 @@ def _extract(r: dict, data_dir: Path, cache, pipeline, log) -> None:
     records = []
     for config in r["data"]["configs"]:
         for split, key in ((r["data"]["train_split"], "max_train_clips"), (r["data"]["eval_split"], "max_eval_clips")):
-            records += _clip_records(r, data_dir, config, split, key)
+            records += clip_records(r, data_dir, config, split, key)
     started = time.perf_counter()
     if _windowed(records):  # clip windows of longer sources: each source once, on its frame grid
         from processing.grid import extract_source_grids
@@ -399,7 +401,7 @@ def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
     preset = r["model"]["preset"]
     num_frames = int(r["features"]["num_frames"])
     if preset == "tiny":
-        from .tiny import tiny_icm
+        from .presets import tiny_icm
 
         return tiny_icm(scene_dims, corpus=corpus, seed=int(r["seed"]), num_frames=num_frames, **overrides)
     from inference.trust import config_from_pretrained, model_from_pretrained, processor_from_pretrained
@@ -408,8 +410,7 @@ def _build_model(r: dict, scene_dims: dict[str, int], corpus: list[str]):
 
     torch.manual_seed(int(r["seed"]))
     if preset == "smollm2":  # the real SmolLM2-135M LLM, converted once at set-up (processing.real_weights)
-        from modeling_icm.presets import smollm2_icm
-        from processing.real_weights import smollm2_backbone_dir
+        from .presets import smollm2_backbone_dir, smollm2_icm
 
         source = r["model"]["pretrained"] or smollm2_backbone_dir()
         return smollm2_icm(source, scene_dims, num_frames=num_frames, seed=int(r["seed"]), **overrides)
@@ -650,10 +651,10 @@ def _data_and_features(r: dict, out: Path, log, timings: dict) -> dict:
     from processing.cache import FeatureCache
 
     started = time.perf_counter()
-    data_dir = _prepare_data(r, out, log)
+    data_dir = prepare_data(r, out, log)
     timings["data_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    pipeline = _pipeline(r)
+    pipeline = recipe_pipeline(r)
     cache = FeatureCache(Path(r["features"]["cache_dir"] or out / "cache"))
     _extract(r, data_dir, cache, pipeline, log)
     features = {
@@ -721,7 +722,7 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
             (r["data"]["train_split"], "max_train_clips", train_sets, r["data"]["train_tasks"]),
             (r["data"]["eval_split"], "max_eval_clips", eval_sets, ["combined"]),
         ):
-            records = _clip_records(r, data_dir, config, split, key)
+            records = clip_records(r, data_dir, config, split, key)
             grid = None
             if _windowed(records):
                 from processing.grid import GridClips
@@ -752,7 +753,7 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
 
     from datasets_scripts.mini_set import mini_set_corpus
 
-    corpus = mini_set_corpus(_data_variant(data_dir)) if r["model"]["preset"] == "tiny" else []
+    corpus = mini_set_corpus(data_variant(data_dir)) if r["model"]["preset"] == "tiny" else []
     corpus += sorted({e["answer"] for e in scene_examples} | {e["answer"] for e in train_examples})
     model, processor = _build_model(r, scene_dims, corpus)
 
@@ -819,4 +820,5 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
     return result
 
 
-__all__ = ["RecipeError", "SCHEMA", "extract_features", "load_recipe", "preflight", "run_recipe"]
+__all__ = ["RecipeError", "SCHEMA", "clip_records", "data_variant", "extract_features", "load_recipe", "preflight",
+           "prepare_data", "recipe_pipeline", "run_recipe"]  # fmt: skip

@@ -126,7 +126,7 @@ def study_probes(
 def tiny_video_tower(seed: int = 0):
     """``(processor, tower)``: the tiny recipes' video processor and a callable giving the tiny random ICM's video
     tower output for ``pixel_values_videos`` — what a tiny ICM's LLM receives from the video."""
-    from .tiny import tiny_icm
+    from .presets import tiny_icm
 
     model, processor = tiny_icm(seed=seed)
     model.eval()

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(ns.threads)
     from .args import IcmTrainingArguments
     from .kmeans_init import initialize_iec_dictionary
-    from .tiny import synthetic_examples, tiny_icm
+    from .presets import synthetic_examples, tiny_icm
     from .trainer import IcmTrainer
 
     model, processor = tiny_icm(DIMS, seed=ns.seed)

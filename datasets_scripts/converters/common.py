@@ -13,7 +13,7 @@ from ..windows import OVERSHOOT_FRAMES
 
 
 def load_json(path: str | os.PathLike, what: str, expect: type | None = None) -> Any:
-    """The JSON of ``path``; ``ValueError`` naming the file (and the line) when it is not UTF-8, not JSON, or not of
+    r"""The JSON of ``path``; ``ValueError`` naming the file (and the line) when it is not UTF-8, not JSON, or not of
     the ``expect``\ ed type (``dict``: an object such as ``{"video": value}``)."""
     path = Path(path)
     if not path.is_file():

