@@ -150,6 +150,11 @@ class IcmConfig(PretrainedConfig):
             constant share of expert j's scene dimension) or `"dispatch"` (the indicator ``1{e_j ∈ E_j}`` read as
             the fraction of frames dispatched to expert j, weighted by its dimension, as in Switch Transformer's
             load balancing).
+        router_dimension_share (`dict`, *optional*):
+            G_j of Eq. 2 given per scene (normalised over the enabled scenes), in place of each scene's share of
+            the input dimension. `None` (the default, the paper's text) computes it from `scene_dims`. A diagnostic
+            handle: with the `"dimension_share"` reading the router is pushed towards the scene with the smallest
+            G_j, and giving G_j by hand separates that push from what the scene features say.
         scene_token_id (`int`, *optional*, defaults to 32003):
             Token id of the ``<scene>`` placeholder. The default is the id Video-LLaVA-7B-hf's tokenizer gives it
             (the first free id after ``<pad>``, inside the padded 32064-row vocabulary, so no resizing is needed);
@@ -191,6 +196,7 @@ class IcmConfig(PretrainedConfig):
     router_alpha: float = 1e-4
     router_beta: float = 1e-2
     router_balance: str = "dimension_share"
+    router_dimension_share: dict | None = None
     iec_output_norm: bool = False
     scene_feature_norm: str = "none"
     scene_token_id: int = 32003
@@ -264,6 +270,13 @@ class IcmConfig(PretrainedConfig):
                 raise ValueError(f"enabled_scenes has {scene!r} but scene_dims gives no dimension for it")
         if len(set(enabled)) != len(enabled):
             raise ValueError(f"enabled_scenes has duplicates: {enabled}")
+        shares = self.router_dimension_share
+        if shares is not None:
+            if not isinstance(shares, dict) or any(s not in shares for s in enabled):
+                raise ValueError(f"router_dimension_share must give a share for every enabled scene {enabled}, got {shares!r}")
+            bad = {s: v for s, v in shares.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}
+            if bad or any(s not in SCENE_NAMES for s in shares):
+                raise ValueError(f"router_dimension_share must map known scenes to positive numbers, got {shares!r}")
         self.enabled_scenes = [s for s in SCENE_NAMES if s in enabled]
         positive = (
             "expert_hidden_size",

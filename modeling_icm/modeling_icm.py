@@ -309,8 +309,11 @@ class SceneBalancedMoE(nn.Module):
         self.register_buffer("dimension_share", self.expected_dimension_share(), persistent=False)
 
     def expected_dimension_share(self, device=None) -> torch.Tensor:
-        """G_j of Eq. 2: each enabled scene's share of the input dimension, ``dim_j / Σ_k dim_k``."""
-        dims = torch.tensor([float(self.config.scene_dims[s]) for s in self.scenes], device=device)
+        """G_j of Eq. 2: each enabled scene's share of the input dimension, ``dim_j / Σ_k dim_k`` (or the shares
+        ``config.router_dimension_share`` gives, normalised over the enabled scenes)."""
+        given = self.config.router_dimension_share
+        source = given if given is not None else self.config.scene_dims
+        dims = torch.tensor([float(source[s]) for s in self.scenes], device=device)
         return dims / dims.sum()
 
     def _plain_fusion(self, features, masks):

@@ -133,6 +133,23 @@ def test_model_router_loss_matches_eq2_on_its_own_probabilities(tiny_config):
     assert zero.encode_scenes(batch, mbatch).router_loss == 0
 
 
+def test_router_dimension_share_sets_g_j_by_hand(tiny_config):
+    """G_j of Eq. 2 is each scene's share of the input dimension unless the config gives the shares; the shares
+    given are normalised, kept in the saved config, and a share for an enabled scene that is missing or not positive
+    is refused naming the field."""
+    dims = torch.tensor([float(tiny_config.scene_dims[s]) for s in tiny_config.enabled_scenes])
+    assert torch.allclose(make_tiny_model(tiny_config).sbm.dimension_share, dims / dims.sum())
+    given = {s: float(i + 1) for i, s in enumerate(tiny_config.enabled_scenes)}
+    config = tiny_icm_config(None, router_dimension_share=given, scene_token_id=tiny_config.scene_token_id)
+    share = make_tiny_model(config).sbm.dimension_share
+    expected = torch.tensor(list(given.values()))
+    assert torch.allclose(share, expected / expected.sum())
+    assert IcmConfig.from_dict(config.to_dict()).router_dimension_share == given
+    for bad in ({tiny_config.enabled_scenes[0]: 1.0}, {**given, tiny_config.enabled_scenes[0]: 0.0}):
+        with pytest.raises(ValueError, match="router_dimension_share"):
+            tiny_icm_config(None, router_dimension_share=bad)
+
+
 def test_absent_scene_gets_no_router_weight(tiny_config):
     model = make_tiny_model(tiny_config)
     feats, masks = random_scene_inputs(tiny_config, num_items=(2,))
