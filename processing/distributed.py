@@ -144,7 +144,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", default=None, choices=[None, "decord", "av", "pyav"], help="video decoder")
     p.add_argument("--pipeline", default="pretrained", choices=list(PIPELINE_KINDS))
     p.add_argument("--scenes", default="", help="comma-separated subset of face,action,object,background")
-    p.add_argument("--seed", type=int, default=0, help="seed of --pipeline tiny")
+    p.add_argument("--seed", type=int, default=0, help="seed of --pipeline tiny or lite")
     p.add_argument("--face-encoder", default="microsoft/resnet-18")
     p.add_argument("--action-checkpoint", default=None, help="official HigherHRNet-W32 .pth")
     p.add_argument("--relation-checkpoint", default=None, help="official RelTR .pth")

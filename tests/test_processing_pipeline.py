@@ -180,3 +180,12 @@ def test_from_kind_builds_each_kind_by_name(kind, kwargs, face_class):
 def test_from_kind_names_an_unknown_kind():
     with pytest.raises(ValueError, match="'paper'.*|.*'paper'"):
         ScenePipeline.from_kind("paper")
+
+
+def test_distributed_extraction_builds_the_lite_pipeline():
+    """``python -m processing.distributed --pipeline lite`` builds the real offline extractors through the factory."""
+    from processing.distributed import build_pipeline, parse_args
+
+    built = build_pipeline(parse_args(["--cache-dir", "unused", "--pipeline", "lite", "--scenes", "face,background"]))
+    assert built.scenes == ("face", "background")
+    assert [type(e).__name__ for e in built.extractors.values()] == ["LiteFaceExtractor", "LiteBackgroundExtractor"]
