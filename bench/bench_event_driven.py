@@ -17,7 +17,8 @@ event-driven analysis and their ratio (goal ≥ 5× on ≥ 80 % uneventful foota
 analysis finds (its segments whose sentiment is not neutral/Normal, found when the event-driven analysis has a
 segment of the same sentiment overlapping it; goal ≥ 0.95); recall of the ground-truth events (an event is
 recalled when a generated window overlaps it; goal ≥ 0.95) and of the labelled sentiment segments located by
-each run; and how well three per-frame scores predict the ground-truth events on the analysis's frame grid
+each run; with the model's scene probe (``event_probe.json``, saved by training) a third run, event-driven with
+the probe vetting the eventful windows after extraction (``probe_normal``); and how well three per-frame scores predict the ground-truth events on the analysis's frame grid
 (ROC AUC): the frame-difference novelty used by the selection, the same novelty computed on the scene features
 (the processor's extractors), and the plain difference to the previous grid frame.
 
@@ -190,13 +191,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--config", default="explicit")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probe-threshold", type=float, default=0.25)
+    parser.add_argument("--no-probe", action="store_true", help="leave out the run with the model's scene probe")
     args = parser.parse_args()
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(name, "1")
     import torch
 
     from inference.analysis import StageTimer, analyze_video
-    from inference.events import EventSelection
+    from inference.events import EventSelection, load_event_probe
     from inference.loading import load_model
 
     torch.set_num_threads(args.threads)
@@ -213,42 +216,55 @@ def main() -> None:
     eventful = sum(e - s for s, e, _ in events)
     model, processor = load_model(model_dir)
     kwargs = dict(window=args.window, overlap=args.overlap, config_name=args.config, progress=False, seed=args.seed)
-    selection = EventSelection(threshold=args.threshold, floor=args.floor)
-    timers = {"full": StageTimer(), "event-driven": StageTimer()}
-    full, full_wall, full_cpu = timed(lambda: analyze_video(video, model, processor, timer=timers["full"], **kwargs))
-    driven, drv_wall, drv_cpu = timed(lambda: analyze_video(video, model, processor, events=selection,
-                                                            timer=timers["event-driven"], **kwargs))  # fmt: skip
+    selection = EventSelection(threshold=args.threshold, floor=args.floor, probe_threshold=args.probe_threshold)
+    probe = None if args.no_probe else load_event_probe(model_dir, args.config)
+    runs = {"full": {}, "event-driven": {"events": selection}}
+    if probe is not None:
+        runs["+ scene probe"] = {"events": selection, "event_probe": probe}
+    docs, walls, cpus, timers = {}, {}, {}, {}
+    for name, extra in runs.items():
+        timers[name] = StageTimer()
+        docs[name], walls[name], cpus[name] = timed(
+            lambda extra=extra, name=name: analyze_video(video, model, processor, timer=timers[name], **extra, **kwargs)
+        )
+    full = docs["full"]
     total = full["num_windows"]
     quiet = 1 - eventful / full["duration"]
-    found, wanted = recall_of_full(full, driven)
     print(f"video: {full['duration']:.0f} s ({args.minutes:g} min), {len(events)} events ({eventful:.0f} s), "
           f"{quiet:.1%} uneventful; window {args.window:g} s, overlap {args.overlap:g} s; threshold "
           f"{args.threshold:g}, floor {args.floor:g} s; {args.threads} torch thread(s); model {model_dir}")  # fmt: skip
-    print(f"{'':38}{'full':>14}{'event-driven':>16}{'ratio':>10}")
-    generated = driven["selection"]["windows_generated"]
-    print(f"{'windows generated / windows':38}{f'{total} / {total}':>14}{f'{generated} / {total}':>16}"
-          f"{generated / total:>10.3f}")  # fmt: skip
-    print(f"{'wall time (s)':38}{full_wall:>14.1f}{drv_wall:>16.1f}{full_wall / drv_wall:>9.2f}x")
-    print(f"{'CPU time (s)':38}{full_cpu:>14.1f}{drv_cpu:>16.1f}{full_cpu / drv_cpu:>9.2f}x")
-    for stage in ("decode", "event_score", "scene_extraction", "generation"):
-        a = timers["full"].wall.get(stage, 0.0)
-        b = timers["event-driven"].wall.get(stage, 0.0)
-        print(f"{'  wall, ' + stage + ' (s)':38}{a:>14.1f}{b:>16.1f}")
-    ev_full, ev_drv = events_sent(full, events), events_sent(driven, events)
-    print(f"{'ground-truth events sent to the model':38}{f'{ev_full} / {len(events)}':>14}"
-          f"{f'{ev_drv} / {len(events)}':>16}{ev_drv / len(events):>10.3f}")  # fmt: skip
-    loc_full, loc_drv = sentiments_located(full, sentiments), sentiments_located(driven, sentiments)
-    print(f"{'labelled sentiment segments located':38}{f'{loc_full} / {len(sentiments)}':>14}"
-          f"{f'{loc_drv} / {len(sentiments)}':>16}")  # fmt: skip
-    print(f"{'events full analysis finds, found':38}{f'{wanted}':>14}{f'{found} / {wanted}':>16}"
-          f"{(found / wanted if wanted else float('nan')):>10.3f}")  # fmt: skip
+    if probe is not None:
+        print(f"scene probe ({args.config}, threshold {args.probe_threshold:g}): trained on {probe.trained_on}")
+    names = list(runs)
+    print(f"{'':40}" + "".join(f"{n:>16}" for n in names) + "   ratios to full")
+
+    def row(label: str, cells: list[str], ratios: list[str] = ()) -> None:
+        print(f"{label:40}" + "".join(f"{c:>16}" for c in cells) + ("   " + " ".join(ratios) if ratios else ""))
+
+    generated = {n: docs[n]["selection"]["windows_generated"] for n in names}
+    row("windows generated / windows", [f"{generated[n]} / {total}" for n in names],
+        [f"{generated[n] / total:.3f}" for n in names[1:]])  # fmt: skip
+    row("wall time (s)", [f"{walls[n]:.1f}" for n in names], [f"{walls['full'] / walls[n]:.2f}x" for n in names[1:]])
+    row("CPU time (s)", [f"{cpus[n]:.1f}" for n in names], [f"{cpus['full'] / cpus[n]:.2f}x" for n in names[1:]])
+    for stage in ("decode", "event_score", "scene_extraction", "scene_probe", "generation"):
+        row(f"  wall, {stage} (s)", [f"{timers[n].wall.get(stage, 0.0):.1f}" for n in names])
+    sent = {n: events_sent(docs[n], events) for n in names}
+    row("ground-truth events sent to the model", [f"{sent[n]} / {len(events)}" for n in names],
+        [f"{sent[n] / len(events):.3f}" for n in names[1:]])  # fmt: skip
+    row("labelled sentiment segments located", [f"{sentiments_located(docs[n], sentiments)} / {len(sentiments)}"
+                                                for n in names])  # fmt: skip
+    recall = {n: recall_of_full(full, docs[n]) for n in names[1:]}
+    row("events full analysis finds, found", [f"{recall[names[1]][1]}"] + [f"{recall[n][0]} / {recall[n][1]}"
+                                                                          for n in names[1:]],
+        [f"{(recall[n][0] / recall[n][1] if recall[n][1] else float('nan')):.3f}" for n in names[1:]])  # fmt: skip
     inside = [s for s in full["segments"] if s["sentiment"] not in ("neutral", "Normal")
               and any(_overlaps(s["start"], s["end"], a, b) for a, b, _ in events)]  # fmt: skip
-    found_inside = sum(any(d["sentiment"] == s["sentiment"] and _overlaps(s["start"], s["end"], d["start"], d["end"])
-                           for d in driven["segments"]) for s in inside)  # fmt: skip
-    print(f"{'  of them on a ground-truth event':38}{len(inside):>14}{f'{found_inside} / {len(inside)}':>16}")
-    print(f"uneventful stretches reported: {len(driven['uneventful'])}, "
-          f"{sum(q['end'] - q['start'] for q in driven['uneventful']):.0f} s; reasons {driven['selection']['reasons']}")
+    found_inside = {n: sum(any(d["sentiment"] == s["sentiment"] and _overlaps(s["start"], s["end"], d["start"], d["end"])
+                               for d in docs[n]["segments"]) for s in inside) for n in names[1:]}  # fmt: skip
+    row("  of them on a ground-truth event", [f"{len(inside)}"] + [f"{found_inside[n]} / {len(inside)}" for n in names[1:]])
+    for n in names[1:]:
+        print(f"{n}: uneventful stretches reported {len(docs[n]['uneventful'])}, "
+              f"{sum(q['end'] - q['start'] for q in docs[n]['uneventful']):.0f} s; reasons {docs[n]['selection']['reasons']}")
     print("score quality (ROC AUC against the ground-truth events, per grid frame):")
     for name, auc in score_quality(video, processor, args.window, events).items():
         print(f"  {name:40}{auc:.3f}")

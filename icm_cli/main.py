@@ -497,7 +497,7 @@ def _add_trust_options(p, adapter: bool = True) -> None:
                        "loaded only when given here)")  # fmt: skip
 
 
-def _add_event_options(p, floor: float) -> None:
+def _add_event_options(p, floor: float, probe: bool = False) -> None:
     """The options of event-driven window selection (``inference.events``), shared by ``analyze`` and ``watch``."""
     p.add_argument("--all-windows", action="store_true",
                    help="send every window to the model (the full analysis) instead of only the windows where the "
@@ -510,6 +510,14 @@ def _add_event_options(p, floor: float) -> None:
     p.add_argument("--event-budget", type=float, default=None,
                    help="largest share of windows (0-1] analysed for events; eventful windows beyond it are skipped "
                    "as 'budget' (default: no limit)")  # fmt: skip
+    if not probe:
+        return
+    p.add_argument("--probe-threshold", type=float, default=0.25,
+                   help="with the model's scene probe (event_probe.json, saved by training): an eventful window whose "
+                   "probability of showing something other than the normal label is below this skips the model as "
+                   "'probe_normal' (0: never)")  # fmt: skip
+    p.add_argument("--no-event-probe", action="store_true",
+                   help="do not use the model's scene probe even when its folder has one")
 
 
 def _event_selection(args):
@@ -519,9 +527,10 @@ def _event_selection(args):
     from inference.events import EventSelection
 
     try:
-        return EventSelection(threshold=args.event_threshold, floor=args.event_floor, budget=args.event_budget)
+        return EventSelection(threshold=args.event_threshold, floor=args.event_floor, budget=args.event_budget,
+                              probe_threshold=getattr(args, "probe_threshold", 0.25))  # fmt: skip
     except ValueError as err:
-        raise CliError(str(err).replace("event selection: ", "--event-")) from err  # names the option
+        raise CliError(str(err).replace("event selection: probe_", "--probe-").replace("event selection: ", "--event-")) from err
 
 
 def cmd_analyze(args) -> int:
@@ -548,6 +557,14 @@ def cmd_analyze(args) -> int:
     _quiet_transformers()
     model_ref = args.model or _default_model()
     model, processor = load_model(model_ref, device=args.device, **_trust(args))
+    event_probe = None
+    if events is not None and not args.no_event_probe and Path(model_ref).is_dir():
+        from inference.events import load_event_probe
+
+        try:
+            event_probe = load_event_probe(model_ref, args.config)
+        except ValueError as err:
+            raise CliError(str(err)) from err
     try:
         document = analyze_video(
             video,
@@ -565,6 +582,7 @@ def cmd_analyze(args) -> int:
             resume=not args.no_resume,
             progress=not args.no_progress,
             events=events,
+            event_probe=event_probe,
         )
     except KeyboardInterrupt:
         if out.is_file():
@@ -1073,7 +1091,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--no-resume", action="store_true", help="start over instead of continuing an interrupted run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_event_options(p, floor=60.0)
+    _add_event_options(p, floor=60.0, probe=True)
     _add_trust_options(p)
     p.set_defaults(func=cmd_analyze)
 

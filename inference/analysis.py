@@ -160,6 +160,8 @@ class WindowResult:
         reason: why it was generated (``"all"``, ``"event"``, ``"floor"``) or skipped (``"uneventful"``,
             ``"budget"``).
         score: the window's event score (None when selection is off); ``frame_scores``: each frame's.
+        probe_score: the scene probe's probability that the window shows something other than the normal label
+            (None without a probe; ``inference.events.SceneEventProbe``).
     """
 
     index: int
@@ -177,6 +179,7 @@ class WindowResult:
     reason: str = "all"
     score: float | None = None
     frame_scores: list[float] = field(default_factory=list)
+    probe_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,8 +254,9 @@ class FrameWindow:
     ``index`` its position (a counter for a stream). ``frame_keys`` names each frame (its index in the video: equal
     keys are the same frame, what :class:`SharedSceneFeatures` shares between windows); ``scene_features`` /
     ``scene_masks`` (``{scene: [T, items, dim]}`` / ``{scene: [T, items]}``) are its scene features when already
-    extracted (otherwise the processor's extractors run on ``frames``). ``reason``, ``score`` and ``frame_scores``
-    are what event-driven selection decided (``inference.events``), carried into the window's result."""
+    extracted (otherwise the processor's extractors run on ``frames``). ``reason``, ``score``, ``frame_scores`` and
+    ``probe_score`` are what event-driven selection decided and measured (``inference.events``), carried into the
+    window's result."""
 
     frames: Any
     timestamps: Sequence[float]
@@ -265,6 +269,7 @@ class FrameWindow:
     reason: str = "all"
     score: float | None = None
     frame_scores: Sequence[float] | None = None
+    probe_score: float | None = None
 
     def bounds(self) -> tuple[float, float]:
         times = [float(t) for t in self.timestamps]
@@ -335,6 +340,7 @@ def analyze_frames_batch(
                 reason=w.reason,
                 score=w.score,
                 frame_scores=[round(float(x), 4) for x in (w.frame_scores or [])],
+                probe_score=w.probe_score,
             )
         )
     return results
@@ -737,6 +743,29 @@ def select_windows(windows: Iterable[FrameWindow], gate, on_skipped: Callable[[l
         on_skipped(pending)
 
 
+def probe_windows(windows: Iterable[FrameWindow], probe, threshold: float,
+                  on_skipped: Callable[[list[WindowResult]], None], flush_every: int = 4,
+                  timer: StageTimer | None = None) -> Iterator[FrameWindow]:  # fmt: skip
+    """After scene extraction, before the LLM: every window gets the scene probe's score (``probe``, a
+    :class:`inference.events.SceneEventProbe`, on its extracted features); a window chosen as ``"event"`` whose score
+    is below ``threshold`` is skipped as ``"probe_normal"`` (floor windows always go on), its result handed to
+    ``on_skipped`` in groups of ``flush_every`` (``timer``: ``"scene_probe"``)."""
+    pending: list[WindowResult] = []
+    for window in windows:
+        with _stage(timer, "scene_probe"):
+            value = round(probe.score(window.scene_features, window.scene_masks), 4)
+        if window.reason == "event" and value < threshold:
+            skipped = skipped_result(window, "probe_normal", window.score, window.frame_scores or [])
+            pending.append(replace(skipped, probe_score=value))
+            if len(pending) >= flush_every:
+                on_skipped(pending)
+                pending = []
+            continue
+        yield replace(window, probe_score=value)
+    if pending:
+        on_skipped(pending)
+
+
 def empty_result(index: int, start: float, end: float) -> WindowResult:
     """The result of a window that holds no frame of its own (the stream stalls, or has a gap, there): skipped
     with reason ``"no_frames"``, nothing invented for it."""
@@ -896,6 +925,7 @@ def analyze_video(
     feature_capacity: int = 64,
     timer: StageTimer | None = None,
     events=None,
+    event_probe=None,
 ) -> dict[str, Any]:
     """Analyse ``video`` window by window and return the analysis document (see :func:`analysis_document`).
 
@@ -917,7 +947,10 @@ def analyze_video(
     frame-difference score), uneventful windows skip scene extraction and generation and are recorded as skipped
     (``generated: false`` with their ``reason`` and ``score``), at least one window is generated every
     ``events.floor`` seconds. The document then says what was selected (``selection``), which stretches were
-    uneventful (``uneventful``) and the score over time (``event_scores``).
+    uneventful (``uneventful``) and the score over time (``event_scores``). With ``event_probe`` (a
+    :class:`inference.events.SceneEventProbe` of ``config_name``, e.g. ``load_event_probe(model_dir, config)``) the
+    eventful windows' scene features are scored too, and those the probe calls normal skip the LLM
+    (``"probe_normal"``, :func:`probe_windows`).
 
     ``on_update`` is called after every batch with ``{"windows_done", "num_windows", "windows": [the batch's
     window dicts]}``; an exception it raises stops the run (the windows done so far stay in the log)."""
@@ -935,6 +968,11 @@ def analyze_video(
     grid_fps = analysis_grid_fps(window, processor.num_frames) if grid_fps is None else float(grid_fps)
     share_features = decode == "once" if share_features is None else bool(share_features)
     selecting = events is not None and events.enabled
+    probing = selecting and event_probe is not None and bool(processor.num_scene_tokens)
+    if probing:
+        if event_probe.config != config_name:
+            raise ValueError(f"event_probe was trained for the {event_probe.config} config, the analysis is {config_name}")
+        event_probe.check_pipeline(processor.scene_pipeline.config_hash())
     header = {
         "format": ANALYSIS_FORMAT,
         "video": _video_signature(video),
@@ -948,6 +986,8 @@ def analyze_video(
         "seed": seed,
         "scenes": list(model.config.active_scenes),
         "events": events.to_dict() if selecting else None,
+        "event_probe": {"config": event_probe.config, "pipeline_hash": event_probe.pipeline_hash,
+                        "coef_sum": round(float(sum(event_probe.coef)), 6)} if probing else None,  # fmt: skip
     }
     out_json = None if out_json is None else Path(out_json)
     if out_json is not None:
@@ -980,6 +1020,9 @@ def analyze_video(
         if processor.num_scene_tokens:  # without scene tokens the processor extracts nothing
             shared = SharedSceneFeatures(processor.scene_pipeline, feature_capacity if share_features else 0)
             frame_windows = shared(frame_windows, timer, group=batch_size if share_features else 1)
+            if probing:
+                frame_windows = probe_windows(frame_windows, event_probe, events.probe_threshold, record,
+                                              flush_every=batch_size, timer=timer)  # fmt: skip
         results = iter_window_results(
             model, processor, frame_windows, batch_size=batch_size, config_name=config_name,
             duration=info.duration, max_new_tokens=max_new_tokens, timer=timer,
@@ -1018,6 +1061,7 @@ __all__ = [
     "analyze_frames_batch",
     "analyze_video",
     "event_scores",
+    "probe_windows",
     "select_windows",
     "selection_summary",
     "skipped_result",

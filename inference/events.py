@@ -15,6 +15,11 @@ stream) go to the LLM, so that the cost of analysis grows with what happens, not
   otherwise it is *skipped* (``"uneventful"``) and reported without generation. With a ``budget`` (the largest
   share of windows generated, a token bucket of ``burst`` windows), eventful windows beyond it are skipped as
   ``"budget"``. With selection off every window is generated (``"all"``: the full analysis).
+* **Scene probe** (:class:`SceneEventProbe`, optional, with a trained ICM): a logistic regression on a window's
+  pooled scene features, trained with the model on its Omni-SILA training clips, that gives the probability that
+  the window shows something other than the config's normal label (``Normal`` / ``neutral``). It runs after scene
+  extraction and before the LLM: an eventful window the probe calls normal with ``probe_threshold`` confidence is
+  skipped (``"probe_normal"``), saving the generation, not the extraction. Floor windows are always generated.
 * **Time**: the gate works in the frames' own times, never in the video's stated duration, so a header that
   misstates the duration (or a stream without one) does not change which windows are chosen.
 
@@ -26,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,7 +41,12 @@ import numpy as np
 #: was generated for ``floor`` seconds) or skipped ("uneventful": below the threshold; "budget": over the budget;
 #: "no_frames": the stream has no frame in the window, a stall or a gap, whether selection is on or off)
 GENERATED_REASONS = ("all", "event", "floor")
-SKIPPED_REASONS = ("uneventful", "budget", "no_frames")
+SKIPPED_REASONS = ("uneventful", "budget", "no_frames", "probe_normal")
+#: the file a trained model's scene probe is saved in, beside its weights
+EVENT_PROBE_FILE = "event_probe.json"
+EVENT_PROBE_FORMAT = "icm-event-probe/1"
+#: the label of each config that means nothing is happening: what the scene probe scores against
+NORMAL_LABELS = {"explicit": "neutral", "implicit": "Normal"}
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -54,6 +64,8 @@ class EventSelection:
         budget: the largest share of windows generated for events (0-1; None: no limit). Floor windows are always
             generated.
         burst: eventful windows that may be generated in a row before the budget applies.
+        probe_threshold: with a scene probe, an eventful window whose probability of showing something other than
+            the normal label is below this is skipped as ``"probe_normal"`` (0: the probe never skips).
     """
 
     enabled: bool = True
@@ -63,6 +75,7 @@ class EventSelection:
     thumb_size: int = 32
     budget: float | None = None
     burst: float = 10.0
+    probe_threshold: float = 0.25
 
     def __post_init__(self) -> None:
         checks = (
@@ -76,6 +89,8 @@ class EventSelection:
                 raise ValueError(f"event selection: {name} must be a number {'>' if strict else '>='} {low}, got {value!r}")
         if isinstance(self.thumb_size, bool) or not isinstance(self.thumb_size, int) or self.thumb_size < 1:
             raise ValueError(f"event selection: thumb_size must be an integer >= 1, got {self.thumb_size!r}")
+        if not _is_number(self.probe_threshold) or not 0 <= self.probe_threshold <= 1:
+            raise ValueError(f"event selection: probe_threshold must be a probability in [0, 1], got {self.probe_threshold!r}")
         if self.budget is not None and (not _is_number(self.budget) or not 0 < self.budget <= 1):
             raise ValueError(f"event selection: budget must be a share of windows in (0, 1], got {self.budget!r}")
 
@@ -242,13 +257,156 @@ def _subtract(span: tuple[float, float], covered: Sequence[tuple[float, float]])
     return out
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The scene probe: "does this window show something other than the normal label?"
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def pooled_scene_features(example: Mapping[str, Any], scenes: Sequence[str]):
+    """One vector per clip or window (a float32 torch tensor): for each scene, the mean and the max of its present
+    items' features over all frames (zeros for an absent scene), concatenated in ``scenes`` order. ``example`` holds
+    ``scene_features`` (``{scene: [T, items, dim]}``) and optionally ``scene_masks`` (``{scene: [T, items]}``). The
+    pooling of the scene probes of training (``trainers.diagnostics``) and of analysis (:class:`SceneEventProbe`)."""
+    import torch
+
+    parts = []
+    masks = example.get("scene_masks") or {}
+    for scene in scenes:
+        feats = torch.as_tensor(example["scene_features"][scene]).float()
+        dim = feats.shape[-1]
+        feats = feats.reshape(-1, dim)
+        present = torch.as_tensor(masks[scene]).reshape(-1).bool() if scene in masks else torch.ones(len(feats), dtype=torch.bool)
+        rows = feats[present]
+        if len(rows):
+            parts += [rows.mean(0), rows.max(0).values]
+        else:
+            parts += [torch.zeros(dim), torch.zeros(dim)]
+    return torch.cat(parts)
+
+
+@dataclass
+class SceneEventProbe:
+    """A logistic regression on :func:`pooled_scene_features` that scores how likely a window shows something other
+    than the config's normal label. Plain numbers (saved as JSON, nothing unpickled); fitted with scikit-learn by
+    :meth:`fit`, applied with numpy by :meth:`score`.
+
+    Attributes:
+        config: the Omni-SILA config it was trained for (``explicit`` / ``implicit``).
+        normal_label: the label that counts as nothing happening (``neutral`` / ``Normal``).
+        scenes: the scenes whose features it reads, in order.
+        mean, scale: the standardisation of the pooled features (the training clips' mean and std).
+        coef, intercept: the logistic regression on the standardised features (positive class: not normal).
+        pipeline_hash: the scene extractors' ``config_hash`` its features came from (features of other extractors
+            are another input distribution; :meth:`check_pipeline` refuses them).
+        trained_on: what it was fitted on (clip counts per class, its training accuracy).
+    """
+
+    config: str
+    normal_label: str
+    scenes: list[str]
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+    pipeline_hash: str | None = None
+    trained_on: dict[str, Any] | None = None
+
+    @classmethod
+    def fit(cls, examples: Sequence[Mapping[str, Any]], config: str, scenes: Sequence[str],
+            pipeline_hash: str | None = None) -> SceneEventProbe:  # fmt: skip
+        """Fit on training examples (one per clip: ``scene_features``, ``scene_masks``, ``label``; several examples of
+        one ``clip_id`` count once). The normal label is the config's (:data:`NORMAL_LABELS`)."""
+        from sklearn.linear_model import LogisticRegression
+
+        if config not in NORMAL_LABELS:
+            raise ValueError(f"scene probe: unknown config {config!r}; known: {list(NORMAL_LABELS)}")
+        normal = [NORMAL_LABELS[config]]
+        clips: dict[Any, Mapping[str, Any]] = {}
+        for index, example in enumerate(examples):
+            clips.setdefault(example.get("clip_id", index), example)
+        x = np.stack([pooled_scene_features(e, scenes).numpy() for e in clips.values()])
+        y = np.asarray([e["label"] not in normal for e in clips.values()], dtype=int)
+        if len(set(y.tolist())) < 2:
+            raise ValueError(f"scene probe ({config}): the training clips need both normal ({normal}) and other labels")
+        mean, scale = x.mean(0), x.std(0)
+        scale[scale < 1e-8] = 1.0
+        z = (x - mean) / scale
+        model = LogisticRegression(max_iter=5000, class_weight="balanced").fit(z, y)
+        probe = cls(config=config, normal_label=normal[0], scenes=list(scenes), mean=mean.tolist(),
+                    scale=scale.tolist(), coef=model.coef_[0].tolist(), intercept=float(model.intercept_[0]),
+                    pipeline_hash=pipeline_hash)  # fmt: skip
+        accuracy = float(((probe.probabilities(x) >= 0.5).astype(int) == y).mean())
+        probe.trained_on = {"clips": int(len(y)), "normal": int((y == 0).sum()), "other": int(y.sum()),
+                            "train_accuracy": round(accuracy, 4)}  # fmt: skip
+        return probe
+
+    def probabilities(self, pooled: np.ndarray) -> np.ndarray:
+        """P(not normal) of pooled feature rows ``[N, D]`` (or one row ``[D]``)."""
+        z = (np.asarray(pooled, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
+        return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.coef) + self.intercept)))
+
+    def score(self, scene_features: Mapping[str, Any], scene_masks: Mapping[str, Any] | None = None) -> float:
+        """P(not normal) of one window's scene features (``{scene: [T, items, dim]}``)."""
+        pooled = pooled_scene_features({"scene_features": scene_features, "scene_masks": scene_masks}, self.scenes)
+        return float(self.probabilities(pooled.numpy()))
+
+    def check_pipeline(self, pipeline_hash: str | None) -> None:
+        """ValueError when the features come from other extractors than the probe's."""
+        if self.pipeline_hash and pipeline_hash and pipeline_hash != self.pipeline_hash:
+            raise ValueError(f"scene probe ({self.config}): trained on features of scene pipeline "
+                             f"{self.pipeline_hash[:12]}, given features of {pipeline_hash[:12]}")  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def save_event_probes(probes: Sequence[SceneEventProbe], folder) -> Any:
+    """Write the probes (one per config) to ``folder/event_probe.json``; returns the path."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / EVENT_PROBE_FILE
+    document = {"format": EVENT_PROBE_FORMAT, "probes": {p.config: p.to_dict() for p in probes}}
+    path.write_text(json.dumps(document, indent=1), encoding="utf-8")
+    return path
+
+
+def load_event_probe(folder, config: str) -> SceneEventProbe | None:
+    """The probe for ``config`` saved in a model folder (None when the folder has none for it). A file that is not
+    a probe file is a ValueError naming it."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / EVENT_PROBE_FILE
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("format") != EVENT_PROBE_FORMAT:
+            raise ValueError(f"format {document.get('format')!r}, expected {EVENT_PROBE_FORMAT!r}")
+        entry = document["probes"].get(config)
+        probe = None if entry is None else SceneEventProbe(**entry)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: not a scene probe file ({err})") from err
+    if probe is not None and not (len(probe.mean) == len(probe.scale) == len(probe.coef)):
+        raise ValueError(f"{path}: the {config} probe's mean, scale and coef differ in length")
+    return probe
+
+
+
 __all__ = [
+    "EVENT_PROBE_FILE",
     "GENERATED_REASONS",
+    "NORMAL_LABELS",
     "SKIPPED_REASONS",
     "EventSelection",
     "NoveltyScorer",
+    "SceneEventProbe",
     "WindowDecision",
     "WindowGate",
+    "load_event_probe",
+    "pooled_scene_features",
     "quiet_stretches",
+    "save_event_probes",
     "thumbnail",
 ]

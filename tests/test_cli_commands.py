@@ -497,7 +497,7 @@ def test_train_runs_a_recipe_end_to_end(capsys, tmp_path):
     recipe = tmp_path / "quick.yaml"
     recipe.write_text(
         "base: demo.yaml\nname: quick\n"
-        "data:\n  mini_set: {seed: 0, size: tiny}\n  max_train_clips: 6\n  max_eval_clips: 4\n"
+        "data:\n  mini_set: {seed: 0, size: tiny}\n  max_train_clips: 12\n  max_eval_clips: 4\n"  # every label once
         "stages:\n  scene: {num_train_epochs: 1}\n  omnisila: {num_train_epochs: 1}\n"
         "evaluate: {before_training: false, max_new_tokens: 24}\n"
     )
@@ -511,6 +511,13 @@ def test_train_runs_a_recipe_end_to_end(capsys, tmp_path):
         found = results["diagnostics"][when]["implicit"]
         assert {"scene_spread", "scene_norm_ratio", "scene_sensitivity", "router_weight/action"} <= set(found)
     assert 0 <= results["diagnostics"]["scene_probe"]["implicit"]["probe_acc"] <= 1
+    # the scene probe of event-driven analysis, fitted on the training clips and saved with the model
+    from inference.events import load_event_probe
+
+    probe = load_event_probe(tmp_path / "run" / "model", "implicit")
+    assert probe is not None and probe.trained_on == {k: v for k, v in results["event_probe"]["implicit"].items()
+                                                      if k in probe.trained_on}  # fmt: skip
+    assert results["event_probe"]["implicit"]["eval_clips"] == 4 and "event probe implicit:" in err
     assert "scene diagnostics[trained] implicit: spread=" in err
     assert f"model: {tmp_path / 'run' / 'model'}" in out and "[icm train] stage omnisila" in err
 

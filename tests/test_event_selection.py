@@ -10,7 +10,17 @@ import json
 import numpy as np
 import pytest
 
-from inference.events import EventSelection, NoveltyScorer, WindowGate, quiet_stretches, thumbnail
+from inference.events import (
+    EVENT_PROBE_FILE,
+    EventSelection,
+    NoveltyScorer,
+    SceneEventProbe,
+    WindowGate,
+    load_event_probe,
+    quiet_stretches,
+    save_event_probes,
+    thumbnail,
+)
 
 FPS = 4
 
@@ -236,6 +246,96 @@ def test_icm_analyze_options_and_report(capsys, tmp_path, fire_model_dir, quiet_
     capsys.readouterr()
     assert main(args + ["--event-budget", "2"]) == 2
     assert "--event-budget must be a share of windows in (0, 1], got 2.0" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- scene probe
+
+
+def _probe_examples(n: int, shift: float, label: str, seed: int) -> list[dict]:
+    """Clips whose face features sit around ``shift`` (the label's evidence), with an absent action scene."""
+    rng = np.random.default_rng(seed)
+    return [{"clip_id": f"{label}-{i}", "label": label,
+             "scene_features": {"face": rng.normal(shift, 1.0, (8, 2, 6)).astype(np.float32),
+                                "action": rng.normal(0.0, 1.0, (8, 1, 4)).astype(np.float32)},
+             "scene_masks": {"face": np.ones((8, 2), dtype=bool), "action": np.zeros((8, 1), dtype=bool)}}
+            for i in range(n)]  # fmt: skip
+
+
+def test_the_scene_probe_learns_normal_against_the_rest_and_round_trips(tmp_path):
+    train = _probe_examples(20, 0.0, "Normal", 0) + _probe_examples(10, 1.5, "Fire", 1)
+    train += _probe_examples(10, 1.5, "Fighting", 2)
+    probe = SceneEventProbe.fit(train + train[:3], "implicit", ["face", "action"], pipeline_hash="abc")
+    assert probe.trained_on == {"clips": 40, "normal": 20, "other": 20, "train_accuracy": 1.0}  # repeats count once
+    held = _probe_examples(5, 0.0, "Normal", 3) + _probe_examples(5, 1.5, "Fire", 4)
+    scores = [probe.score(e["scene_features"], e["scene_masks"]) for e in held]
+    assert max(scores[:5]) < 0.5 < min(scores[5:])
+    save_event_probes([probe], tmp_path)
+    assert load_event_probe(tmp_path, "implicit") == probe
+    assert load_event_probe(tmp_path, "explicit") is None and load_event_probe(tmp_path / "elsewhere", "implicit") is None
+    probe.check_pipeline("abc")
+    with pytest.raises(ValueError, match="scene pipeline abc"):
+        probe.check_pipeline("def")
+    (tmp_path / EVENT_PROBE_FILE).write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="event_probe.json: not a scene probe file"):
+        load_event_probe(tmp_path, "implicit")
+    with pytest.raises(ValueError, match="both normal"):
+        SceneEventProbe.fit(_probe_examples(4, 0.0, "Normal", 0), "implicit", ["face"])
+
+
+def _constant_probe(model, processor, intercept: float, config: str = "implicit") -> SceneEventProbe:
+    """A probe that says the same of every window: P(not normal) = sigmoid(intercept)."""
+    scenes = list(model.config.active_scenes)
+    size = sum(2 * model.config.scene_dims[s] for s in scenes)
+    return SceneEventProbe(config, "Normal", scenes, [0.0] * size, [1.0] * size, [0.0] * size, intercept,
+                           pipeline_hash=processor.scene_pipeline.config_hash())  # fmt: skip
+
+
+@pytest.mark.parametrize("intercept", [-8.0, 8.0])
+def test_the_scene_probe_skips_the_eventful_windows_it_calls_normal(loaded_fire_model, quiet_then_busy, intercept):
+    """After extraction, an eventful window the probe calls normal skips the model (``probe_normal``); floor windows
+    are generated whatever it says; every window that reaches extraction carries the probe's score."""
+    from inference.analysis import analyze_video
+
+    model, processor = loaded_fire_model
+    kwargs = dict(window=4.0, overlap=2.0, batch_size=2, max_new_tokens=48, progress=False,
+                  events=EventSelection(threshold=2.0, floor=12.0))  # fmt: skip
+    doc = analyze_video(quiet_then_busy, model, processor, event_probe=_constant_probe(model, processor, intercept),
+                        **kwargs)  # fmt: skip
+    reasons = [w["reason"] for w in doc["windows"]]
+    expected = round(1 / (1 + np.exp(-intercept)), 4)
+    assert [w["probe_score"] for w in doc["windows"] if w["reason"] != "uneventful"] == [expected] * 6
+    assert all(w["probe_score"] is None for w in doc["windows"] if w["reason"] == "uneventful")
+    if intercept < 0:
+        assert reasons[11:] == ["probe_normal"] * 4
+        assert doc["selection"]["reasons"] == {"floor": 2, "uneventful": 9, "probe_normal": 4}
+        assert all(w["answer"] == "" and not w["generated"] for w in doc["windows"][11:])
+        assert [w["index"] for w in doc["windows"] if w["generated"]] == [0, 6]
+    else:
+        assert reasons[11:] == ["event"] * 4 and doc["selection"]["windows_generated"] == 6
+    with pytest.raises(ValueError, match="trained for the explicit config"):
+        analyze_video(quiet_then_busy, model, processor, event_probe=_constant_probe(model, processor, 0.0, "explicit"),
+                      **kwargs)  # fmt: skip
+
+
+def test_icm_analyze_uses_the_probe_saved_with_the_model(capsys, tmp_path, fire_model_dir, quiet_then_busy,
+                                                          loaded_fire_model):  # fmt: skip
+    import shutil
+
+    from icm_cli.main import main
+
+    model, processor = loaded_fire_model
+    folder = tmp_path / "model"
+    shutil.copytree(fire_model_dir, folder)
+    save_event_probes([_constant_probe(model, processor, -8.0)], folder)
+    out = tmp_path / "p.json"
+    args = ["analyze", str(quiet_then_busy), "--model", str(folder), "--out", str(out), "--window", "4",
+            "--overlap", "2", "--max-new-tokens", "48", "--no-progress", "--event-floor", "12"]  # fmt: skip
+    assert main(args) == 0
+    assert "windows generated 2 / 15 (floor 2, probe_normal 4, uneventful 9)" in capsys.readouterr().out
+    assert main(args + ["--no-event-probe", "--no-resume"]) == 0
+    assert "windows generated 6 / 15 (event 4, floor 2, uneventful 9)" in capsys.readouterr().out
+    assert main(args + ["--probe-threshold", "1.5"]) == 2
+    assert "--probe-threshold must be a probability in [0, 1], got 1.5" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------- watch

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from inference.events import pooled_scene_features
 from inference.loading import icm_base_model
 
 #: A trained model whose scene tokens spread less than this across clips has (nearly) one scene vector for every
@@ -179,24 +180,6 @@ def router_weights_by_label(
     }
 
 
-def pooled_scene_features(example: dict[str, Any], scenes: Sequence[str]) -> torch.Tensor:
-    """One vector per clip: for each scene, the mean and the max of its present items' features over all frames
-    (zeros for an absent scene), concatenated in ``scenes`` order."""
-    parts = []
-    for scene in scenes:
-        feats = torch.as_tensor(example["scene_features"][scene]).float()
-        dim = feats.shape[-1]
-        feats = feats.reshape(-1, dim)
-        masks = example.get("scene_masks") or {}
-        present = torch.as_tensor(masks[scene]).reshape(-1).bool() if scene in masks else torch.ones(len(feats), dtype=torch.bool)
-        rows = feats[present]
-        if len(rows):
-            parts += [rows.mean(0), rows.max(0).values]
-        else:
-            parts += [torch.zeros(dim), torch.zeros(dim)]
-    return torch.cat(parts)
-
-
 def fit_linear_probe(x_train, y_train):
     """The probe every scene measurement uses: a logistic regression on standardised inputs (scikit-learn)."""
     from sklearn.linear_model import LogisticRegression
@@ -257,7 +240,6 @@ __all__ = [
     "batch_scene_diagnostics",
     "collapse_warning",
     "fit_linear_probe",
-    "pooled_scene_features",
     "clip_router_weights",
     "relative_spread",
     "router_weights_by_label",

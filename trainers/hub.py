@@ -247,6 +247,10 @@ def export_model(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)  # safetensors + remote code + config.json with auto_map
     processor.save_pretrained(out)
+    from inference.events import EVENT_PROBE_FILE
+
+    if (Path(model_dir) / EVENT_PROBE_FILE).is_file():  # the scene probe of event-driven analysis travels along
+        shutil.copy2(Path(model_dir) / EVENT_PROBE_FILE, out / EVENT_PROBE_FILE)
     card = model_card(model, repo_id, documents=documents, license=license, datasets=datasets, base_model=base_model)
     card.save(out / "README.md")
     missing = [name for name in REQUIRED_MODEL_FILES if not (out / name).is_file()]

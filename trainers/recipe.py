@@ -68,6 +68,8 @@ recipe names (data folder, extractor checkpoints, the pretrained model) are chec
     save:
       merge_lora: true
       dir: null                   # [<output_dir>/model]
+      event_probe: true           # fit the scene probe of event-driven analysis on the training clips and save it
+                                  # with the model (event_probe.json; inference.events.SceneEventProbe)
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ SCHEMA: dict[str, Any] = {
     "training": _ARGS,
     "stages": {"scene": _ARGS, "omnisila": _ARGS},
     "evaluate": {"before_training": True, "attribution_metrics": ["sem_r"], "max_new_tokens": 96, "batch_size": 8},
-    "save": {"merge_lora": True, "dir": None},
+    "save": {"merge_lora": True, "dir": None, "event_probe": True},
 }
 
 
@@ -646,6 +648,34 @@ def _probe(train_sets: dict, eval_sets: dict, scenes: list[str], log) -> dict:
     return results
 
 
+def _event_probes(train_sets: dict, eval_sets: dict, scenes: list[str], pipeline_hash: str, model_dir: Path,
+                  log) -> dict:  # fmt: skip
+    """Per config, the scene probe of event-driven analysis (``inference.events.SceneEventProbe``: normal label or
+    not, from the pooled scene features) fitted on the training clips, scored on the evaluation clips and saved with
+    the model; a config whose training clips lack the normal label or every other label has none."""
+    from inference.events import NORMAL_LABELS, SceneEventProbe, save_event_probes
+
+    probes, report = [], {}
+    for config, examples in train_sets.items():
+        try:
+            probe = SceneEventProbe.fit(examples, config, scenes, pipeline_hash=pipeline_hash)
+        except ValueError as err:
+            log(f"event probe {config}: not fitted ({err})")
+            continue
+        clips = {e.get("clip_id", i): e for i, e in enumerate(eval_sets.get(config, []))}
+        right = [(probe.score(e["scene_features"], e.get("scene_masks")) >= 0.5) == (e["label"] != NORMAL_LABELS[config])
+                 for e in clips.values()]  # fmt: skip
+        report[config] = {**probe.trained_on, "eval_clips": len(right),
+                          "eval_accuracy": round(sum(right) / len(right), 4) if right else None}  # fmt: skip
+        probes.append(probe)
+        log(f"event probe {config}: {probe.trained_on['clips']} training clips ({probe.trained_on['normal']} "
+            f"{NORMAL_LABELS[config]}), train acc {probe.trained_on['train_accuracy']:.3f}, held-out acc "
+            f"{report[config]['eval_accuracy']} on {len(right)} clips")  # fmt: skip
+    if probes:
+        save_event_probes(probes, model_dir)
+    return report
+
+
 def _data_and_features(r: dict, out: Path, log, timings: dict) -> dict:
     """Steps 1-2: the data folder and the scene features of every clip/image into the cache."""
     from processing.cache import FeatureCache
@@ -814,6 +844,9 @@ def run_recipe(recipe: str | os.PathLike | Mapping, output_dir: str | os.PathLik
     model_dir = Path(r["save"]["dir"] or out / "model")
     save_icm(model, model_dir, merge_lora=bool(r["save"]["merge_lora"]), processor=processor)
     result["model_dir"] = str(model_dir)
+    if r["save"]["event_probe"] and model.config.use_scene_tokens:
+        result["event_probe"] = _event_probes(train_sets, eval_sets, list(model.config.active_scenes), pipeline_hash,
+                                              model_dir, log)  # fmt: skip
     result["timings"] = timings
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
     log(f"saved the model to {model_dir}; results in {out / 'results.json'}")

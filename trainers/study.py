@@ -5,7 +5,7 @@ features must carry the label (≥ 0.85 on the study set) and the video tower mu
 Every probe is a logistic regression (scikit-learn, standardised inputs) fitted on the training clips and scored on
 the evaluation clips, one row per clip. The clips' frames are sampled as the recipes sample them
 (``processing.video.sample_frames``, ``num_frames`` uniformly over the clip); the scene features are pooled per
-scene by ``trainers.diagnostics.pooled_scene_features`` (mean and max over the present items), and the probe is
+scene by ``inference.events.pooled_scene_features`` (mean and max over the present items), and the probe is
 ``trainers.diagnostics.fit_linear_probe``, the one the recipes' scene probe uses.
 
 What the video tower receives is probed three ways, so that "the tower cannot see the label" is not an artefact of
@@ -52,9 +52,8 @@ def clip_views(
 ) -> list[dict[str, Any]]:
     """Per clip record: its label, split, id, pooled features per scene, and (with ``processor``) the video tower's
     pixel input, its colour histogram and (with ``tower``, a callable on ``pixel_values_videos``) its output."""
+    from inference.events import pooled_scene_features
     from processing.video import sample_frames
-
-    from .diagnostics import pooled_scene_features
 
     views = []
     for record in records:
