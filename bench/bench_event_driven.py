@@ -28,11 +28,12 @@ mini set in ``--data-dir``, default ``DIR/../data``); without ``--model``, that 
 
     python bench/bench_event_driven.py [--model runs/demo/model] [--minutes 10] [--window 10] [--overlap 5]
 
-Measured on a 2-core CPU shared with other jobs, 2 torch threads, ``--minutes 10`` (120 windows, 11 events, 83.5 %
-uneventful), the explicit demo model: 51 / 120 windows generated; wall 192.5 s full vs 99.4 s event-driven (1.94×;
-goal 5× not met), CPU 1.37×; ground-truth events sent to the model 11 / 11; the full analysis's non-neutral
-segments found 23 / 45 (17 / 17 of those on a real event; the others are the tiny model's judgements on still
-pictures); ROC AUC frame-difference novelty 0.797, scene-feature novelty 0.841, previous-frame difference 0.480.
+Measured on a 2-core CPU with nothing else running, 2 torch threads, ``--minutes 10`` (120 windows, 11 events,
+83.5 % uneventful), the model this bench trains: 51 / 120 windows generated (47 with the scene probe); wall 22.2 s
+full vs 12.0 s event-driven (1.85×; goal 5× not met) and 13.0 s with the probe; ground-truth events sent to the model
+11 / 11 in both; the full analysis's non-neutral segments found 24 / 40 and 23 / 40 (19 / 19 of those on a real
+event; the others are the tiny model's judgements on still pictures); ROC AUC frame-difference novelty 0.797,
+scene-feature novelty 0.841, previous-frame difference 0.480.
 Details and what they mean: docs/long-footage.md.
 """
 
