@@ -196,38 +196,6 @@ def _build_pipeline(args):
         raise CliError(f"cannot build the pretrained scene extractors: {str(err).splitlines()[0]}") from err
 
 
-def _dataset_items(data_dir: Path) -> tuple[list, list[str]]:
-    """What ``--dataset DIR`` extracts: every clip of explicit.jsonl / implicit.jsonl (both splits), the scene-tuning
-    video segments (``{"video", "start", "end"}``) and still images. Unique, in file order."""
-    from datasets_scripts.schema import ValidationReport, iter_annotations
-    from modeling_icm.templates import CONFIG_NAMES
-
-    if not data_dir.is_dir():
-        raise CliError(f"--dataset {data_dir}: not a folder")
-    files = [data_dir / f"{c}.jsonl" for c in CONFIG_NAMES if (data_dir / f"{c}.jsonl").is_file()]
-    if not files:
-        raise CliError(f"--dataset {data_dir}: no explicit.jsonl or implicit.jsonl in it")
-    videos: list = []
-    for path in files:
-        report = ValidationReport()
-        # streamed: the many clip windows of one source name one video
-        videos += list(dict.fromkeys(r.video for r in iter_annotations(path, strict=False, check_video=False,
-                                                                       config=path.stem, report=report)))  # fmt: skip
-        for issue in report.issues:
-            _eprint(f"  skipped record {issue}")
-    images: list[str] = []
-    scene_dir = data_dir / "scene_tuning"
-    if scene_dir.is_dir():
-        from trainers.data import scene_tuning_sources
-
-        for split in ("train", "test"):
-            items, stills = scene_tuning_sources(scene_dir, split=split)
-            videos += items
-            images += stills
-    unique = {json.dumps(v, sort_keys=True): v for v in videos}
-    return list(unique.values()), list(dict.fromkeys(images))
-
-
 def cmd_extract_recipe(args) -> int:
     """``icm extract --recipe R``: the recipe's data and scene features into its cache (``icm train`` reuses them)."""
     from trainers.recipe import extract_features
@@ -252,7 +220,14 @@ def cmd_extract(args) -> int:
         raise CliError("give video files or --dataset DIR")
     images: list = []
     if args.dataset:
-        items, images = _dataset_items(Path(args.dataset))
+        from trainers.data import dataset_extraction_items
+
+        try:
+            items, images, skipped = dataset_extraction_items(Path(args.dataset))
+        except ValueError as err:
+            raise CliError(f"--dataset {err}") from err
+        for issue in skipped:
+            _eprint(f"  skipped record {issue}")
     else:
         items = list(args.videos)
     pipeline = _build_pipeline(args)

@@ -523,15 +523,17 @@ def test_train_runs_a_recipe_end_to_end(capsys, tmp_path):
 
 
 def test_extract_dataset_lists_clips_scene_segments_and_images(mini_tiny):
-    from icm_cli.main import _dataset_items
+    from trainers.data import dataset_extraction_items
 
-    videos, images = _dataset_items(mini_tiny)
+    videos, images, skipped = dataset_extraction_items(mini_tiny)
     clips = [v for v in videos if isinstance(v, str)]
     segments = [v for v in videos if isinstance(v, dict)]
     assert len(clips) == 30 and all(Path(c).is_file() for c in clips)
     assert segments and all({"video", "start", "end"} <= set(s) for s in segments)
     assert images and all(Path(i).is_file() and i.endswith(".png") for i in images)
-    assert len(set(map(json.dumps, videos))) == len(videos)
+    assert len(set(map(json.dumps, videos))) == len(videos) and skipped == []
+    with pytest.raises(ValueError, match="no explicit.jsonl or implicit.jsonl"):
+        dataset_extraction_items(mini_tiny / "videos")
 
 
 class _RecordingHub:

@@ -401,7 +401,40 @@ def scene_tuning_examples(
     return IcmExamples(examples, skipped)
 
 
+def dataset_extraction_items(data_dir: str | os.PathLike) -> tuple[list, list[str], list]:
+    """What ``icm extract --dataset DIR`` extracts from a data folder: every clip video of ``explicit.jsonl`` /
+    ``implicit.jsonl`` (both splits), the scene-tuning video segments (``{"video", "start", "end"}``) and still images,
+    unique, in file order; and the records skipped as invalid (their validation issues). A folder without either
+    annotation file is a ValueError naming it."""
+    from datasets_scripts.schema import ValidationReport, iter_annotations
+    from modeling_icm.templates import CONFIG_NAMES
+
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise ValueError(f"{data_dir}: not a folder")
+    files = [data_dir / f"{c}.jsonl" for c in CONFIG_NAMES if (data_dir / f"{c}.jsonl").is_file()]
+    if not files:
+        raise ValueError(f"{data_dir}: no explicit.jsonl or implicit.jsonl in it")
+    videos: list = []
+    skipped: list = []
+    for path in files:
+        report = ValidationReport()
+        # streamed: the many clip windows of one source name one video
+        videos += list(dict.fromkeys(r.video for r in iter_annotations(path, strict=False, check_video=False,
+                                                                       config=path.stem, report=report)))  # fmt: skip
+        skipped += list(report.issues)
+    images: list[str] = []
+    scene_dir = data_dir / "scene_tuning"
+    if scene_dir.is_dir():
+        for split in ("train", "test"):
+            items, stills = scene_tuning_sources(scene_dir, split=split)
+            videos += items
+            images += stills
+    unique = {json.dumps(v, sort_keys=True): v for v in videos}
+    return list(unique.values()), list(dict.fromkeys(images)), skipped
+
 __all__ = [
+    "dataset_extraction_items",
     "OMNISILA_TASKS",
     "IcmExamples",
     "WindowExamples",
