@@ -472,7 +472,7 @@ def _add_trust_options(p, adapter: bool = True) -> None:
                        "loaded only when given here)")  # fmt: skip
 
 
-def _add_event_options(p, floor: float, probe: bool = False) -> None:
+def _add_event_options(p, floor: float) -> None:
     """The options of event-driven window selection (``inference.events``), shared by ``analyze`` and ``watch``."""
     p.add_argument("--all-windows", action="store_true",
                    help="send every window to the model (the full analysis) instead of only the windows where the "
@@ -485,8 +485,6 @@ def _add_event_options(p, floor: float, probe: bool = False) -> None:
     p.add_argument("--event-budget", type=float, default=None,
                    help="largest share of windows (0-1] analysed for events; eventful windows beyond it are skipped "
                    "as 'budget' (default: no limit)")  # fmt: skip
-    if not probe:
-        return
     p.add_argument("--probe-threshold", type=float, default=0.25,
                    help="with the model's scene probe (event_probe.json, saved by training): an eventful window whose "
                    "probability of showing something other than the normal label is below this skips the model as "
@@ -503,9 +501,22 @@ def _event_selection(args):
 
     try:
         return EventSelection(threshold=args.event_threshold, floor=args.event_floor, budget=args.event_budget,
-                              probe_threshold=getattr(args, "probe_threshold", 0.25))  # fmt: skip
+                              probe_threshold=args.probe_threshold)  # fmt: skip
     except ValueError as err:
         raise CliError(str(err).replace("event selection: probe_", "--probe-").replace("event selection: ", "--event-")) from err
+
+
+def _event_probe(args, events, model_ref):
+    """The model folder's scene probe for ``--config`` (None with ``--all-windows``, ``--no-event-probe``, a Hub id
+    or a folder without one)."""
+    if events is None or args.no_event_probe or not Path(model_ref).is_dir():
+        return None
+    from inference.events import load_event_probe
+
+    try:
+        return load_event_probe(model_ref, args.config)
+    except ValueError as err:
+        raise CliError(str(err)) from err
 
 
 def cmd_analyze(args) -> int:
@@ -532,14 +543,7 @@ def cmd_analyze(args) -> int:
     _quiet_transformers()
     model_ref = args.model or _default_model()
     model, processor = load_model(model_ref, device=args.device, **_trust(args))
-    event_probe = None
-    if events is not None and not args.no_event_probe and Path(model_ref).is_dir():
-        from inference.events import load_event_probe
-
-        try:
-            event_probe = load_event_probe(model_ref, args.config)
-        except ValueError as err:
-            raise CliError(str(err)) from err
+    event_probe = _event_probe(args, events, model_ref)
     try:
         document = analyze_video(
             video,
@@ -649,9 +653,12 @@ def cmd_watch(args) -> int:
     _quiet_transformers()
     from inference.loading import load_model
 
-    model, processor = load_model(args.model or _default_model(), device=args.device, **_trust(args))
-    analyzer = model_analyzer(model, processor, config_name=args.config, max_new_tokens=args.max_new_tokens)
+    model_ref = args.model or _default_model()
+    model, processor = load_model(model_ref, device=args.device, **_trust(args))
     events = _event_selection(args)
+    analyzer = model_analyzer(model, processor, config_name=args.config, max_new_tokens=args.max_new_tokens,
+                              event_probe=_event_probe(args, events, model_ref),
+                              probe_threshold=events.probe_threshold if events is not None else 0.25)  # fmt: skip
     stop, signals = _stop_on_signals()
     try:
         summary = watch(
@@ -1066,7 +1073,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--no-resume", action="store_true", help="start over instead of continuing an interrupted run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_event_options(p, floor=60.0, probe=True)
+    _add_event_options(p, floor=60.0)
     _add_trust_options(p)
     p.set_defaults(func=cmd_analyze)
 

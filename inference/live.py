@@ -21,7 +21,9 @@ Flow and choices:
 * **Event-driven** (``events``, :mod:`inference.events`): each window's frames get a cheap change score against
   the recent past; an uneventful window is not queued for the model (one JSON line with ``generated: false``, its
   ``reason`` and ``score``, counted as ``windows_uneventful``); at least one window is analysed every
-  ``events.floor`` seconds.
+  ``events.floor`` seconds. With the model's scene probe (:func:`model_analyzer` with ``event_probe``), an eventful
+  window whose extracted scene features the probe calls normal is not generated either (``probe_normal``, counted as
+  ``windows_probe_normal``); floor windows always are.
 * **Never behind**: the queue holds ``queue_size`` windows; when it is full the *oldest* waiting window is dropped
   (the newest one is the one worth analysing) and counted, and the drop is logged (the 1st, 2nd, 4th, 8th ... drop,
   each in one line, and the total at the end).
@@ -67,32 +69,51 @@ NETWORK_SCHEMES = ("udp://", "rtp://", "rtsp://", "rtsps://", "http://", "https:
 
 def analyze_window(
     model, processor, frames: np.ndarray, timestamps: Sequence[float], *, config_name: str = "implicit",
-    max_new_tokens: int = 64,
+    max_new_tokens: int = 64, event_probe=None, probe_threshold: float = 0.25, vet: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """What the model says about one window of already-decoded frames: ``{sentiment, confidence, attribution,
-    scene_weights, segments (window-relative), answer}``.
+    scene_weights, segments (window-relative), answer}`` (and ``probe_score`` with a scene probe).
 
     The only place live analysis calls the model: :func:`inference.analysis.analyze_frames`, the ``icm analyze``
     code path (combined instruction, greedy decoding, confidence from the label tokens, router weights averaged over
-    the frames). ``timestamps`` are window-relative (the window starts at 0 s), as the model was trained on clips."""
+    the frames). ``timestamps`` are window-relative (the window starts at 0 s), as the model was trained on clips.
+    With ``event_probe`` (:class:`inference.events.SceneEventProbe`) the scene features are extracted first and
+    scored; with ``vet`` (an eventful window, not a floor one) a score below ``probe_threshold`` ends there:
+    ``{"skipped": "probe_normal", "probe_score"}``, no generation."""
     from .analysis import analyze_frames
 
+    frames = np.ascontiguousarray(frames)
+    features = masks = probe_score = None
+    if event_probe is not None and processor.num_scene_tokens:
+        import torch
+
+        features, masks = processor.scene_pipeline.extract(torch.as_tensor(frames))
+        probe_score = round(event_probe.score(features, masks), 4)
+        if vet and probe_score < probe_threshold:
+            return {"skipped": "probe_normal", "probe_score": probe_score}
     result = analyze_frames(
-        model, processor, np.ascontiguousarray(frames), [float(t) for t in timestamps], start=0.0,
-        config_name=config_name, max_new_tokens=max_new_tokens,
+        model, processor, frames, [float(t) for t in timestamps], start=0.0, config_name=config_name,
+        max_new_tokens=max_new_tokens, scene_features=features, scene_masks=masks,
     )  # fmt: skip
-    return {key: result[key] for key in ("sentiment", "confidence", "attribution", "scene_weights", "segments", "answer")}
+    out = {key: result[key] for key in ("sentiment", "confidence", "attribution", "scene_weights", "segments", "answer")}
+    if probe_score is not None:
+        out["probe_score"] = probe_score
+    return out
 
 
-def model_analyzer(model, processor, config_name: str = "implicit", max_new_tokens: int = 64) -> Analyzer:
-    """An analyser for :func:`watch` backed by an ICM ``model`` and its ``processor``."""
+def model_analyzer(model, processor, config_name: str = "implicit", max_new_tokens: int = 64, event_probe=None,
+                   probe_threshold: float = 0.25) -> Analyzer:  # fmt: skip
+    """An analyser for :func:`watch` backed by an ICM ``model`` and its ``processor`` (and, optionally, the model's
+    scene probe: :func:`watch` then asks it to vet the eventful windows)."""
 
-    def analyzer(frames: np.ndarray, timestamps: Sequence[float]) -> dict[str, Any]:
+    def analyzer(frames: np.ndarray, timestamps: Sequence[float], vet: bool = False) -> dict[str, Any]:
         return analyze_window(model, processor, frames, timestamps, config_name=config_name,
-                              max_new_tokens=max_new_tokens)  # fmt: skip
+                              max_new_tokens=max_new_tokens, event_probe=event_probe,
+                              probe_threshold=probe_threshold, vet=vet)  # fmt: skip
 
     analyzer.num_frames = int(processor.num_frames)  # type: ignore[attr-defined]
     analyzer.max_side = int(processor.max_side)  # type: ignore[attr-defined]
+    analyzer.vets = event_probe is not None  # type: ignore[attr-defined]
     return analyzer
 
 
@@ -310,6 +331,7 @@ class WatchSummary:
     windows_dropped: int = 0
     windows_skipped: int = 0
     windows_uneventful: int = 0
+    windows_probe_normal: int = 0
     analyzer_errors: int = 0
     alerts: int = 0
     alert_messages: int = 0
@@ -565,12 +587,18 @@ class _Watcher:
                 self._finish(job, {})
                 continue
             relative = [round(t - job.start, 4) for t in job.times]
+            vet = {"vet": job.reason == "event"} if getattr(self.analyzer, "vets", False) else {}
             try:
-                result = dict(self.analyzer(job.frames, relative))
+                result = dict(self.analyzer(job.frames, relative, **vet))
             except Exception as err:  # noqa: BLE001 - one bad window never stops the watch
                 self.summary.analyzer_errors += 1
                 self.fault("analyzer", "window %d (%.2f-%.2f s): the analyser failed (%s: %s); skipped",
                            job.index, job.start, job.end, type(err).__name__, str(err)[:160])  # fmt: skip
+                continue
+            if result.get("skipped"):  # the scene probe called an eventful window normal: quiet, not generated
+                self.summary.windows_probe_normal += 1
+                job.reason = str(result["skipped"])
+                self._finish(job, result)
                 continue
             self.summary.windows_analysed += 1
             self._finish(job, result)
@@ -618,9 +646,10 @@ class _Watcher:
             "scene_weights": dict(result.get("scene_weights") or {}),
             "segments": segments,
             "answer": result.get("answer", ""),
-            "generated": job.frames is not None,
+            "generated": job.frames is not None and not result.get("skipped"),
             "reason": job.reason,
             "score": job.score,
+            "probe_score": result.get("probe_score"),
         }
 
 
@@ -735,10 +764,10 @@ def watch(
             summary.undelivered = len(sender.outbox)
         logger.warning(
             "%s: watch ended (%s): %d frames, %.1f s of stream in %.1f s; windows: %d analysed, %d uneventful (not "
-            "analysed), %d dropped (model slower than real time), %d skipped; %d alert(s); faults %s", source,
-            summary.ended_by or "-", summary.frames, summary.stream_seconds, summary.wall_seconds,
-            summary.windows_analysed, summary.windows_uneventful, summary.windows_dropped, summary.windows_skipped,
-            summary.alerts, summary.faults or "none",
+            "analysed), %d called normal by the scene probe, %d dropped (model slower than real time), %d skipped; "
+            "%d alert(s); faults %s", source, summary.ended_by or "-", summary.frames, summary.stream_seconds,
+            summary.wall_seconds, summary.windows_analysed, summary.windows_uneventful, summary.windows_probe_normal,
+            summary.windows_dropped, summary.windows_skipped, summary.alerts, summary.faults or "none",
         )  # fmt: skip
         if sink is not output:
             sink.close()

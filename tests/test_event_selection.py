@@ -435,3 +435,32 @@ def test_icm_watch_with_the_model_skips_uneventful_windows(tmp_path, fire_model_
     all_windows, all_summary = runs["all"]
     assert all_summary["windows_analysed"] == len(all_windows) == len(windows) and all_summary["windows_uneventful"] == 0
     assert {w["reason"] for w in all_windows} == {"all"}
+
+
+def test_icm_watch_uses_the_probe_saved_with_the_model(tmp_path, fire_model_dir, loaded_fire_model):
+    """``icm watch`` with a model folder whose scene probe calls every window normal: the eventful windows are
+    extracted and scored but not generated (``probe_normal``), the floor window is generated, nothing alerts."""
+    import shutil
+
+    from icm_cli.main import main
+    from inference.live import send_mpegts
+
+    model, processor = loaded_fire_model
+    folder = tmp_path / "model"
+    shutil.copytree(fire_model_dir, folder)
+    save_event_probes([_constant_probe(model, processor, -8.0)], folder)
+    frames = np.concatenate([_still(12), 255 - _still(4, seed=1), _still(8, seed=2)])  # a change at 12-16 s
+    path = tmp_path / "clip.ts"
+    send_mpegts(list(frames), str(path), FPS, pace=1000.0)
+    out, summary_path = tmp_path / "w.jsonl", tmp_path / "w.summary.json"
+    assert main(["watch", str(path), "--model", str(folder), "--window", "4", "--stride", "2", "--pace", "50",
+                 "--no-follow", "--max-new-tokens", "32", "--queue-size", "50", "--out", str(out),
+                 "--summary", str(summary_path), "--event-floor", "30"]) == 0  # fmt: skip
+    windows = [r for r in map(json.loads, out.read_text().splitlines()) if r["type"] == "window"]
+    summary = json.loads(summary_path.read_text())
+    vetted = [w for w in windows if w["reason"] == "probe_normal"]
+    assert vetted and summary["windows_probe_normal"] == len(vetted)
+    assert all(not w["generated"] and w["sentiment"] == "" and w["probe_score"] < 0.25 for w in vetted)
+    generated = [w for w in windows if w["generated"]]
+    assert [w["reason"] for w in generated] == ["floor"] and summary["windows_analysed"] == 1
+    assert generated[0]["sentiment"] == "Fire" and generated[0]["probe_score"] == pytest.approx(0.0003, abs=1e-4)
