@@ -65,7 +65,9 @@ class EventSelection:
             generated.
         burst: eventful windows that may be generated in a row before the budget applies.
         probe_threshold: with a scene probe, an eventful window whose probability of showing something other than
-            the normal label is below this is skipped as ``"probe_normal"`` (0: the probe never skips).
+            the normal label is below this is skipped as ``"probe_normal"``. 0 (the default): the probe scores every
+            extracted window but never skips one — at 0.25, with SmolLM2 and the real offline extractors, it lost one
+            of 11 events on the benchmark video (docs/long-footage.md), so skipping is the user's choice.
     """
 
     enabled: bool = True
@@ -75,7 +77,7 @@ class EventSelection:
     thumb_size: int = 32
     budget: float | None = None
     burst: float = 10.0
-    probe_threshold: float = 0.25
+    probe_threshold: float = 0.0
 
     def __post_init__(self) -> None:
         checks = (

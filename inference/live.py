@@ -69,7 +69,7 @@ NETWORK_SCHEMES = ("udp://", "rtp://", "rtsp://", "rtsps://", "http://", "https:
 
 def analyze_window(
     model, processor, frames: np.ndarray, timestamps: Sequence[float], *, config_name: str = "implicit",
-    max_new_tokens: int = 64, event_probe=None, probe_threshold: float = 0.25, vet: bool = False,
+    max_new_tokens: int = 64, event_probe=None, probe_threshold: float = 0.0, vet: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """What the model says about one window of already-decoded frames: ``{sentiment, confidence, attribution,
     scene_weights, segments (window-relative), answer}`` (and ``probe_score`` with a scene probe).
@@ -102,7 +102,7 @@ def analyze_window(
 
 
 def model_analyzer(model, processor, config_name: str = "implicit", max_new_tokens: int = 64, event_probe=None,
-                   probe_threshold: float = 0.25) -> Analyzer:  # fmt: skip
+                   probe_threshold: float = 0.0) -> Analyzer:  # fmt: skip
     """An analyser for :func:`watch` backed by an ICM ``model`` and its ``processor`` (and, optionally, the model's
     scene probe: :func:`watch` then asks it to vet the eventful windows)."""
 

@@ -298,7 +298,7 @@ def test_the_scene_probe_skips_the_eventful_windows_it_calls_normal(loaded_fire_
 
     model, processor = loaded_fire_model
     kwargs = dict(window=4.0, overlap=2.0, batch_size=2, max_new_tokens=48, progress=False,
-                  events=EventSelection(threshold=2.0, floor=12.0))  # fmt: skip
+                  events=EventSelection(threshold=2.0, floor=12.0, probe_threshold=0.25))  # fmt: skip
     doc = analyze_video(quiet_then_busy, model, processor, event_probe=_constant_probe(model, processor, intercept),
                         **kwargs)  # fmt: skip
     reasons = [w["reason"] for w in doc["windows"]]
@@ -330,10 +330,14 @@ def test_icm_analyze_uses_the_probe_saved_with_the_model(capsys, tmp_path, fire_
     out = tmp_path / "p.json"
     args = ["analyze", str(quiet_then_busy), "--model", str(folder), "--out", str(out), "--window", "4",
             "--overlap", "2", "--max-new-tokens", "48", "--no-progress", "--event-floor", "12"]  # fmt: skip
-    assert main(args) == 0
+    assert main(args) == 0  # the default threshold, 0: the probe scores the windows and skips none
+    assert "windows generated 6 / 15 (event 4, floor 2, uneventful 9)" in capsys.readouterr().out
+    assert [w["probe_score"] for w in json.loads(out.read_text())["windows"] if w["generated"]] == [0.0003] * 6
+    assert main(args + ["--probe-threshold", "0.25", "--no-resume"]) == 0
     assert "windows generated 2 / 15 (floor 2, probe_normal 4, uneventful 9)" in capsys.readouterr().out
     assert main(args + ["--no-event-probe", "--no-resume"]) == 0
     assert "windows generated 6 / 15 (event 4, floor 2, uneventful 9)" in capsys.readouterr().out
+    assert all(w["probe_score"] is None for w in json.loads(out.read_text())["windows"])
     assert main(args + ["--probe-threshold", "1.5"]) == 2
     assert "--probe-threshold must be a probability in [0, 1], got 1.5" in capsys.readouterr().err
 
@@ -455,7 +459,7 @@ def test_icm_watch_uses_the_probe_saved_with_the_model(tmp_path, fire_model_dir,
     out, summary_path = tmp_path / "w.jsonl", tmp_path / "w.summary.json"
     assert main(["watch", str(path), "--model", str(folder), "--window", "4", "--stride", "2", "--pace", "50",
                  "--no-follow", "--max-new-tokens", "32", "--queue-size", "50", "--out", str(out),
-                 "--summary", str(summary_path), "--event-floor", "30"]) == 0  # fmt: skip
+                 "--summary", str(summary_path), "--event-floor", "30", "--probe-threshold", "0.25"]) == 0  # fmt: skip
     windows = [r for r in map(json.loads, out.read_text().splitlines()) if r["type"] == "window"]
     summary = json.loads(summary_path.read_text())
     vetted = [w for w in windows if w["reason"] == "probe_normal"]
