@@ -40,7 +40,8 @@ _LAZY = {
     # export
     "export_parquet": ".export",
     "dataset_card": ".export",
-    "push_to_hub": ".export",
+    "export_dataset": ".export",
+    "DatasetExportError": ".export",
     # mini set
     "generate_mini_set": ".mini_set",
     "load_mini_split": ".mini_set",

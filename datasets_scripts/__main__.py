@@ -2,8 +2,8 @@
 
 python -m datasets_scripts mini OUT_DIR [--size tiny|small|default] [--seed 0] [--variant mini|study]
 python -m datasets_scripts validate FILE.jsonl [--scene]
-python -m datasets_scripts export DATA_DIR OUT_DIR [--configs explicit implicit] [--scene-dir DIR]
-                                  [--license other] [--relative-to DIR] [--cache-dir DIR] [--lenient]
+python -m datasets_scripts export DATA_DIR OUT_DIR [--configs explicit implicit] [--no-scene-tuning]
+                                  [--no-copy-media] [--license other] [--cache-dir DIR] [--lenient]
 """
 
 from __future__ import annotations
@@ -32,26 +32,14 @@ def _validate(args) -> int:
 
 
 def _export(args) -> int:
-    from modeling_icm.templates import SCENE_NAMES
+    from .export import export_dataset
 
-    from .builders import OmniSila, SceneTuning
-    from .export import export_parquet
-
-    sets = {}
-    for config in args.configs:
-        builder = OmniSila(config_name=config, data_dir=args.data_dir, cache_dir=args.cache_dir, lenient=args.lenient)
-        builder.download_and_prepare()
-        if builder.report:
-            print(builder.report.summary(), file=sys.stderr)
-        sets[config] = builder.as_dataset()
-    if args.scene_dir:
-        for scene in SCENE_NAMES:
-            builder = SceneTuning(
-                config_name=scene, data_dir=args.scene_dir, cache_dir=args.cache_dir, lenient=args.lenient
-            )
-            builder.download_and_prepare()
-            sets[f"scene_{scene}"] = builder.as_dataset()
-    readme = export_parquet(sets, args.out_dir, license=args.license, relative_to=args.relative_to)
+    readme, counts = export_dataset(
+        args.data_dir, args.out_dir, configs=args.configs, scene_tuning=not args.no_scene_tuning,
+        copy_media=not args.no_copy_media, license=args.license, cache_dir=args.cache_dir, lenient=args.lenient,
+    )  # fmt: skip
+    for name, splits in counts.items():
+        print(f"{name}: " + ", ".join(f"{split} {n} rows" for split, n in splits.items()), file=sys.stderr)
     print(readme)
     return 0
 
@@ -72,10 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     export = sub.add_parser("export", help="build the configs and write Parquet + dataset card")
     export.add_argument("data_dir")
     export.add_argument("out_dir")
-    export.add_argument("--configs", nargs="+", default=["explicit", "implicit"])
-    export.add_argument("--scene-dir")
+    export.add_argument("--configs", nargs="+", default=None, help="default: the configs DATA_DIR holds")
+    export.add_argument("--no-scene-tuning", action="store_true", help="leave DATA_DIR/scene_tuning out")
+    export.add_argument("--no-copy-media", action="store_true",
+                        help="keep the media paths as they are instead of copying the media under OUT_DIR")
     export.add_argument("--license", default="other")
-    export.add_argument("--relative-to")
     export.add_argument("--cache-dir")
     export.add_argument("--lenient", action="store_true")
     export.set_defaults(run=_export)

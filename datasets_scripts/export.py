@@ -4,16 +4,18 @@
 and a ``README.md`` whose YAML header declares the ``configs:`` (their ``data_files`` per split), the
 ``dataset_info`` (typed features, ClassLabel names, split sizes), the license and the task categories. Then
 ``datasets.load_dataset(out_dir, "implicit")`` (or ``load_dataset("<org>/omni-sila", "implicit")`` after
-``huggingface_hub.upload_folder``) gives back exactly the rows and features the builder produced.
+``icm push --dataset``) gives back exactly the rows and features the builder produced.
 
-Media columns (``video``, ``image``) hold paths. By default they are written as they are (absolute paths on this
-machine); pass ``relative_to=<folder>`` to write them relative to a folder that is pushed alongside.
+Media columns (``video``, ``image``) hold paths. By default they are written as they are (absolute paths); pass
+``relative_to=<folder>`` to write them relative to a folder that is pushed alongside. :func:`export_dataset` builds
+the sets of a data folder and writes them with their media copied alongside: the one dataset export.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import datasets
@@ -213,26 +215,85 @@ def export_parquet(
     return readme
 
 
-def push_to_hub(
+class DatasetExportError(ValueError):
+    """Bad input to :func:`export_dataset`: the message names the folder or file."""
+
+
+def export_dataset(
+    data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    repo_id: str,
     *,
-    token: str | None = None,
-    private: bool = True,
-    commit_message: str = "Upload Omni-SILA data (Parquet + dataset card)",
-    api=None,
-) -> str:
-    """Upload an :func:`export_parquet` folder as a dataset repository; returns the commit URL.
+    configs: Sequence[str] | None = None,
+    scene_tuning: bool = True,
+    copy_media: bool = True,
+    license: str = "other",
+    pretty_name: str = "Omni-SILA",
+    cache_dir: str | os.PathLike | None = None,
+    lenient: bool = False,
+) -> tuple[Path, dict[str, dict[str, int]]]:
+    """Build the Omni-SILA (and scene-tuning) sets of a data folder and write Parquet + dataset card into ``out_dir``
+    — the one dataset export (``icm data export``, ``icm push --dataset`` and ``python -m datasets_scripts export``
+    call it; ``trainers.hub.upload`` uploads the folder).
 
-    Needs network access and a token with write access (``huggingface-cli login``); ``api`` defaults to
-    ``huggingface_hub.HfApi(token=token)``."""
+    Args:
+        data_dir: a data folder with ``explicit.jsonl`` / ``implicit.jsonl`` and, optionally, ``scene_tuning/``
+            (what ``icm data mini`` or ``icm data convert`` writes).
+        out_dir: the folder to write (a dataset repository once uploaded).
+        configs: the Omni-SILA configs to export (default: those the folder holds).
+        scene_tuning: also export the scene-tuning sets of ``data_dir/scene_tuning`` as ``scene_<scene>`` configs.
+        copy_media: copy the videos and images under ``out_dir`` and write them as relative paths, so the folder is
+            self-contained, as a Hub dataset repository must be (off: the media columns keep the paths they have).
+        license, pretty_name: card metadata.
+        cache_dir: the builders' cache (default: a folder inside ``out_dir``, removed afterwards).
+        lenient: skip invalid records (reported by the builders) instead of failing.
+
+    Returns:
+        The README path and the row counts ``{config: {split: rows}}``.
+    """
+    from modeling_icm.templates import CONFIG_NAMES, SCENE_NAMES
+
+    from .builders import OmniSila, SceneTuning
+
+    data = Path(data_dir)
     out = Path(out_dir)
-    if not (out / "README.md").is_file():
-        raise FileNotFoundError(f"{out} has no README.md: run export_parquet first")
-    if api is None:
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    info = api.upload_folder(folder_path=str(out), repo_id=repo_id, repo_type="dataset", commit_message=commit_message)
-    return str(getattr(info, "commit_url", info))
+    if not data.is_dir():
+        raise DatasetExportError(f"data folder not found: {data}")
+    chosen = list(configs) if configs else [c for c in CONFIG_NAMES if (data / f"{c}.jsonl").is_file()]
+    if not chosen:
+        raise DatasetExportError(
+            f"{data} holds no explicit.jsonl or implicit.jsonl (run `icm data mini` or `icm data convert`)"
+        )
+    for config in chosen:
+        if not (data / f"{config}.jsonl").is_file():
+            raise DatasetExportError(f"{data / f'{config}.jsonl'}: file not found (config {config!r})")
+    if copy_media:  # build from a copy inside out_dir, so every media path is relative to it
+        out.mkdir(parents=True, exist_ok=True)
+        for config in chosen:
+            shutil.copy2(data / f"{config}.jsonl", out / f"{config}.jsonl")
+        for name in ("videos", "scene_tuning"):
+            if (data / name).is_dir():
+                shutil.copytree(data / name, out / name, dirs_exist_ok=True)
+        data = out
+    own_cache = cache_dir is None
+    cache = str(cache_dir or out / ".build-cache")
+    sets = {}
+    for config in chosen:
+        builder = OmniSila(config_name=config, data_dir=str(data), cache_dir=cache, lenient=lenient)
+        builder.download_and_prepare()
+        sets[config] = builder.as_dataset()
+    scene_dir = data / "scene_tuning"
+    if scene_tuning and scene_dir.is_dir():
+        for scene in SCENE_NAMES:
+            if (scene_dir / f"{scene}.jsonl").is_file():
+                builder = SceneTuning(
+                    config_name=scene, data_dir=str(scene_dir), cache_dir=cache, lenient=lenient,
+                    frames_dir=str(out / "scene_tuning" / "frames") if copy_media else None,
+                )  # fmt: skip
+                builder.download_and_prepare()
+                sets[f"scene_{scene}"] = builder.as_dataset()
+    relative_to = out.resolve() if copy_media else None
+    readme = export_parquet(sets, out, pretty_name=pretty_name, license=license, relative_to=relative_to)
+    if own_cache:
+        shutil.rmtree(out / ".build-cache", ignore_errors=True)
+    counts = {name: {split: len(ds) for split, ds in splits.items()} for name, splits in sets.items()}
+    return readme, counts

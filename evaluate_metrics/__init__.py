@@ -28,7 +28,7 @@ from .functions import (
     score_omnisila,
     tiou_matrix,
 )
-from .judges import ATR_R_PROMPT, OpenAIJudge, TransformersJudge, atr_r_scores, parse_judge_score
+from .judges import ATR_R_PROMPT, OpenAIJudge, TransformersJudge, atr_r_scores, judge_from_spec, parse_judge_score
 from .parser import ParsedAnswer, parse_answer
 from .space import export_space
 from .tables import METRIC_NAMES, metrics_table
@@ -50,6 +50,7 @@ __all__ = [
     "export_space",
     "f2",
     "fnr",
+    "judge_from_spec",
     "make_compute_metrics",
     "map_at_tiou",
     "metrics_table",
@@ -57,6 +58,7 @@ __all__ = [
     "parse_answer",
     "parse_judge_score",
     "prepare_batch",
+    "reference_of",
     "references_from_answers",
     "score_omnisila",
     "sem_c_scores",

@@ -34,6 +34,7 @@ __all__ = [
     "atr_r_scores",
     "build_judge_prompt",
     "is_openai_available",
+    "judge_from_spec",
     "parse_judge_score",
 ]
 
@@ -216,6 +217,20 @@ class TransformersJudge:
             new_tokens = output[:, inputs["input_ids"].shape[1] :]
             answers.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return answers
+
+
+def judge_from_spec(spec: str, base_url: str | None = None):
+    """The Atr-R judge a command line names: ``openai:MODEL`` (an OpenAI-compatible server; ``base_url`` for a local
+    one) or ``local:PATH`` (a transformers chat model folder, e.g. SmolLM2-Instruct). A malformed spec raises a
+    ``ValueError`` naming it; a local model that cannot be loaded raises ``OSError``."""
+    kind, _, target = str(spec).partition(":")
+    if kind not in ("openai", "local") or not target:
+        raise ValueError(f"judge {spec!r}: expected openai:MODEL or local:PATH")
+    if kind == "openai":
+        return OpenAIJudge(target, base_url=base_url)
+    if not os.path.isdir(target):
+        raise FileNotFoundError(f"judge {spec!r}: {target} is not a model folder")
+    return TransformersJudge(target)
 
 
 def atr_r_scores(

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(argv=None) -> int:
     import torch
 
-    from icm_cli.demo import _examples_for
+    from trainers.demo import _examples_for
     from inference.loading import load_model
     from trainers.collator import IcmDataCollator
     from trainers.diagnostics import relative_spread

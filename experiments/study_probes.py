@@ -1,10 +1,11 @@
 """The study set's probes (docs/study-set.md, "What reads what"): a linear probe per scene, on all scenes, and on
 three views of what the video tower receives, on the held-out clips of each config.
 
-    python experiments/study_probes.py --size small --seed 0 --out runs/study-probes
+    python experiments/study_probes.py --size small --seed 0 --out runs/study-probes [--pipeline lite]
 
 Generates the study set into ``--out`` (unless it is there), extracts the scene features with the tiny pipeline of
-the demo (seed 0) and prints one Markdown table; ``probes.json`` keeps the numbers.
+the demo (seed 0) or the real offline one (``--pipeline lite``) and prints one Markdown table; ``probes-<pipeline>.json``
+keeps the numbers.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def main(argv=None) -> int:
     parser.add_argument("--size", default="small")
     parser.add_argument("--seed", type=int, default=0, help="the study set's seed")
     parser.add_argument("--out", default="runs/study-probes")
+    parser.add_argument("--pipeline", default="tiny", choices=["tiny", "lite"],
+                        help="the scene extractors: the demo's tiny ones, or the real offline ones")
     args = parser.parse_args(argv)
 
     import torch
@@ -40,8 +43,8 @@ def main(argv=None) -> int:
         generate_study_set(out, seed=args.seed, size=args.size)
     started = time.perf_counter()
     processor, tower = tiny_video_tower()
-    found = study_probes(out, ScenePipeline.tiny(seed=0), processor, tower)
-    (out / "probes.json").write_text(json.dumps(found, indent=1))
+    found = study_probes(out, ScenePipeline.from_kind(args.pipeline, seed=0), processor, tower)
+    (out / f"probes-{args.pipeline}.json").write_text(json.dumps(found, indent=1))
     scenes = ["face", "action", "object", "background", "all"]
     print("| config (chance) | " + " | ".join(scenes) + " | tower pixels | tower colour histogram | tower tokens |")
     print("|---|" + "---:|" * (len(scenes) + 3))

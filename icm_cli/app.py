@@ -151,7 +151,7 @@ class Analyser:
         from inference.analysis import merge_windows
         from processing.video import VideoDecodeError
 
-        from .plots import timeline_chart
+        from inference.timeline import timeline_chart
 
         info = self.check(path, name)
         started = time.perf_counter()

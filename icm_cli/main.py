@@ -68,71 +68,42 @@ def cmd_data_study(args) -> int:
 
 
 def cmd_data_convert(args) -> int:
-    from datasets_scripts.windows import WindowConfig, counts_table
+    from datasets_scripts.converters import ConversionInputError, convert_source
+    from datasets_scripts.windows import WindowConfig
 
-    annotations = Path(args.annotations)
-    if args.source == "tsl300" and annotations.is_dir():
-        from datasets_scripts.converters.tsl300 import ANNOTATIONS_NAME
-
-        annotations = annotations / ANNOTATIONS_NAME
-    if not annotations.is_file():
-        raise CliError(f"--annotations {annotations}: file not found")
-    videos = Path(args.videos)
-    if not videos.is_dir():
-        raise CliError(f"--videos {videos}: not a folder")
     try:
         window_config = WindowConfig(window=args.window, stride=args.stride, min_length=args.min_length)
     except ValueError as err:
         raise CliError(f"--window/--stride/--min-length: {err}") from None
-    out = Path(args.out)
-    kwargs = {"check_video": not args.no_check_video, "window_config": window_config,
-              "overshoot_frames": args.overshoot_frames}  # fmt: skip
-    if args.source == "tsl300":
-        from datasets_scripts.converters import convert_tsl300
-
-        folder = annotations.parent
-        fps_json = Path(args.fps_json or folder / "fps_dict.json")
-        durations_json = Path(args.durations_json or folder / "len_duration_dict.json")
-        for flag, path in (("--fps-json", fps_json), ("--durations-json", durations_json)):
-            if not path.is_file():
-                raise CliError(f"TSL-300 needs {path.name} ({flag}): {path} not found")
-        config = "explicit"
-        windows, report = convert_tsl300(annotations, fps_json, durations_json, videos, out / f"{config}.jsonl", **kwargs)
-    else:
-        from datasets_scripts.converters import convert_cuva
-
-        config = "implicit"
-        windows, report = convert_cuva(annotations, videos, out / f"{config}.jsonl", split=args.split, **kwargs)
-
-    def rows(issues):
-        return [{"file": i.file, "field": i.field, "reason": i.reason, "value": i.value} for i in issues]
-
-    counts = counts_table(windows, config)
-    report_path = _write_json(
-        out / f"{config}.skipped.json",
-        {"kept": len(windows), "sources": len(windows.sources), "window": vars(window_config), "counts": counts,
-         "skipped": rows(report.issues), "warnings": rows(report.warnings)},
-    )  # fmt: skip
+    try:
+        done = convert_source(
+            args.source, args.annotations, args.videos, args.out, split=args.split, fps_json=args.fps_json,
+            durations_json=args.durations_json, window_config=window_config, check_video=not args.no_check_video,
+            overshoot_frames=args.overshoot_frames,
+        )  # fmt: skip
+    except ConversionInputError as err:
+        raise CliError(str(err)) from None
+    report, windows = done.report, done.windows
     for issue in report.issues[:20]:
         _eprint(f"  skipped {issue}")
     for issue in report.warnings[:20]:
         _eprint(f"  warning {issue}")
     more = max(0, len(report.issues) - 20) + max(0, len(report.warnings) - 20)
     if more:
-        _eprint(f"  ... and {more} more in {report_path}")
-    for row in counts:
+        _eprint(f"  ... and {more} more in {done.report_path}")
+    for row in done.counts:
         paper = f" (paper: {row['paper']:,})" if row["paper"] else ""
         print(f"  {row['split']}: {row['clips']:,} clips from {row['sources']} source videos, {row['seconds']:,} s{paper}")
     print(f"{args.source}: {len(windows):,} clip(s) of {window_config.window:g} s every {window_config.stride:g} s from "
-          f"{len(windows.sources)} source video(s) -> {out / f'{config}.jsonl'}; skipped {len(report.issues)}, "
-          f"{len(report.warnings)} warning(s) (report: {report_path})")  # fmt: skip
+          f"{len(windows.sources)} source video(s) -> {done.annotations_path}; skipped {len(report.issues)}, "
+          f"{len(report.warnings)} warning(s) (report: {done.report_path})")  # fmt: skip
     if not len(windows):
-        raise CliError(f"no valid record in {annotations} (see {report_path})")
+        raise CliError(f"no valid record in {args.annotations} (see {done.report_path})")
     return 0
 
 
 def cmd_data_export(args) -> int:
-    from trainers.hub import export_dataset
+    from datasets_scripts.export import export_dataset
 
     readme, counts = export_dataset(
         args.data_dir,
@@ -156,44 +127,21 @@ def cmd_data_export(args) -> int:
 
 
 def _build_pipeline(args):
-    from processing.pipeline import ScenePipeline
+    from processing.pipeline import ScenePipeline, pipeline_kind
+    from processing.real_weights import ModelFileError
 
-    scenes = args.scenes or None
-    kind = args.pipeline
-    if kind is None:  # the paper's extractors when their checkpoints are given, else the real offline ones
-        given = (args.action_checkpoint, args.relation_checkpoint, args.sam_checkpoint)
-        kind = "pretrained" if any(given) else "lite"
-        args.pipeline = kind  # named in the report
-    if kind == "tiny":
-        return ScenePipeline.from_kind("tiny", seed=args.seed, **({"scenes": scenes} if scenes else {}))
-    if kind == "lite":
-        from processing.real_weights import ModelFileError
-
-        try:
-            return ScenePipeline.from_kind("lite", seed=args.seed, **({"scenes": scenes} if scenes else {}))
-        except (ModelFileError, ImportError) as err:
-            raise CliError(f"cannot build the real offline scene extractors: {str(err).splitlines()[0]}") from err
-    kwargs = {
-        "face_encoder": args.face_encoder,
-        "action_checkpoint": args.action_checkpoint,
-        "relation_checkpoint": args.relation_checkpoint,
-        "sam_checkpoint": args.sam_checkpoint,
-        "background_encoder": args.background_encoder,
-        "device": args.device,
-    }
-    if scenes:
-        kwargs["scenes"] = scenes
-    for flag, path in (
-        ("--action-checkpoint", args.action_checkpoint),
-        ("--relation-checkpoint", args.relation_checkpoint),
-        ("--sam-checkpoint", args.sam_checkpoint),
-    ):
-        if path is not None and not Path(path).is_file():
-            raise CliError(f"{flag} {path}: file not found")
+    args.pipeline = pipeline_kind(args.pipeline, args.action_checkpoint, args.relation_checkpoint, args.sam_checkpoint)
     try:
-        return ScenePipeline.from_kind("pretrained", **kwargs)
-    except OSError as err:
-        raise CliError(f"cannot build the pretrained scene extractors: {str(err).splitlines()[0]}") from err
+        return ScenePipeline.from_options(
+            args.pipeline, scenes=args.scenes or None, seed=args.seed, face_encoder=args.face_encoder,
+            action_checkpoint=args.action_checkpoint, relation_checkpoint=args.relation_checkpoint,
+            sam_checkpoint=args.sam_checkpoint, background_encoder=args.background_encoder, device=args.device,
+        )  # fmt: skip
+    except FileNotFoundError as err:
+        raise CliError(f"--{str(err).replace('_', '-', 1)}") from err
+    except (ModelFileError, ImportError, OSError) as err:
+        raise CliError(f"cannot build the {'real offline' if args.pipeline == 'lite' else 'pretrained'} scene "
+                       f"extractors: {str(err).splitlines()[0]}") from err  # fmt: skip
 
 
 def cmd_extract_recipe(args) -> int:
@@ -207,7 +155,8 @@ def cmd_extract_recipe(args) -> int:
 
 
 def cmd_extract(args) -> int:
-    from processing.cache import FeatureCache, extract_videos
+    from processing.cache import FeatureCache
+    from trainers.data import extract_items
 
     if args.recipe:
         if args.videos or args.dataset or args.cache:
@@ -231,29 +180,9 @@ def cmd_extract(args) -> int:
     else:
         items = list(args.videos)
     pipeline = _build_pipeline(args)
-    cache = FeatureCache(args.cache)
-    clips = [i for i in items if args.grid_fps is None or isinstance(i, dict)]  # scene-tuning segments stay per clip
-    report = extract_videos(
-        clips,
-        pipeline,
-        cache,
-        num_frames=args.num_frames,
-        max_side=args.max_side,
-        backend=args.backend,
-        progress=not args.no_progress,
-    )
-    if args.grid_fps is not None:  # frame-shared: each source once, on its frame grid (processing.grid)
-        from processing.grid import extract_source_grids
-
-        sources = [i for i in items if not isinstance(i, dict)]
-        report = report.merge(extract_source_grids(sources, pipeline, cache, grid_fps=args.grid_fps,
-                                                   max_side=args.max_side, backend=args.backend,
-                                                   progress=not args.no_progress))  # fmt: skip
-    still = {"computed": [], "cached": [], "skipped": []}
-    if images:
-        from trainers.data import extract_still_images
-
-        still = extract_still_images(images, pipeline, cache, num_frames=args.num_frames)
+    report, still = extract_items(items, pipeline, FeatureCache(args.cache), images=images, num_frames=args.num_frames,
+                                  max_side=args.max_side, backend=args.backend, grid_fps=args.grid_fps,
+                                  progress=not args.no_progress)  # fmt: skip
     document = {
         "cache": str(Path(args.cache).resolve()),
         "pipeline": args.pipeline,
@@ -312,21 +241,14 @@ def cmd_train(args) -> int:
 def _judge(args):
     if not args.judge:
         return None
-    kind, _, target = args.judge.partition(":")
-    if not target:
-        raise CliError(f"--judge {args.judge}: expected openai:MODEL or local:PATH")
-    if kind == "openai":
-        from evaluate_metrics.judges import OpenAIJudge
+    from evaluate_metrics.judges import judge_from_spec
 
-        return OpenAIJudge(target, base_url=args.judge_base_url)
-    if kind == "local":
-        from evaluate_metrics.judges import TransformersJudge
-
-        try:
-            return TransformersJudge(target)
-        except OSError as err:
-            raise CliError(f"--judge {args.judge}: cannot load the judge model: {str(err).splitlines()[0]}") from err
-    raise CliError(f"--judge {args.judge}: unknown judge kind {kind!r} (openai:MODEL or local:PATH)")
+    try:
+        return judge_from_spec(args.judge, base_url=args.judge_base_url)
+    except ValueError as err:
+        raise CliError(f"--{err}") from err
+    except OSError as err:
+        raise CliError(f"--judge {args.judge}: cannot load the judge model: {str(err).splitlines()[0]}") from err
 
 
 def _attribution_metrics(text: str) -> tuple[str, ...]:
@@ -525,7 +447,7 @@ def cmd_analyze(args) -> int:
     from inference.loading import load_model
     from processing.video import VideoDecodeError, probe_video
 
-    from .plots import timeline_chart
+    from inference.timeline import timeline_chart
 
     video = Path(args.video)
     if not video.exists():
@@ -739,8 +661,9 @@ def cmd_push(args) -> int:
 
 
 def _push(args) -> int:
+    from datasets_scripts.export import export_dataset
     from inference.loading import HUB_ID_RE
-    from trainers.hub import export_dataset, export_model, upload
+    from trainers.hub import export_model, upload
 
     if args.lmms_eval:
         return _push_lmms_eval(args)
@@ -848,7 +771,7 @@ def cmd_serve(args) -> int:
 def cmd_demo(args) -> int:
     import torch
 
-    from .demo import run_demo
+    from trainers.demo import run_demo
 
     _quiet_transformers()
     if "OMP_NUM_THREADS" not in os.environ:

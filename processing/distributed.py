@@ -117,21 +117,15 @@ def distributed_extract(
 
 
 def build_pipeline(args: argparse.Namespace):
+    """The scene pipeline of the command line (:meth:`ScenePipeline.from_options`, as ``icm extract`` builds it)."""
     from .pipeline import ScenePipeline
 
-    scenes = tuple(s for s in args.scenes.split(",") if s) if args.scenes else None
-    kwargs: dict[str, Any] = {"scenes": scenes} if scenes else {}
-    if args.pipeline in ("tiny", "lite"):
-        return ScenePipeline.from_kind(args.pipeline, seed=args.seed, **kwargs)
-    kwargs.update(
-        face_encoder=args.face_encoder,
-        action_checkpoint=args.action_checkpoint,
-        relation_checkpoint=args.relation_checkpoint,
-        sam_checkpoint=args.sam_checkpoint,
-        sam_type=args.sam_type,
+    return ScenePipeline.from_options(
+        args.pipeline, scenes=tuple(s for s in args.scenes.split(",") if s) or None, seed=args.seed,
+        face_encoder=args.face_encoder, action_checkpoint=args.action_checkpoint,
+        relation_checkpoint=args.relation_checkpoint, sam_checkpoint=args.sam_checkpoint, sam_type=args.sam_type,
         background_encoder=args.background_encoder,
-    )
-    return ScenePipeline.from_kind("pretrained", **kwargs)
+    )  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,6 +39,16 @@ def _has_module(name: str) -> bool:
 
 #: the names :meth:`ScenePipeline.from_kind` builds
 PIPELINE_KINDS = ("tiny", "lite", "pretrained")
+
+
+def pipeline_kind(kind: str | None, *checkpoints: str | os.PathLike | None) -> str:
+    """The scene pipeline kind a command line asks for: ``kind`` when given, else ``"pretrained"`` (the paper's
+    extractors) when any of the paper's checkpoints is given, else ``"lite"`` (the real offline extractors)."""
+    if kind is not None:
+        if kind not in PIPELINE_KINDS:
+            raise ValueError(f"scene pipeline kind must be one of {list(PIPELINE_KINDS)}, got {kind!r}")
+        return kind
+    return "pretrained" if any(c is not None for c in checkpoints) else "lite"
 
 
 class ScenePipeline(nn.Module):
@@ -130,6 +142,43 @@ class ScenePipeline(nn.Module):
         if kind not in builders:
             raise ValueError(f"scene pipeline kind must be one of {list(PIPELINE_KINDS)}, got {kind!r}")
         return builders[kind](**kwargs)
+
+    @classmethod
+    def from_options(
+        cls,
+        kind: str | None = None,
+        *,
+        scenes: Sequence[str] | None = None,
+        seed: int = 0,
+        face_encoder: Any = "microsoft/resnet-18",
+        action_checkpoint: str | os.PathLike | None = None,
+        relation_checkpoint: str | os.PathLike | None = None,
+        sam_checkpoint: str | os.PathLike | None = None,
+        sam_type: str = "vit_b",
+        background_encoder: Any = "google/vit-base-patch16-224-in21k",
+        device: str | torch.device | None = None,
+    ) -> ScenePipeline:
+        """:meth:`from_kind` with the options of a command line (``icm extract`` and ``processing.distributed``
+        take the same ones): ``kind`` None is ``"pretrained"`` when one of the paper's checkpoints is given, else
+        ``"lite"`` (see :func:`pipeline_kind`); ``tiny`` and ``lite`` take ``seed`` and ``scenes``, ``pretrained`` the
+        rest, whose checkpoint files must exist (a ``FileNotFoundError`` names the option and the path)."""
+        kind = pipeline_kind(kind, action_checkpoint, relation_checkpoint, sam_checkpoint)
+        chosen = {"scenes": tuple(scenes)} if scenes else {}
+        if kind in ("tiny", "lite"):
+            return cls.from_kind(kind, seed=seed, **chosen)
+        for option, path in (
+            ("action_checkpoint", action_checkpoint),
+            ("relation_checkpoint", relation_checkpoint),
+            ("sam_checkpoint", sam_checkpoint),
+        ):
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(f"{option} {path}: file not found")
+        return cls.from_kind(
+            kind, face_encoder=face_encoder, action_checkpoint=None if action_checkpoint is None else str(action_checkpoint),
+            relation_checkpoint=None if relation_checkpoint is None else str(relation_checkpoint),
+            sam_checkpoint=None if sam_checkpoint is None else str(sam_checkpoint), sam_type=sam_type,
+            background_encoder=background_encoder, device=device, **chosen,
+        )  # fmt: skip
 
     @classmethod
     def tiny(cls, seed: int = 0, scenes: tuple[str, ...] | list[str] | None = None) -> ScenePipeline:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from icm_cli.demo import what_ran
+from trainers.demo import what_ran
 from trainers.recipe import load_recipe
 
 
@@ -23,7 +23,7 @@ def test_report_describes_the_recipes_pipeline_and_model(recipe, says, never):
 
 
 def test_report_shows_the_scene_pathway_and_warns_on_a_collapse():
-    from icm_cli.demo import _scene_pathway_report
+    from trainers.demo import _scene_pathway_report
 
     before = {"scene_spread": 0.32, "scene_norm_ratio": 0.43, "scene_sensitivity": 0.003,
               "router_weight/action": 0.5, "router_weight/background": 0.5, "router_weight/face": 0.0}
@@ -55,7 +55,7 @@ def test_demo_trains_the_baseline_beside_icm_and_reports_both(tmp_path):
     router weights per label."""
     import json
 
-    from icm_cli.demo import run_demo
+    from trainers.demo import run_demo
 
     recipe = tmp_path / "quick.yaml"
     recipe.write_text(QUICK_STUDY)

@@ -178,28 +178,20 @@ def test_export_scene_tuning_with_relative_media(mini, tmp_path):
     assert loaded["train"]["answer"] == built["train"]["answer"]
 
 
-class _RecordingHub:
-    """Records the Hub calls (the Hub is unreachable here); checks the wiring, not the Hub."""
+def test_export_dataset_is_self_contained_and_names_bad_input(mini, tmp_path):
+    from datasets_scripts.export import DatasetExportError, export_dataset
 
-    def __init__(self):
-        self.calls = []
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(("create_repo", repo_id, kwargs))
-
-    def upload_folder(self, **kwargs):
-        self.calls.append(("upload_folder", kwargs["repo_id"], kwargs))
-        return "https://huggingface.co/datasets/org/omni-sila/commit/0"
-
-
-def test_push_to_hub_uploads_the_export_folder(mini, tmp_path):
-    from datasets_scripts.export import push_to_hub
-
-    with pytest.raises(FileNotFoundError, match="export_parquet"):
-        push_to_hub(tmp_path / "empty", "org/omni-sila", api=_RecordingHub())
-    sets = {"implicit": _build(OmniSila, tmp_path / "c", config_name="implicit", data_dir=str(mini))}
-    export_parquet(sets, tmp_path / "export")
-    hub = _RecordingHub()
-    assert push_to_hub(tmp_path / "export", "org/omni-sila", api=hub).endswith("/commit/0")
-    assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
-    assert hub.calls[0][2]["repo_type"] == "dataset" and hub.calls[1][2]["folder_path"] == str(tmp_path / "export")
+    with pytest.raises(DatasetExportError, match="data folder not found: .*nowhere"):
+        export_dataset(tmp_path / "nowhere", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetExportError, match="no explicit.jsonl or implicit.jsonl"):
+        export_dataset(tmp_path / "empty", tmp_path / "out")
+    with pytest.raises(DatasetExportError, match=r"explicit.jsonl: file not found \(config 'explicit'\)"):
+        export_dataset(tmp_path / "empty", tmp_path / "out", configs=["explicit"])
+    readme, counts = export_dataset(mini, tmp_path / "export", configs=["implicit"])
+    assert readme == tmp_path / "export" / "README.md" and not (tmp_path / "export" / ".build-cache").exists()
+    assert set(counts) == {"implicit", "scene_face", "scene_action", "scene_object", "scene_background"}
+    built = datasets.load_dataset(str(tmp_path / "export"), "implicit", cache_dir=str(tmp_path / "load"))
+    assert len(built["train"]) == counts["implicit"]["train"]
+    video = built["train"][0]["video"]
+    assert video.startswith("videos/implicit/") and (tmp_path / "export" / video).is_file()

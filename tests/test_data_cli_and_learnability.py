@@ -25,8 +25,7 @@ def test_cli_mini_validate_export(tmp_path, capsys):
     assert main(["validate", str(bad)]) == 1
     assert "bad.jsonl:1: field 'video'" in capsys.readouterr().out
     out = tmp_path / "export"
-    argv = ["export", str(tmp_path / "mini"), str(out), "--scene-dir", str(tmp_path / "mini" / "scene_tuning")]
-    assert main(argv + ["--cache-dir", str(tmp_path / "cache"), "--relative-to", str(tmp_path / "mini")]) == 0
+    assert main(["export", str(tmp_path / "mini"), str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
     implicit = datasets.load_dataset(str(out), "implicit", cache_dir=str(tmp_path / "load"))
     assert implicit["train"][0]["video"].startswith("videos/implicit/")
     scene = datasets.load_dataset(str(out), "scene_object", cache_dir=str(tmp_path / "load"))

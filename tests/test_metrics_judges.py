@@ -236,3 +236,24 @@ def test_transformers_judge_runs_the_real_smollm2():
     scores = atr_r_scores(attributions, causes, labels, judge)
     assert scores[3] == 1.0  # the empty attribution is the minimum without asking
     assert np.isfinite(scores).all() and ((scores >= 1) & (scores <= 10)).all(), (answers, scores)
+
+
+@pytest.mark.parametrize(
+    "spec, error",
+    [("gpt-4", "expected openai:MODEL or local:PATH"), ("openai:", "expected openai"), ("hf:model", "'hf:model'")],
+)
+def test_judge_from_spec_names_a_bad_spec(spec, error):
+    from evaluate_metrics.judges import judge_from_spec
+
+    with pytest.raises(ValueError, match=error):
+        judge_from_spec(spec)
+
+
+def test_judge_from_spec_builds_each_kind(bigram_judge_dir, tmp_path):
+    from evaluate_metrics.judges import judge_from_spec
+
+    remote = judge_from_spec("openai:gpt-4o-mini", base_url="http://127.0.0.1:9/v1")
+    assert isinstance(remote, OpenAIJudge)
+    assert isinstance(judge_from_spec(f"local:{bigram_judge_dir}"), TransformersJudge)
+    with pytest.raises(FileNotFoundError, match="no-model is not a model folder"):
+        judge_from_spec(f"local:{tmp_path / 'no-model'}")

@@ -189,3 +189,24 @@ def test_distributed_extraction_builds_the_lite_pipeline():
     built = build_pipeline(parse_args(["--cache-dir", "unused", "--pipeline", "lite", "--scenes", "face,background"]))
     assert built.scenes == ("face", "background")
     assert [type(e).__name__ for e in built.extractors.values()] == ["LiteFaceExtractor", "LiteBackgroundExtractor"]
+
+
+@pytest.mark.parametrize(
+    "kind, checkpoints, expected",
+    [("tiny", (None, None, None), "tiny"), (None, (None, None, None), "lite"),
+     (None, (None, "reltr.pth", None), "pretrained"), ("lite", ("hrnet.pth", None, None), "lite")],
+)  # fmt: skip
+def test_pipeline_kind_of_a_command_line(kind, checkpoints, expected):
+    from processing.pipeline import pipeline_kind
+
+    assert pipeline_kind(kind, *checkpoints) == expected
+
+
+def test_from_options_checks_the_checkpoints_and_keeps_the_kinds_options(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"^relation_checkpoint .*reltr\.pth: file not found"):
+        ScenePipeline.from_options(relation_checkpoint=tmp_path / "reltr.pth", scenes=("object",))
+    with pytest.raises(ValueError, match="'paper'"):
+        ScenePipeline.from_options("paper")
+    tiny = ScenePipeline.from_options("tiny", scenes=("face", "object"), seed=3, sam_checkpoint=tmp_path / "x.pth")
+    assert tiny.scenes == ("face", "object")
+    assert tiny.config_hash() == ScenePipeline.tiny(seed=3, scenes=("face", "object")).config_hash()

@@ -690,7 +690,7 @@ def test_mode_and_cap_settings_are_checked_and_keyed():
 
 def test_reports_say_random_reltr_never_sees_an_object_scene(tmp_path, tiny_model):
     """Wherever the object scene is reported (model card, demo report), the random-weights masking is said plainly."""
-    from icm_cli.demo import _report
+    from trainers.demo import _report
     from processing.relation import RANDOM_WEIGHTS_OBJECT_NOTE
     from trainers.hub import model_card
 

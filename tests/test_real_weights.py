@@ -282,7 +282,7 @@ def test_icm_extract_defaults_to_the_real_offline_pipeline(tmp_path, carphone_pa
 
 
 def test_the_demo_report_shows_router_weights_per_scene():
-    from icm_cli.demo import _router_report, _router_row
+    from trainers.demo import _router_report, _router_row
 
     scenes = ["face", "action", "object", "background"]
     example = {"clip_id": "c1", "label": "positive",

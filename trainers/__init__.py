@@ -21,6 +21,8 @@ _LAZY = {
     "load_icm_adapter": ".saving",
     "evaluate_generation": ".evaluation",
     "generate_example_answers": ".evaluation",
+    "answer_examples": ".evaluation",
+    "run_demo": ".demo",
     "omnisila_examples": ".data",
     "WindowExamples": ".data",
     "scene_tuning_examples": ".data",

@@ -433,8 +433,42 @@ def dataset_extraction_items(data_dir: str | os.PathLike) -> tuple[list, list[st
     unique = {json.dumps(v, sort_keys=True): v for v in videos}
     return list(unique.values()), list(dict.fromkeys(images)), skipped
 
+def extract_items(
+    items: Sequence[Any],
+    pipeline,
+    cache,
+    *,
+    images: Sequence[str | os.PathLike] = (),
+    num_frames: int = 8,
+    max_side: int | None = None,
+    backend: str | None = None,
+    grid_fps: float | None = None,
+    progress: bool = True,
+):
+    """Extract the scene features of what ``icm extract`` is given into ``cache``: video files and scene-tuning
+    segments (``{"video", "start", "end"}``, as :func:`dataset_extraction_items` lists them) with ``num_frames``
+    frames each, or — with ``grid_fps`` — each source video once on its frame grid (``processing.grid``; segments stay
+    per clip); then still images. Returns the videos' ``ExtractionReport`` and the images' report
+    (:func:`extract_still_images`)."""
+    from processing.cache import extract_videos
+
+    clips = [i for i in items if grid_fps is None or isinstance(i, dict)]
+    report = extract_videos(clips, pipeline, cache, num_frames=num_frames, max_side=max_side, backend=backend,
+                            progress=progress)  # fmt: skip
+    if grid_fps is not None:
+        from processing.grid import extract_source_grids
+
+        sources = [i for i in items if not isinstance(i, dict)]
+        report = report.merge(extract_source_grids(sources, pipeline, cache, grid_fps=grid_fps, max_side=max_side,
+                                                   backend=backend, progress=progress))  # fmt: skip
+    still = extract_still_images(images, pipeline, cache, num_frames=num_frames) if images else {
+        "computed": [], "cached": [], "skipped": []}  # fmt: skip
+    return report, still
+
+
 __all__ = [
     "dataset_extraction_items",
+    "extract_items",
     "OMNISILA_TASKS",
     "IcmExamples",
     "WindowExamples",

@@ -40,6 +40,40 @@ def generate_example_answers(
     return answers
 
 
+def answer_examples(
+    model,
+    processor,
+    examples: Sequence[dict[str, Any]],
+    config_name: str,
+    batch_size: int = 8,
+    max_new_tokens: int = 96,
+) -> list[dict[str, Any]]:
+    """Parsed answers of Omni-SILA ``examples`` (``omnisila_examples`` rows: frames, timestamps, scene features and
+    masks, instruction) with each clip's router weights per frame — :func:`inference.generation.generate_answers`
+    in batches of at most ``batch_size`` clips that share an instruction. One dict per example, in order (see
+    ``generate_answers`` for the keys)."""
+    from inference.generation import generate_answers
+
+    def flush(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return generate_answers(
+            model, processor, [e["frames"] for e in chunk], [e["timestamps"] for e in chunk], chunk[0]["instruction"],
+            config_name, scene_features=[e["scene_features"] for e in chunk],
+            scene_masks=[e["scene_masks"] for e in chunk], max_new_tokens=max_new_tokens,
+        )  # fmt: skip
+
+    results: list[dict[str, Any]] = []
+    chunk: list[dict[str, Any]] = []
+    for index in range(len(examples)):
+        example = examples[index]  # a datasets row is formatted once
+        if chunk and (len(chunk) >= max(1, int(batch_size)) or example["instruction"] != chunk[0]["instruction"]):
+            results += flush(chunk)
+            chunk = []
+        chunk.append(example)
+    if chunk:
+        results += flush(chunk)
+    return results
+
+
 def references_of(examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The metric references ``{"sentiment", "segments", "cause", "duration"}`` of examples."""
     from evaluate_metrics.functions import reference_of
@@ -83,4 +117,4 @@ def evaluate_generation(
     return {"metrics": numbers, "predictions": predictions, "references": references}
 
 
-__all__ = ["evaluate_generation", "generate_example_answers", "references_of"]
+__all__ = ["answer_examples", "evaluate_generation", "generate_example_answers", "references_of"]

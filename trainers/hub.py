@@ -1,7 +1,7 @@
 """Hub export (the library side of ``icm push``): the model repository (safetensors, remote code, processor, tokenizer, config with
 ``auto_map``, a model card generated with ``huggingface_hub.ModelCard``/``ModelCardData`` whose ``eval_results``
-become the ``model-index``), the data set repository (Parquet + dataset card) and the metric Space; then the
-upload (``create_repo`` + ``upload_folder``). Writing a folder and uploading it are separate steps (``export_*`` then :func:`upload`).
+become the ``model-index``) and the web-app Space; then the upload of any exported folder — a model, a data set
+(``datasets_scripts.export.export_dataset`` writes it) or the metric Space (``create_repo`` + ``upload_folder``). Writing a folder and uploading it are separate steps (``export_*`` then :func:`upload`).
 
 Errors: :class:`HubExportError` (a ``ValueError``) for bad input — it names the file, folder or field;
 :class:`HubUploadError` (an ``OSError``) when the Hub cannot be reached — the folder stays on disk.
@@ -264,65 +264,6 @@ def export_model(
     return out
 
 
-def export_dataset(
-    data_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    configs: Sequence[str] | None = None,
-    scene_tuning: bool = True,
-    copy_media: bool = True,
-    license: str = "other",
-    pretty_name: str = "Omni-SILA",
-    cache_dir: str | os.PathLike | None = None,
-    lenient: bool = False,
-) -> tuple[Path, dict[str, dict[str, int]]]:
-    """Build the Omni-SILA (and scene-tuning) sets of ``data_dir`` and write Parquet + dataset card into
-    ``out_dir``. With ``copy_media`` the videos/images are copied under ``out_dir`` and written as relative paths
-    (the folder is then self-contained, as a Hub dataset repository must be). Returns the README path and the row
-    counts ``{config: {split: rows}}``."""
-    from datasets_scripts.builders import OmniSila, SceneTuning
-    from datasets_scripts.export import export_parquet
-    from modeling_icm.templates import CONFIG_NAMES, SCENE_NAMES
-
-    data = Path(data_dir)
-    out = Path(out_dir)
-    if not data.is_dir():
-        raise HubExportError(f"data folder not found: {data}")
-    chosen = list(configs) if configs else [c for c in CONFIG_NAMES if (data / f"{c}.jsonl").is_file()]
-    if not chosen:
-        raise HubExportError(f"{data} holds no explicit.jsonl or implicit.jsonl (run `icm data mini` or `icm data convert`)")
-    if copy_media:  # build from a copy inside out_dir, so every media path is relative to it
-        out.mkdir(parents=True, exist_ok=True)
-        for config in chosen:
-            shutil.copy2(data / f"{config}.jsonl", out / f"{config}.jsonl")
-        for name in ("videos", "scene_tuning"):
-            if (data / name).is_dir():
-                shutil.copytree(data / name, out / name, dirs_exist_ok=True)
-        data = out
-    cache = str(cache_dir or out / ".build-cache")
-    sets, counts = {}, {}
-    for config in chosen:
-        builder = OmniSila(config_name=config, data_dir=str(data), cache_dir=cache, lenient=lenient)
-        builder.download_and_prepare()
-        sets[config] = builder.as_dataset()
-    scene_dir = data / "scene_tuning"
-    if scene_tuning and scene_dir.is_dir():
-        for scene in SCENE_NAMES:
-            if (scene_dir / f"{scene}.jsonl").is_file():
-                builder = SceneTuning(
-                    config_name=scene, data_dir=str(scene_dir), cache_dir=cache, lenient=lenient,
-                    frames_dir=str(out / "scene_tuning" / "frames") if copy_media else None,
-                )  # fmt: skip
-                builder.download_and_prepare()
-                sets[f"scene_{scene}"] = builder.as_dataset()
-    relative_to = out.resolve() if copy_media else None
-    readme = export_parquet(sets, out, pretty_name=pretty_name, license=license, relative_to=relative_to)
-    shutil.rmtree(out / ".build-cache", ignore_errors=True)
-    for name, splits in sets.items():
-        counts[name] = {split: len(ds) for split, ds in splits.items()}
-    return readme, counts
-
-
 def upload(
     folder: str | os.PathLike,
     repo_id: str,
@@ -456,7 +397,6 @@ __all__ = [
     "REQUIRED_MODEL_FILES",
     "eval_results",
     "export_app_space",
-    "export_dataset",
     "export_model",
     "is_video_llava_7b",
     "model_card",

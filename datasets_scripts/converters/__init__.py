@@ -11,10 +11,15 @@ from .scene_sources import (
     load_refcoco_refs,
     places365_scene_name,
 )
+from .sources import SOURCE_CONFIGS, Conversion, ConversionInputError, convert_source
 from .tsl300 import convert_tsl300
 
 __all__ = [
     "CUVA_CATEGORY_NUMBERS",
+    "SOURCE_CONFIGS",
+    "Conversion",
+    "ConversionInputError",
+    "convert_source",
     "convert_cmu_mosei",
     "convert_cuva",
     "convert_humanml3d",

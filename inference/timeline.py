@@ -1,5 +1,6 @@
-"""PNG charts of the ``icm`` command (matplotlib, Agg backend): per-label FNR and per-label Atr-R as in the paper's
-Figure 3 (line charts over the labels, one line per system), and the timeline of a video analysis."""
+"""The timeline of a video analysis as a PNG (matplotlib, Agg backend): located segments, the router weights per
+scene, and which windows went to the model and which were skipped — what ``icm analyze``, the web app and the demo
+draw. (The per-label charts of the paper's Figure 3 are ``evaluate_metrics.charts``.)"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from evaluate_metrics.charts import _pyplot, per_label_chart, save_figure  # noqa: F401 - per_label_chart re-exported
+from evaluate_metrics.charts import _pyplot, save_figure
 
 #: One colour per scene (router weights) — explicit face first, then the implicit scenes.
 SCENE_COLORS = {"face": "#e6550d", "action": "#3182bd", "object": "#31a354", "background": "#756bb1"}
@@ -101,4 +102,4 @@ def _draw_windows(axis, windows: list, uneventful: list) -> None:
                       linewidth=0)  # fmt: skip
 
 
-__all__ = ["per_label_chart", "timeline_chart"]
+__all__ = ["SCENE_COLORS", "timeline_chart"]

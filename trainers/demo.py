@@ -1,4 +1,4 @@
-"""``icm demo``: the whole method end to end on a CPU, in minutes, beside its no-scene baseline.
+"""The demo (``icm demo``): the whole method end to end on a CPU, in minutes, beside its no-scene baseline.
 
 1. **train** — ``trainers.run_recipe`` with the shipped ``study`` recipe: it writes the scene-dependence study set
    (docs/study-set.md: every cue lies outside the video tower's view), extracts its scene features once with the tiny
@@ -26,16 +26,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import CliError
-
 FPS_NOTE = "frames are sampled uniformly, 8 per window; times in seconds"
 
 
 def _examples_for(result: dict, config: str):
     """The held-out (combined-instruction) examples the recipe evaluated, with cached scene features."""
     from processing.cache import FeatureCache
-    from trainers.data import omnisila_examples
-    from trainers.recipe import clip_records, recipe_pipeline
+    from .data import omnisila_examples
+    from .recipe import clip_records, recipe_pipeline
 
     r = result["recipe"]
     out = Path(result["output_dir"])
@@ -58,7 +56,7 @@ def _long_video(data_dir: Path, config: str, out: Path) -> tuple[Path, list[dict
     import numpy as np
 
     from datasets_scripts.mini_set import FPS, read_video_frames, write_video
-    from trainers.data import read_clip_records
+    from .data import read_clip_records
 
     records = read_clip_records(data_dir, config, "test")
     calm = {"Normal", "neutral"}
@@ -92,7 +90,7 @@ def run_demo(
     deterministic on one machine (same seed, same packages: the same figures). ``baseline``: also train the
     Video-LLaVA baseline (the recipe with ``ablation.scene_tokens: false``) with the same data, budget and seed.
     ``jobs``: trainings at once (default: 2 when the machine has 2 or more cores, else 1)."""
-    from trainers.recipe import extract_features, load_recipe, prepare_data
+    from .recipe import extract_features, load_recipe, prepare_data
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -128,7 +126,7 @@ def _train_worker(recipe: dict, output_dir: str) -> dict:
     """One training in a worker process: one torch thread, progress to ``<output_dir>/log.txt``."""
     import torch
 
-    from trainers.recipe import run_recipe
+    from .recipe import run_recipe
 
     torch.set_num_threads(1)
     Path(output_dir).mkdir(parents=True, exist_ok=True)
@@ -137,7 +135,7 @@ def _train_worker(recipe: dict, output_dir: str) -> dict:
 
 
 def _train(recipes: dict, jobs: int, log: Callable[[str], None], extract_features) -> dict[str, dict]:
-    from trainers.recipe import run_recipe
+    from .recipe import run_recipe
 
     if jobs <= 1:
         return {name: run_recipe(r, output_dir=d, log=log) for name, (r, d) in recipes.items()}
@@ -165,11 +163,10 @@ def evaluate_and_report(
     from evaluate_metrics.charts import write_charts
     from evaluate_metrics.files import evaluate_files
     from inference.analysis import analyze_video
-    from inference.generation import generate_answers
     from inference.loading import load_model
-    from trainers.evaluation import references_of
+    from inference.timeline import timeline_chart
 
-    from .plots import timeline_chart
+    from .evaluation import answer_examples, references_of
 
     r = result["recipe"]
 
@@ -190,18 +187,11 @@ def evaluate_and_report(
         ref_path.write_text("".join(json.dumps({"id": e["clip_id"], **ref}) + "\n" for e, ref in zip(examples, refs)))
         documents[config] = {}
         for tag, model in (("untrained", untrained), ("trained", trained)):
-            answers = []
-            size = int(r["evaluate"]["batch_size"])
-            for k in range(0, len(examples), size):
-                chunk = [examples[i] for i in range(k, min(k + size, len(examples)))]
-                generated = generate_answers(
-                    model, processor, [e["frames"] for e in chunk], [e["timestamps"] for e in chunk],
-                    chunk[0]["instruction"], config, scene_features=[e["scene_features"] for e in chunk],
-                    scene_masks=[e["scene_masks"] for e in chunk], max_new_tokens=int(r["evaluate"]["max_new_tokens"]),
-                )  # fmt: skip
-                answers += [a["answer"] for a in generated]
-                if tag == "trained":
-                    router_rows.setdefault(config, []).extend(_router_row(e, a) for e, a in zip(chunk, generated))
+            generated = answer_examples(model, processor, examples, config, batch_size=int(r["evaluate"]["batch_size"]),
+                                        max_new_tokens=int(r["evaluate"]["max_new_tokens"]))  # fmt: skip
+            answers = [a["answer"] for a in generated]
+            if tag == "trained":
+                router_rows[config] = [_router_row(examples[i], a) for i, a in enumerate(generated)]
             pred_path = eval_dir / f"predictions-{tag}-{config}.jsonl"
             pred_path.write_text("".join(json.dumps({"id": e["clip_id"], "answer": a}) + "\n" for e, a in zip(examples, answers)))
             document = evaluate_files(pred_path, ref_path, config_name=config, dataset={"name": f"Omni-SILA mini {config}", "split": r["data"]["eval_split"]})
@@ -252,7 +242,7 @@ def evaluate_and_report(
     report.write_text(_report(out, result, documents, charts, analysis, timings, comparison) + _router_report(router_rows),
                       encoding="utf-8")  # fmt: skip
     if not documents:
-        raise CliError("the demo recipe evaluated no config")
+        raise ValueError(f"the demo recipe {r.get('name')!r} evaluated no config")
     return report
 
 
@@ -267,10 +257,10 @@ def _compare_with_baseline(result: dict, baseline: dict, router_rows: dict, eval
     router weights per label; the study set's conflict clips answered by both."""
     from datasets_scripts.mini_set import conflict_clip_ids
     from evaluate_metrics.functions import paired_t_test, reference_of
-    from trainers.baselines import read_answers
-    from trainers.compare import score_system
-    from trainers.diagnostics import router_weights_by_label
-    from trainers.recipe import clip_records
+    from .baselines import read_answers
+    from .compare import score_system
+    from .diagnostics import router_weights_by_label
+    from .recipe import clip_records
 
     r = result["recipe"]
     data_dir = Path(r["data"]["data_dir"] or Path(result["output_dir"]) / "data")
@@ -318,7 +308,7 @@ def _compare_with_baseline(result: dict, baseline: dict, router_rows: dict, eval
 def _baseline_report(comparison: dict | None) -> list[str]:
     if not comparison:
         return []
-    from trainers.compare import format_p
+    from .compare import format_p
 
     lines = ["## ICM against its no-scene baseline", "",
              "The Video-LLaVA baseline is the same tiny backbone with the same recipe, data, budget and seed, without "
@@ -368,7 +358,7 @@ def _untrained_model(r: dict, trained):
     import torch
 
     if r["model"]["preset"] == "smollm2":
-        from trainers.presets import smollm2_backbone_dir, smollm2_icm
+        from .presets import smollm2_backbone_dir, smollm2_icm
 
         model, _ = smollm2_icm(r["model"]["pretrained"] or smollm2_backbone_dir(), dict(trained.config.scene_dims),
                                num_frames=trained.config.num_frames, seed=int(r["seed"]),
@@ -414,7 +404,7 @@ def _router_report(router_rows: dict[str, list[dict]]) -> str:
 
 def _data_name(r: dict) -> str:
     """The report's name of the recipe's data: the study set, the mini set, or a data folder."""
-    from trainers.recipe import data_variant
+    from .recipe import data_variant
 
     data_dir = r["data"].get("data_dir")
     if data_dir and (Path(data_dir) / "mini_set.json").is_file():
@@ -458,7 +448,7 @@ def what_ran(recipe: dict) -> dict[str, str]:
 def _scene_pathway_report(result: dict) -> list[str]:
     """The scene-pathway diagnostics of ``results.json`` (``trainers.diagnostics``): does the clip reach the answer
     through the scene tokens?"""
-    from trainers.diagnostics import COLLAPSE_SPREAD, collapse_warning
+    from .diagnostics import COLLAPSE_SPREAD, collapse_warning
 
     diagnostics = result.get("diagnostics") or {}
     trained = diagnostics.get("trained") or {}
