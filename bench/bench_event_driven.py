@@ -17,8 +17,9 @@ event-driven analysis and their ratio (goal ≥ 5× on ≥ 80 % uneventful foota
 analysis finds (its segments whose sentiment is not neutral/Normal, found when the event-driven analysis has a
 segment of the same sentiment overlapping it; goal ≥ 0.95); recall of the ground-truth events (an event is
 recalled when a generated window overlaps it; goal ≥ 0.95) and of the labelled sentiment segments located by
-each run; with the model's scene probe (``event_probe.json``, saved by training) a third run, event-driven with
-the probe vetting the eventful windows after extraction (``probe_normal``); and how well three per-frame scores predict the ground-truth events on the analysis's frame grid
+each run; a third run with covering (``skip_covered``: eventful windows whose events another generated window sees
+are skipped as ``covered``); with the model's scene probe (``event_probe.json``, saved by training) a fourth run,
+event-driven with the probe vetting the eventful windows after extraction (``probe_normal``); and how well three per-frame scores predict the ground-truth events on the analysis's frame grid
 (ROC AUC): the frame-difference novelty used by the selection, the same novelty computed on the scene features
 (the processor's extractors), and the plain difference to the previous grid frame.
 
@@ -220,8 +221,9 @@ def main() -> None:
     model, processor = load_model(model_dir)
     kwargs = dict(window=args.window, overlap=args.overlap, config_name=args.config, progress=False, seed=args.seed)
     selection = EventSelection(threshold=args.threshold, floor=args.floor, probe_threshold=args.probe_threshold)
+    covering = EventSelection(threshold=args.threshold, floor=args.floor, skip_covered=True)
     probe = None if args.no_probe else load_event_probe(model_dir, args.config)
-    runs = {"full": {}, "event-driven": {"events": selection}}
+    runs = {"full": {}, "event-driven": {"events": selection}, "+ covering": {"events": covering}}
     if probe is not None:
         runs["+ scene probe"] = {"events": selection, "event_probe": probe}
     docs, walls, cpus, timers = {}, {}, {}, {}

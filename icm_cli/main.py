@@ -394,8 +394,9 @@ def _add_trust_options(p, adapter: bool = True) -> None:
                        "loaded only when given here)")  # fmt: skip
 
 
-def _add_event_options(p, floor: float) -> None:
-    """The options of event-driven window selection (``inference.events``), shared by ``analyze`` and ``watch``."""
+def _add_event_options(p, floor: float, covering: bool = False) -> None:
+    """The options of event-driven window selection (``inference.events``), shared by ``analyze`` and ``watch``
+    (``covering``: the option of skipping covered windows, which only window analysis does)."""
     p.add_argument("--all-windows", action="store_true",
                    help="send every window to the model (the full analysis) instead of only the windows where the "
                    "event score says something happens")  # fmt: skip
@@ -414,6 +415,11 @@ def _add_event_options(p, floor: float) -> None:
                    "but lost one event in 11)")  # fmt: skip
     p.add_argument("--no-event-probe", action="store_true",
                    help="do not use the model's scene probe even when its folder has one")
+    if covering:
+        p.add_argument("--skip-covered", action="store_true",
+                       help="skip, as 'covered', an eventful window whose events the last generated window or the next "
+                       "one sees: the windows generated during an event tile it instead of overlapping (about half the "
+                       "generations; the timeline loses the overlapping views)")  # fmt: skip
 
 
 def _event_selection(args):
@@ -424,7 +430,8 @@ def _event_selection(args):
 
     try:
         return EventSelection(threshold=args.event_threshold, floor=args.event_floor, budget=args.event_budget,
-                              probe_threshold=args.probe_threshold)  # fmt: skip
+                              probe_threshold=args.probe_threshold,
+                              skip_covered=getattr(args, "skip_covered", False))  # fmt: skip
     except ValueError as err:
         raise CliError(str(err).replace("event selection: probe_", "--probe-").replace("event selection: ", "--event-")) from err
 
@@ -997,7 +1004,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--no-resume", action="store_true", help="start over instead of continuing an interrupted run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_event_options(p, floor=60.0)
+    _add_event_options(p, floor=60.0, covering=True)
     _add_trust_options(p)
     p.set_defaults(func=cmd_analyze)
 

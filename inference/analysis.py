@@ -158,7 +158,7 @@ class WindowResult:
         generated: whether the window went to the LLM (event-driven selection skips uneventful windows:
             ``inference.events``); a skipped window has no answer, sentiment or segments.
         reason: why it was generated (``"all"``, ``"event"``, ``"floor"``) or skipped (``"uneventful"``,
-            ``"budget"``).
+            ``"covered"``, ``"budget"``, ``"no_frames"``, ``"probe_normal"``).
         score: the window's event score (None when selection is off); ``frame_scores``: each frame's.
         probe_score: the scene probe's probability that the window shows something other than the normal label
             (None without a probe; ``inference.events.SceneEventProbe``).
@@ -723,22 +723,39 @@ def skipped_result(window: FrameWindow, reason: str, score: float | None, frame_
 
 
 def select_windows(windows: Iterable[FrameWindow], gate, on_skipped: Callable[[list[WindowResult]], None],
-                   flush_every: int = 4, timer: StageTimer | None = None) -> Iterator[FrameWindow]:  # fmt: skip
+                   flush_every: int = 4, timer: StageTimer | None = None,
+                   stride: float | None = None) -> Iterator[FrameWindow]:  # fmt: skip
     """The windows ``gate`` (a :class:`inference.events.WindowGate`) decides to generate, with its reason and scores;
     the skipped ones become results handed to ``on_skipped`` in groups of ``flush_every`` (and the rest at the end),
-    so that they reach the results log as promptly as the generated ones (``timer``: ``"event_score"``)."""
+    so that they reach the results log as promptly as the generated ones (``timer``: ``"event_score"``). ``stride``
+    (seconds between window starts) lets the gate leave an event to the next window (``"covered"``); a window so
+    left at the end of the video is generated."""
     pending: list[WindowResult] = []
+    owed: tuple | None = None  # a window skipped because the next one sees its events: recorded once that one goes
     for window in windows:
-        start, _ = window.bounds()
+        start, end = window.bounds()
         with _stage(timer, "event_score"):
-            decision, scores = gate.decide_frames(start, window.timestamps, window.frames, window.frame_keys)
+            decision, scores = gate.decide_frames(start, window.timestamps, window.frames, window.frame_keys, end=end,
+                                                  next_start=None if stride is None else start + stride)  # fmt: skip
+        if owed is not None:
+            pending.append(skipped_result(*owed))
+            owed = None
         if decision.generate:
             yield replace(window, reason=decision.reason, score=decision.score, frame_scores=scores)
+            continue
+        if gate.owed:
+            owed = (window, decision.reason, decision.score, scores)
             continue
         pending.append(skipped_result(window, decision.reason, decision.score, scores))
         if len(pending) >= flush_every:
             on_skipped(pending)
             pending = []
+    if owed is not None:  # no next window sees its events: it is generated after all
+        window, _, score, scores = owed
+        gate.owed = False
+        gate.counts["covered"] -= 1
+        gate.counts["event"] = gate.counts.get("event", 0) + 1
+        yield replace(window, reason="event", score=score, frame_scores=scores)
     if pending:
         on_skipped(pending)
 
@@ -1016,7 +1033,8 @@ def analyze_video(
             gate = WindowGate(events)
             if any(w.generated for w in done.values()):  # a resumed run: the floor counts from its last generation
                 gate.resume_after(max(w.start for w in done.values() if w.generated))
-            frame_windows = select_windows(frame_windows, gate, record, flush_every=batch_size, timer=timer)
+            frame_windows = select_windows(frame_windows, gate, record, flush_every=batch_size, timer=timer,
+                                           stride=window - overlap)  # fmt: skip
         if processor.num_scene_tokens:  # without scene tokens the processor extracts nothing
             shared = SharedSceneFeatures(processor.scene_pipeline, feature_capacity if share_features else 0)
             frame_windows = shared(frame_windows, timer, group=batch_size if share_features else 1)

@@ -15,6 +15,12 @@ stream) go to the LLM, so that the cost of analysis grows with what happens, not
   otherwise it is *skipped* (``"uneventful"``) and reported without generation. With a ``budget`` (the largest
   share of windows generated, a token bucket of ``burst`` windows), eventful windows beyond it are skipped as
   ``"budget"``. With selection off every window is generated (``"all"``: the full analysis).
+* **Covering** (``skip_covered``, window analysis only): overlapping windows see the same seconds twice. An
+  eventful window whose eventful frames (novelty at or above ``threshold``) all lie inside the last generated
+  window, or outside it only where the next window will see them, is skipped as ``"covered"`` — the next window is
+  then generated whatever its score. Every eventful second is still inside a generated window, so during an event
+  the generated windows tile it instead of overlapping (with 50 % overlap, every other window). ``icm watch`` does
+  not skip covered windows: its alert rule counts consecutive eventful windows.
 * **Scene probe** (:class:`SceneEventProbe`, optional, with a trained ICM): a logistic regression on a window's
   pooled scene features, trained with the model on its Omni-SILA training clips, that gives the probability that
   the window shows something other than the config's normal label (``Normal`` / ``neutral``). It runs after scene
@@ -39,9 +45,10 @@ import numpy as np
 
 #: why a window was generated ("all": selection off; "event": its score reached the threshold; "floor": no window
 #: was generated for ``floor`` seconds) or skipped ("uneventful": below the threshold; "budget": over the budget;
-#: "no_frames": the stream has no frame in the window, a stall or a gap, whether selection is on or off)
+#: "covered": every eventful frame of it lies inside the last generated window; "no_frames": the stream has no frame in
+#: the window, a stall or a gap, whether selection is on or off)
 GENERATED_REASONS = ("all", "event", "floor")
-SKIPPED_REASONS = ("uneventful", "budget", "no_frames", "probe_normal")
+SKIPPED_REASONS = ("uneventful", "covered", "budget", "no_frames", "probe_normal")
 #: the file a trained model's scene probe is saved in, beside its weights
 EVENT_PROBE_FILE = "event_probe.json"
 EVENT_PROBE_FORMAT = "icm-event-probe/1"
@@ -64,6 +71,10 @@ class EventSelection:
         budget: the largest share of windows generated for events (0-1; None: no limit). Floor windows are always
             generated.
         burst: eventful windows that may be generated in a row before the budget applies.
+        skip_covered: skip an eventful window whose events another generated window sees (``"covered"``; window
+            analysis only, not ``icm watch``). Off by default: on the benchmark it halved the generations and kept
+            every event in a generated window, but the timeline lost what the overlapping views found (segments
+            split where a window was skipped; docs/long-footage.md) — a trade for the user to make.
         probe_threshold: with a scene probe, an eventful window whose probability of showing something other than
             the normal label is below this is skipped as ``"probe_normal"``. 0 (the default): the probe scores every
             extracted window but never skips one — at 0.25, with SmolLM2 and the real offline extractors, it lost one
@@ -78,6 +89,7 @@ class EventSelection:
     budget: float | None = None
     burst: float = 10.0
     probe_threshold: float = 0.0
+    skip_covered: bool = False
 
     def __post_init__(self) -> None:
         checks = (
@@ -93,6 +105,8 @@ class EventSelection:
             raise ValueError(f"event selection: thumb_size must be an integer >= 1, got {self.thumb_size!r}")
         if not _is_number(self.probe_threshold) or not 0 <= self.probe_threshold <= 1:
             raise ValueError(f"event selection: probe_threshold must be a probability in [0, 1], got {self.probe_threshold!r}")
+        if not isinstance(self.skip_covered, bool):
+            raise ValueError(f"event selection: skip_covered must be true or false, got {self.skip_covered!r}")
         if self.budget is not None and (not _is_number(self.budget) or not 0 < self.budget <= 1):
             raise ValueError(f"event selection: budget must be a share of windows in (0, 1], got {self.budget!r}")
 
@@ -172,38 +186,69 @@ class WindowGate:
         self.selection = selection or EventSelection(enabled=False)
         self.scorer = NoveltyScorer(self.selection.history, self.selection.thumb_size)
         self.last_generated: float | None = None  # start of the last generated window
+        self.covered: tuple[float, float] | None = None  # the span of the last generated window, when its end is known
+        self.owed = False  # the last window was skipped as "covered" because the next one will see its events
         self.credit = self.selection.burst
         self.counts: dict[str, int] = {}
 
-    def decide_frames(self, start: float, times: Sequence[float], images, keys=None) -> tuple[WindowDecision, list[float]]:
-        """Score a window's frames and decide; ``(decision, per-frame scores)`` (no scores when selection is off)."""
+    def decide_frames(
+        self, start: float, times: Sequence[float], images, keys=None, end: float | None = None,
+        next_start: float | None = None,
+    ) -> tuple[WindowDecision, list[float]]:  # fmt: skip
+        """Score a window's frames and decide; ``(decision, per-frame scores)`` (no scores when selection is off).
+        ``end`` (the window's end) and ``next_start`` (the next window's start) let an eventful window whose events
+        another generated window sees be skipped as ``"covered"`` (``EventSelection.skip_covered``)."""
         if not self.selection.enabled:
             return self.decide(start, None), []
         scores = self.scorer.scores(times, images, keys)
-        return self.decide(start, max(scores, default=0.0)), scores
+        eventful = [float(t) for t, score in zip(times, scores) if score >= self.selection.threshold]
+        decision = self.decide(start, max(scores, default=0.0), end=end, eventful_times=eventful, next_start=next_start)
+        return decision, scores
 
-    def decide(self, start: float, score: float | None) -> WindowDecision:
-        """The decision for the window starting at ``start`` (seconds) with window score ``score``."""
+    def decide(
+        self, start: float, score: float | None, end: float | None = None,
+        eventful_times: Sequence[float] | None = None, next_start: float | None = None,
+    ) -> WindowDecision:  # fmt: skip
+        """The decision for the window ``[start, end)`` (seconds) with window score ``score``; ``eventful_times``:
+        the times of its frames that score at or above the threshold; ``next_start``: the next window's start.
+
+        Covering (with ``end`` and ``eventful_times``): an eventful window is skipped as ``"covered"`` when its
+        eventful frames all lie inside the last generated window, or — given ``next_start`` — when those outside it
+        all lie at or after ``next_start``, so that the next window sees them; that next window is then generated
+        whatever its own score (``owed``), so the events are never left to chance. On a video, a window left owed
+        at the end is generated by the caller (:func:`inference.analysis.select_windows`)."""
         s = self.selection
         if not s.enabled:
             return self._count(WindowDecision(True, "all", None))
         score = round(float(score or 0.0), 4)
+        owed, self.owed = self.owed, False
         if s.budget is not None:
             self.credit = min(s.burst, self.credit + s.budget)
         if self.last_generated is None or (s.floor > 0 and start - self.last_generated >= s.floor - 1e-9):
-            return self._generated(start, WindowDecision(True, "floor", score))
+            return self._generated(start, WindowDecision(True, "floor", score), end)
+        if owed:  # the window before was skipped because this one sees its events
+            return self._generated(start, WindowDecision(True, "event", score), end)
         if score < s.threshold:
             return self._count(WindowDecision(False, "uneventful", score))
+        if s.skip_covered and end is not None and eventful_times:
+            first, last = self.covered if self.covered is not None else (math.inf, -math.inf)
+            unseen = [t for t in eventful_times if not first - 1e-6 <= t < last - 1e-6]
+            if not unseen:
+                return self._count(WindowDecision(False, "covered", score))
+            if next_start is not None and min(unseen) >= next_start - 1e-6:
+                self.owed = True
+                return self._count(WindowDecision(False, "covered", score))
         if s.budget is not None and self.credit < 1.0:
             return self._count(WindowDecision(False, "budget", score))
-        return self._generated(start, WindowDecision(True, "event", score))
+        return self._generated(start, WindowDecision(True, "event", score), end)
 
     def resume_after(self, start: float) -> None:
         """Continue a run whose last generated window started at ``start``."""
         self.last_generated = start if self.last_generated is None else max(self.last_generated, start)
 
-    def _generated(self, start: float, decision: WindowDecision) -> WindowDecision:
+    def _generated(self, start: float, decision: WindowDecision, end: float | None = None) -> WindowDecision:
         self.last_generated = start
+        self.covered = (start, end) if end is not None else None
         if self.selection.budget is not None:
             self.credit -= 1.0
         return self._count(decision)

@@ -126,11 +126,36 @@ def test_gate_decisions(settings, windows, expected):
         (dict(budget=1.5), "budget"),
         (dict(thumb_size=0), "thumb_size"),
         (dict(burst=0.5), "burst"),
+        (dict(skip_covered="yes"), "skip_covered"),
     ],
 )
 def test_bad_settings_name_the_field(settings, match):
     with pytest.raises(ValueError, match=match):
         EventSelection(**settings)
+
+
+@pytest.mark.parametrize(
+    "windows, expected",
+    [
+        # 10-s windows every 5 s over one long event: every other window is left to the next one, which sees it
+        ([(0, [1]), (5, [5, 9, 12]), (10, [10, 14, 19]), (15, [15, 24]), (20, [20, 29]), (25, [])],
+         ["floor", "covered", "event", "covered", "event", "uneventful"]),
+        # events only inside the last generated window: covered, and nothing is owed to the next window
+        ([(0, [1]), (5, [6, 8]), (10, [])], ["floor", "covered", "uneventful"]),
+        # events the next window will not see (before its start) and no generated window sees: generated
+        ([(0, [1]), (15, [16]), (20, [])], ["floor", "event", "uneventful"]),
+        # an owed window is generated whatever its own score
+        ([(0, [1]), (5, [12]), (10, [])], ["floor", "covered", "event"]),
+    ],
+)  # fmt: skip
+def test_gate_covering(windows, expected):
+    gate = WindowGate(EventSelection(threshold=2.0, floor=0, skip_covered=True))
+    reasons = [gate.decide(start, 5.0 if times else 0.0, end=start + 10, eventful_times=times, next_start=start + 5).reason
+               for start, times in windows]  # fmt: skip
+    assert reasons == expected
+    off = WindowGate(EventSelection(threshold=2.0, floor=0, skip_covered=False))
+    assert [off.decide(s, 5.0 if t else 0.0, end=s + 10, eventful_times=t, next_start=s + 5).reason for s, t in windows] == [
+        "floor", *("event" if t else "uneventful" for _, t in windows[1:])]  # fmt: skip
 
 
 def test_a_resumed_gate_counts_the_floor_from_the_last_generated_window():
@@ -173,7 +198,7 @@ def test_event_driven_analysis_generates_the_eventful_windows_and_reports_the_re
     model, processor = loaded_fire_model
     kwargs = dict(window=4.0, overlap=2.0, batch_size=2, max_new_tokens=48, progress=False)
     full = analyze_video(quiet_then_busy, model, processor, **kwargs)
-    events = EventSelection(threshold=2.0, floor=12.0)
+    events = EventSelection(threshold=2.0, floor=12.0, skip_covered=False)
     out = tmp_path / "events.json"
     doc = analyze_video(quiet_then_busy, model, processor, events=events, out_json=out, **kwargs)
     assert doc["num_windows"] == full["num_windows"] == len(doc["windows"]) == 15
@@ -203,13 +228,39 @@ def test_event_driven_analysis_generates_the_eventful_windows_and_reports_the_re
     assert json.loads(out.read_text()) == json.loads(json.dumps(doc))
 
 
+def test_covered_windows_are_skipped_and_every_eventful_second_stays_in_a_generated_window(loaded_fire_model,
+                                                                                           quiet_then_busy):  # fmt: skip
+    from inference.analysis import analyze_video
+
+    model, processor = loaded_fire_model
+    kwargs = dict(window=4.0, overlap=2.0, batch_size=2, max_new_tokens=48, progress=False)
+    every = analyze_video(quiet_then_busy, model, processor, events=EventSelection(threshold=2.0, floor=12.0,
+                                                                                   skip_covered=False), **kwargs)
+    doc = analyze_video(quiet_then_busy, model, processor, events=EventSelection(threshold=2.0, floor=12.0,
+                                                                                 skip_covered=True), **kwargs)
+    generated = [w for w in doc["windows"] if w["generated"]]
+    spans = [(w["start"], w["end"]) for w in generated]
+    for window in every["windows"]:  # each eventful frame of the video lies in a window that went to the model
+        for t, score in zip(window["frame_times"], window["frame_scores"]):
+            if score >= 2.0:
+                assert any(a - 1e-6 <= t < b for a, b in spans), (window["index"], t)
+    # the clip (24-32 s) in 4-s windows every 2 s: window 11 (22-26 s) leaves its events to window 12 (a floor window
+    # here), window 13 (26-30 s) to window 14 (28-32 s), generated for them: two windows tile the clip instead of four
+    assert [(w["index"], w["reason"]) for w in doc["windows"][11:]] == [(11, "covered"), (12, "floor"),
+                                                                       (13, "covered"), (14, "event")]  # fmt: skip
+    assert [w["index"] for w in generated] == [0, 6, 12, 14]
+    assert doc["selection"]["reasons"] == {"floor": 3, "uneventful": 9, "covered": 2, "event": 1}
+    for w in generated:  # the same windows, the same answers
+        assert w["answer"] == every["windows"][w["index"]]["answer"]
+
+
 def test_event_driven_analysis_resumes_without_losing_windows(loaded_fire_model, quiet_then_busy, tmp_path):
     from inference.analysis import analyze_video
 
     model, processor = loaded_fire_model
     out = tmp_path / "resume.json"
     kwargs = dict(window=4.0, overlap=2.0, batch_size=2, max_new_tokens=48, progress=False, out_json=out,
-                  events=EventSelection(threshold=2.0, floor=12.0))  # fmt: skip
+                  events=EventSelection(threshold=2.0, floor=12.0, skip_covered=False))  # fmt: skip
     calls = []
 
     def stop_after_two(update):
@@ -240,6 +291,10 @@ def test_icm_analyze_options_and_report(capsys, tmp_path, fire_model_dir, quiet_
     assert doc["selection"]["enabled"] and doc["selection"]["windows_generated"] == 6
     assert "windows generated 6 / 15 (event 4, floor 2, uneventful 9)" in stdout
     assert "uneventful 0:00:14 of 0:00:32 in 2 stretch(es)" in stdout
+    assert main(args + ["--skip-covered", "--no-resume"]) == 0
+    stdout = capsys.readouterr().out
+    assert "windows generated 4 / 15 (covered 2, event 1, floor 3, uneventful 9)" in stdout
+    assert "uneventful 0:00:16 of 0:00:32 in 2 stretch(es)" in stdout
     assert main(args + ["--all-windows", "--no-resume"]) == 0
     doc = json.loads(out.read_text())
     assert doc["selection"] == {"enabled": False, "windows_generated": 15, "windows_skipped": 0, "reasons": {"all": 15}}
@@ -298,7 +353,7 @@ def test_the_scene_probe_skips_the_eventful_windows_it_calls_normal(loaded_fire_
 
     model, processor = loaded_fire_model
     kwargs = dict(window=4.0, overlap=2.0, batch_size=2, max_new_tokens=48, progress=False,
-                  events=EventSelection(threshold=2.0, floor=12.0, probe_threshold=0.25))  # fmt: skip
+                  events=EventSelection(threshold=2.0, floor=12.0, probe_threshold=0.25, skip_covered=False))  # fmt: skip
     doc = analyze_video(quiet_then_busy, model, processor, event_probe=_constant_probe(model, processor, intercept),
                         **kwargs)  # fmt: skip
     reasons = [w["reason"] for w in doc["windows"]]

@@ -109,7 +109,7 @@ def _tokenizer():
 def test_the_mini_set_is_unchanged_by_the_variant(tmp_path):
     a = generate_mini_set(tmp_path / "a", seed=0, size="tiny")
     b = generate_mini_set(tmp_path / "b", seed=0, size="tiny", variant="mini")
-    assert a["variant"] == "mini" and "conflict_clips" not in a and a["frame_size"] == FRAME_SIZE
+    assert a["variant"] == b["variant"] == "mini" and "conflict_clips" not in a and a["frame_size"] == FRAME_SIZE
     frames_a, _ = read_video_frames(next((tmp_path / "a" / "videos" / "implicit").glob("*.mp4")))
     frames_b, _ = read_video_frames(next((tmp_path / "b" / "videos" / "implicit").glob("*.mp4")))
     assert frames_a.shape[1:] == (FRAME_SIZE, FRAME_SIZE, 3) and np.array_equal(frames_a, frames_b)
