@@ -27,7 +27,8 @@ Choices (documented here because the paper does not fix them):
   go on past its stated end: an AVI whose frame count was last written before the recording ended) is caught by
   demuxing the packets after the stated end when the file is opened (one seek, a group of pictures in the usual
   case): the duration becomes the one the packets give and ``VideoInfo.stated_duration`` keeps the header's.
-  decord indexes frames by number and keeps ``i / fps``.
+  decord indexes frames by number and keeps ``i / fps``, so a stream whose frame times stray from ``i / fps`` by more
+  than half a frame (a variable rate, a stall) is read with PyAV even when decord is asked for.
 * **Downscaling** with ``max_side`` happens inside the decoder's scaler (decord ``width``/``height``, PyAV
   ``reformat``), so a 4000x3000 video never materialises full-size RGB arrays for all sampled frames.
 * Every decoding failure (missing, empty, non-video, truncated or corrupt file, no frames) raises
@@ -184,6 +185,7 @@ class _DecordReader(_Reader):
         fps = _valid_fps(fps, self.path)
         self._vr = vr
         self._num_frames, self._fps = num_frames, fps
+        self.variable_rate = self._timestamps_stray(vr, num_frames, fps)
         self._size: tuple[int, int] | None = None  # decord reports no frame size before decoding a frame
         if max_side is not None:
             width, height = self.info.width, self.info.height
@@ -194,6 +196,16 @@ class _DecordReader(_Reader):
                     self._vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=0, width=out_w, height=out_h)
                 except Exception as err:
                     raise self._fail(f"decord could not open it at {out_w}x{out_h} ({_short(err)})") from err
+
+    @staticmethod
+    def _timestamps_stray(vr, num_frames: int, fps: float) -> bool:
+        """Whether the frames' own start times stray from ``i / fps`` by more than half a frame: a variable rate or a
+        stall, which decord, addressing frames by number, cannot place in time."""
+        try:
+            starts = np.asarray(vr.get_frame_timestamp(list(range(num_frames))), dtype=np.float64)[:, 0]
+        except Exception:  # noqa: BLE001 - no timestamps to compare: treat the stream as constant-rate
+            return False
+        return bool(np.abs(starts - starts[0] - np.arange(num_frames) / fps).max() > 0.5 / fps)
 
     @property
     def info(self) -> VideoInfo:
@@ -420,7 +432,12 @@ def _open(path: str | os.PathLike, backend: str | None, max_side: int | None) ->
     path = _check_path(path)
     if max_side is not None and (not isinstance(max_side, (int, np.integer)) or int(max_side) < 1):
         raise ValueError(f"max_side must be a positive integer or None, got {max_side!r}")
-    return _DecordReader(path, max_side) if name == "decord" else _PyAVReader(path, max_side)
+    if name == "decord":
+        reader = _DecordReader(path, max_side)
+        if not reader.variable_rate or not is_av_available():
+            return reader
+        reader.close()  # decord numbers frames; a variable-rate stream needs each frame's own time: PyAV reads it
+    return _PyAVReader(path, max_side)
 
 
 def _check_path(path: str | os.PathLike) -> str:

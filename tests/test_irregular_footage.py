@@ -129,6 +129,21 @@ def test_a_variable_rate_stream_reports_each_frame_at_its_own_time(tmp_path):
     assert [_which(f) for f in clip.frames] == list(range(16, 28))  # all twelve frames of the 12-frames/s second
 
 
+def test_a_variable_rate_stream_asked_of_decord_is_read_at_its_own_times(tmp_path, bikes_path, carphone_path):
+    """decord numbers frames; on a variable-rate stream ``i / fps`` is not a frame's time, so PyAV reads it."""
+    from processing.video import _open, probe_video, sample_frames
+
+    path = _encode(tmp_path / "vfr.mp4", VFR_TIMES, rate=12)
+    assert probe_video(path, backend="decord") == probe_video(path, backend="av")
+    clip = sample_frames(path, num_frames=12, start=4.0, end=5.0, backend="decord")
+    assert [_which(f) for f in clip.frames] == list(range(16, 28))
+    assert clip.timestamps == pytest.approx(VFR_TIMES[16:28], abs=1e-3)
+    for constant in (bikes_path, carphone_path, _encode(tmp_path / "cfr.mp4", [i / 4 for i in range(32)])):
+        reader = _open(constant, "decord", None)  # a constant rate stays with decord
+        assert type(reader).__name__ == "_DecordReader" and not reader.variable_rate, constant
+        reader.close()
+
+
 def test_analysis_of_a_variable_rate_stream_follows_the_timestamps(loaded_fire_model, tmp_path):
     model, processor = loaded_fire_model
     doc = _analyse(model, processor, _encode(tmp_path / "vfr.mp4", VFR_TIMES, rate=12))
