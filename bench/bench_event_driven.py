@@ -30,13 +30,15 @@ mini set in ``--data-dir``, default ``DIR/../data``); without ``--model``, that 
     python bench/bench_event_driven.py [--model runs/demo/model] [--minutes 10] [--window 10] [--overlap 5]
 
 Measured on a 2-core CPU with nothing else running, 2 torch threads, ``--minutes 10`` (120 windows, 11 events,
-83.5 % uneventful), the model this bench trains: 51 / 120 windows generated (47 with the scene probe); wall 22.2 s
-full vs 12.0 s event-driven (1.85×; goal 5× not met) and 13.0 s with the probe; ground-truth events sent to the model
-11 / 11 in both; the full analysis's non-neutral segments found 24 / 40 and 23 / 40 (19 / 19 of those on a real
-event; the others are the tiny model's judgements on still pictures); ROC AUC frame-difference novelty 0.797,
-scene-feature novelty 0.841, previous-frame difference 0.480.
-With ``--model`` a ``demo-real`` run (SmolLM2-135M + the real offline extractors), idle CPU: wall 157.7 s full,
-59.2 s event-driven (2.67×), 40.2 s with the probe (3.92×, but 10 / 11 ground-truth events sent).
+83.5 % uneventful), the model this bench trains: 51 / 120 windows generated (25 with covering, 47 with the scene
+probe); wall 18.4 s full vs 9.9 s event-driven (1.86×; goal 5× not met), 7.8 s with covering (2.35×), 10.2 s with
+the probe; ground-truth events sent to the model 11 / 11 in all; the full analysis's non-neutral segments found
+24 / 40, 17 / 40 and 23 / 40 (19, 14 and 19 of the 19 on a real event; the others are the tiny model's judgements on
+still pictures); ROC AUC frame-difference novelty 0.797, scene-feature novelty 0.841, previous-frame difference 0.480.
+With ``--model`` a ``demo-real`` run (SmolLM2-135M + the real offline extractors), idle CPU: wall 148.3 s full,
+63.4 s event-driven (2.34×; 2.67× in an earlier run), 36.8 s with covering (4.03×, but 11 of the 21 judgements the
+full analysis makes on real events found again, against 20), 40.1 s with the probe (3.69×, but 10 / 11
+ground-truth events sent).
 Details and what they mean: docs/long-footage.md.
 """
 
@@ -183,6 +185,17 @@ def timed(fn):
     return out, time.perf_counter() - w0, time.process_time() - c0
 
 
+def bench_model(model: str | None, data_dir: str | None, work: Path) -> tuple[str, Path]:
+    """``(model folder, its mini set)``: ``model`` (its data in ``data_dir``, default ``MODEL/../data``), or the
+    explicit demo model trained into ``work`` with the ``demo-explicit`` recipe (a few minutes)."""
+    if model is None:
+        from trainers.recipe import run_recipe
+
+        result = run_recipe("demo-explicit", output_dir=work / "run", log=print)
+        model, data_dir = result["model_dir"], data_dir or str(work / "run" / "data")
+    return model, Path(data_dir or Path(model).parent / "data")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a trained ICM folder (default: train the explicit demo model first)")
@@ -208,13 +221,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench-events-"))
-    model_dir = args.model
-    if model_dir is None:
-        from trainers.recipe import run_recipe
-
-        result = run_recipe("demo-explicit", output_dir=work / "run", log=print)
-        model_dir, args.data_dir = result["model_dir"], args.data_dir or str(work / "run" / "data")
-    data_dir = Path(args.data_dir or Path(model_dir).parent / "data")
+    model_dir, data_dir = bench_model(args.model, args.data_dir, work)
     video = work / "long.mp4"
     events, sentiments = build_long_video(video, data_dir, args.minutes, args.seed)
     eventful = sum(e - s for s, e, _ in events)
