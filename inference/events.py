@@ -45,8 +45,8 @@ import numpy as np
 
 #: why a window was generated ("all": selection off; "event": its score reached the threshold; "floor": no window
 #: was generated for ``floor`` seconds) or skipped ("uneventful": below the threshold; "budget": over the budget;
-#: "covered": every eventful frame of it lies inside the last generated window; "no_frames": the stream has no frame in
-#: the window, a stall or a gap, whether selection is on or off)
+#: "covered": its eventful frames lie inside the last generated window or where the next window sees them;
+#: "no_frames": the stream has no frame in the window, a stall or a gap, whether selection is on or off)
 GENERATED_REASONS = ("all", "event", "floor")
 SKIPPED_REASONS = ("uneventful", "covered", "budget", "no_frames", "probe_normal")
 #: the file a trained model's scene probe is saved in, beside its weights
