@@ -39,6 +39,9 @@ With ``--model`` a ``demo-real`` run (SmolLM2-135M + the real offline extractors
 63.4 s event-driven (2.34×; 2.67× in an earlier run), 36.8 s with covering (4.03×, but 11 of the 21 judgements the
 full analysis makes on real events found again, against 20), 40.1 s with the probe (3.69×, but 10 / 11
 ground-truth events sent).
+``--minutes 30`` (the same 11 events, 94.5 % uneventful, 359 windows, 23 of them floor windows among the 68
+generated): tiny model 3.19× (33.0 s vs 10.3 s); SmolLM2 324.7 s vs 70.3 s (4.62×, all 21 judgements on real
+events found again), covering 6.36× (15 / 21), the probe 5.71× (13 / 21, 10 / 11 events sent).
 Details and what they mean: docs/long-footage.md.
 """
 

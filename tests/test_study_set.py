@@ -158,3 +158,25 @@ def test_probes_scene_features_read_the_label_and_the_video_tower_does_not(tmp_p
         assert probes["scene"]["all"] >= max(towers) + 0.3, (config, probes)
     assert found["explicit"]["scene"]["face"] >= found["explicit"]["scene"]["object"] + 0.15
     assert found["implicit"]["scene"]["action"] >= found["implicit"]["scene"]["face"] + 0.3
+
+
+@pytest.mark.slow
+def test_at_the_default_size_the_explicit_scene_probe_reaches_085(tmp_path):
+    """The ``default`` study set (24 / 8 explicit, 16 / 4 implicit clips per label), tiny scene pipeline: the
+    explicit labels are read from the scene features at >= 0.85 (measured 0.917, 22 of 24 held-out clips) and the
+    action scene carries the implicit events far above chance and above the face scene (measured 0.750 against
+    chance 0.083; the set's 0.85 is not reached there: docs/study-set.md). The tower views stay within chance + 0.15."""
+    from processing.pipeline import ScenePipeline
+    from trainers.study import study_probes, tiny_video_tower
+
+    torch.set_num_threads(1)
+    generate_study_set(tmp_path, seed=0, size="default")
+    processor, tower = tiny_video_tower()
+    found = study_probes(tmp_path, ScenePipeline.tiny(seed=0), processor, tower)
+    assert found["explicit"]["eval_clips"] == 24 and found["implicit"]["eval_clips"] == 48
+    assert found["explicit"]["scene"]["all"] >= 0.85, found["explicit"]
+    implicit = found["implicit"]
+    assert implicit["scene"]["action"] >= implicit["chance"] + 0.5, implicit
+    assert implicit["scene"]["action"] >= implicit["scene"]["face"] + 0.5, implicit
+    for probes in found.values():
+        assert max(probes["tower_pixels"], probes["tower_histogram"], probes["tower_tokens"]) <= probes["chance"] + 0.15
