@@ -15,6 +15,7 @@ least one analysed window overlapping them, the analysis worker's busy share of 
 memory at the start and the end of the run.
 
     python bench/bench_watch_events.py --model runs/demo-real/model --data-dir runs/demo-real/data [--minutes 10]
+        [--stride 2] [--runs every event]
 
 Without ``--model`` the ``demo-explicit`` recipe trains a tiny model first (a few minutes). Figures and what they
 mean: docs/long-footage.md.
@@ -54,6 +55,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--config", default="explicit")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", nargs="+", choices=["every", "event"], default=["every", "event"],
+                        help="which runs: every window to the model, event-driven (default: both, side by side)")
     args = parser.parse_args()
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(name, "1")
@@ -89,7 +92,9 @@ def main() -> None:
     timed_analyzer.num_frames = analyzer.num_frames  # type: ignore[attr-defined]
     timed_analyzer.vets = getattr(analyzer, "vets", False)  # type: ignore[attr-defined]
     process = psutil.Process()
-    runs = {"every window": None, "event-driven": EventSelection(floor=args.floor)}
+    runs = {name: selection for key, name, selection in (("every", "every window", None),
+                                                           ("event", "event-driven", EventSelection(floor=args.floor)))
+            if key in args.runs}  # fmt: skip
     found: dict[str, dict] = {}
     for name, selection in runs.items():
         windows: list[dict] = []
