@@ -92,9 +92,11 @@ def main() -> None:
     timed_analyzer.num_frames = analyzer.num_frames  # type: ignore[attr-defined]
     timed_analyzer.vets = getattr(analyzer, "vets", False)  # type: ignore[attr-defined]
     process = psutil.Process()
-    runs = {name: selection for key, name, selection in (("every", "every window", None),
-                                                           ("event", "event-driven", EventSelection(floor=args.floor)))
-            if key in args.runs}  # fmt: skip
+    runs: dict[str, EventSelection | None] = {}
+    if "every" in args.runs:
+        runs["every window"] = None
+    if "event" in args.runs:
+        runs["event-driven"] = EventSelection(floor=args.floor)
     found: dict[str, dict] = {}
     for name, selection in runs.items():
         windows: list[dict] = []

@@ -139,18 +139,24 @@ def test_cli_writes_the_study_set(tmp_path, capsys):
     assert "seed must be an integer" in capsys.readouterr().err
 
 
+def _tiny_probes(folder, size: str) -> dict:
+    """``trainers.study.study_probes`` on a study set of ``size`` generated into ``folder`` (seed 0), with the tiny
+    scene pipeline and the tiny video tower, on one thread."""
+    from processing.pipeline import ScenePipeline
+    from trainers.study import study_probes, tiny_video_tower
+
+    torch.set_num_threads(1)
+    generate_study_set(folder, seed=0, size=size)
+    processor, tower = tiny_video_tower()
+    return study_probes(folder, ScenePipeline.tiny(seed=0), processor, tower)
+
+
 @pytest.mark.slow
 def test_probes_scene_features_read_the_label_and_the_video_tower_does_not(tmp_path):
     """On the small study set's held-out clips with the tiny scene pipeline: each tower view (pixels, colour
     histogram, tower tokens) within chance + 0.15; the scene features well above every tower view. (Measured:
     docs/study-set.md.)"""
-    from processing.pipeline import ScenePipeline
-    from trainers.study import study_probes, tiny_video_tower
-
-    torch.set_num_threads(1)
-    generate_study_set(tmp_path, seed=0, size="small")
-    processor, tower = tiny_video_tower()
-    found = study_probes(tmp_path, ScenePipeline.tiny(seed=0), processor, tower)
+    found = _tiny_probes(tmp_path, "small")
     for config, probes in found.items():
         chance = probes["chance"]
         towers = [probes["tower_pixels"], probes["tower_histogram"], probes["tower_tokens"]]
@@ -166,13 +172,7 @@ def test_at_the_default_size_the_explicit_scene_probe_reaches_085(tmp_path):
     explicit labels are read from the scene features at >= 0.85 (measured 0.917, 22 of 24 held-out clips) and the
     action scene carries the implicit events far above chance and above the face scene (measured 0.750 against
     chance 0.083; the set's 0.85 is not reached there: docs/study-set.md). The tower views stay within chance + 0.15."""
-    from processing.pipeline import ScenePipeline
-    from trainers.study import study_probes, tiny_video_tower
-
-    torch.set_num_threads(1)
-    generate_study_set(tmp_path, seed=0, size="default")
-    processor, tower = tiny_video_tower()
-    found = study_probes(tmp_path, ScenePipeline.tiny(seed=0), processor, tower)
+    found = _tiny_probes(tmp_path, "default")
     assert found["explicit"]["eval_clips"] == 24 and found["implicit"]["eval_clips"] == 48
     assert found["explicit"]["scene"]["all"] >= 0.85, found["explicit"]
     implicit = found["implicit"]
