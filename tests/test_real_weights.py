@@ -18,6 +18,7 @@ torch.set_num_threads(1)
 
 import skimage.data as skimage_data  # noqa: E402  (installed by scripts/setup.sh: a missing one fails)
 
+from modeling_icm import templates as T  # noqa: E402
 from processing import real_weights  # noqa: E402
 from processing.real_weights import ModelFileError  # noqa: E402
 
@@ -219,6 +220,29 @@ def smollm2():
     from trainers.presets import smollm2_backbone_dir, smollm2_icm
 
     return smollm2_icm(smollm2_backbone_dir())
+
+
+@pytest.mark.parametrize(
+    "ablation, scene_tokens, use_video",
+    [
+        ({"use_scene_tokens": False}, 0, True),  # the Video-LLaVA baseline of Table 1: no <scene> placeholder
+        ({"use_video_tokens": False}, 8, False),  # scene tokens only (w/o video)
+    ],
+)
+def test_the_small_real_backbone_builds_the_baselines_with_a_processor_that_matches(ablation, scene_tokens, use_video):
+    from conftest import random_frames
+
+    from inference.generation import generate_answers
+    from processing.pipeline import ScenePipeline
+    from trainers.presets import smollm2_backbone_dir, smollm2_icm
+
+    dims = ScenePipeline.lite().output_dims  # the extractors the processor runs
+    model, processor = smollm2_icm(smollm2_backbone_dir(), dims, **ablation)
+    assert processor.num_scene_tokens == model.config.num_scene_placeholders == scene_tokens
+    assert processor.use_video is use_video
+    answers = generate_answers(model.eval(), processor, random_frames(2), [list(range(8))] * 2,
+                               T.combined_instruction("explicit"), "explicit", max_new_tokens=3)  # fmt: skip
+    assert len(answers) == 2
 
 
 def _chat(tokenizer, text: str):

@@ -438,9 +438,10 @@ def smollm2_icm(backbone_dir, scene_dims: dict | None = None, *, num_frames: int
         video_processor,
         tokenizer,
         num_frames=num_frames,
-        num_scene_tokens=config.num_scene_tokens,
+        num_scene_tokens=config.num_scene_placeholders,  # 0 for the Video-LLaVA baseline (use_scene_tokens=False)
         patch_size=int(vision.patch_size),
         scene_extraction={"pipeline": "lite"},
+        use_video=config.use_video_tokens,  # False for the scene-only ablation
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
