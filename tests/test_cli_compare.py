@@ -13,7 +13,8 @@ from scipy import stats
 
 from icm_cli.main import main
 from modeling_icm import templates as T
-from trainers.compare import GridError, format_p, load_grid, score_grid, table_rows, write_outputs
+from trainers.compare import GridError, _base_recipe, format_p, load_grid, score_grid, table_rows, write_outputs
+from trainers.recipe import load_recipe
 
 IDS = [f"clip-{i}" for i in range(6)]
 LABELS = ["Fire", "Theft", "Fire", "Robbery", "Normal", "Fire"]
@@ -63,6 +64,11 @@ def test_shipped_grids_load():
         assert grid["reference"] == "ICM" and any(s.get("zero_shot") for s in grid["systems"])
         assert {3} <= {t for s in grid["systems"] for t in s.get("tables", [1, 2])}
         assert "w/o video" in {s["name"] for s in grid["systems"]}
+    real = load_grid("study-real")  # the study on SmolLM2 and the real offline extractors
+    recipe = load_recipe(_base_recipe(real))
+    assert real["seeds"] == [0, 1, 2] and {"Video-LLaVA", "ICM", "w/o video"} == {s["name"] for s in real["systems"]}
+    assert recipe["model"]["preset"] == "smollm2" and recipe["features"]["pipeline"] == "lite"
+    assert recipe["data"]["mini_set"]["variant"] == "study" and recipe["data"]["configs"] == ["explicit"]
     with pytest.raises(GridError, match="grid file not found"):
         load_grid("no-such-grid")
 
