@@ -130,6 +130,15 @@ def recall_of_full(full: dict, driven: dict) -> tuple[int, int]:
     return found, len(wanted)
 
 
+def recall_on_events(full: dict, driven: dict, events: list) -> tuple[int, int]:
+    """(found, total): like :func:`recall_of_full`, for the full analysis's segments that overlap a ground-truth event."""
+    inside = [s for s in full["segments"] if s["sentiment"] not in ("neutral", "Normal")
+              and any(_overlaps(s["start"], s["end"], a, b) for a, b, _ in events)]  # fmt: skip
+    found = sum(any(d["sentiment"] == s["sentiment"] and _overlaps(s["start"], s["end"], d["start"], d["end"])
+                    for d in driven["segments"]) for s in inside)  # fmt: skip
+    return found, len(inside)
+
+
 def events_sent(doc: dict, events: list) -> int:
     """Ground-truth events overlapped by at least one generated window."""
     generated = [(w["start"], w["end"]) for w in doc["windows"] if w["generated"]]
@@ -272,11 +281,9 @@ def main() -> None:
     row("events full analysis finds, found", [f"{recall[names[1]][1]}"] + [f"{recall[n][0]} / {recall[n][1]}"
                                                                           for n in names[1:]],
         [f"{(recall[n][0] / recall[n][1] if recall[n][1] else float('nan')):.3f}" for n in names[1:]])  # fmt: skip
-    inside = [s for s in full["segments"] if s["sentiment"] not in ("neutral", "Normal")
-              and any(_overlaps(s["start"], s["end"], a, b) for a, b, _ in events)]  # fmt: skip
-    found_inside = {n: sum(any(d["sentiment"] == s["sentiment"] and _overlaps(s["start"], s["end"], d["start"], d["end"])
-                               for d in docs[n]["segments"]) for s in inside) for n in names[1:]}  # fmt: skip
-    row("  of them on a ground-truth event", [f"{len(inside)}"] + [f"{found_inside[n]} / {len(inside)}" for n in names[1:]])
+    on_events = {n: recall_on_events(full, docs[n], events) for n in names[1:]}
+    row("  of them on a ground-truth event", [f"{on_events[names[1]][1]}"] + [f"{on_events[n][0]} / {on_events[n][1]}"
+                                                                           for n in names[1:]])  # fmt: skip
     for n in names[1:]:
         print(f"{n}: uneventful stretches reported {len(docs[n]['uneventful'])}, "
               f"{sum(q['end'] - q['start'] for q in docs[n]['uneventful']):.0f} s; reasons {docs[n]['selection']['reasons']}")

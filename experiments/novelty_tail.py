@@ -56,7 +56,7 @@ def scorer(reference: str):
 
 
 def replay(video: Path, processor, full: dict, reference: str) -> tuple[dict, list[list[float]]]:
-    """The event-driven document ``selection`` gives on ``video`` (windows and merged segments), built from the full
+    """The event-driven document that selection with the ``reference`` score gives on ``video`` (windows and merged segments), built from the full
     analysis ``full``; and ``[[time, score], ...]`` per grid frame."""
     from inference.analysis import (
         WindowResult,
@@ -123,9 +123,9 @@ def main() -> None:
                           overlap=5.0, progress=False)  # fmt: skip
         full = json.loads(full_path.read_text())
         wanted = [s for s in full["segments"] if s["sentiment"] not in ("neutral", "Normal")]
-        on_events = [s for s in wanted if any(bench._overlaps(s["start"], s["end"], a, b) for a, b, _ in events)]
         print(f"{tag}, {minutes:g} min: {full['num_windows']} windows, {len(events)} events; the full analysis's "
-              f"non-neutral judgements {len(wanted)}, {len(on_events)} on a ground-truth event")  # fmt: skip
+              f"non-neutral judgements {len(wanted)}, {bench.recall_on_events(full, full, events)[1]} on a "
+              f"ground-truth event")  # fmt: skip
         for reference in REFERENCES:
             doc, scores = replay(video, processor, full, reference)
             reasons: dict[str, int] = {}
@@ -133,13 +133,12 @@ def main() -> None:
                 reasons[w["reason"]] = reasons.get(w["reason"], 0) + 1
             generated = sum(1 for w in doc["windows"] if w["generated"])
             found, total = bench.recall_of_full(full, doc)
-            found_on = sum(any(d["sentiment"] == s["sentiment"] and bench._overlaps(s["start"], s["end"], d["start"], d["end"])
-                               for d in doc["segments"]) for s in on_events)  # fmt: skip
+            found_on, on_events = bench.recall_on_events(full, doc, events)
             labels = [any(a <= t < b for a, b, _ in events) for t, _ in scores]
             auc = bench.roc_auc([s for _, s in scores], labels)
             print(f"  {reference:18} generated {generated:4d} / {full['num_windows']} {reasons}; events sent "
                   f"{bench.events_sent(doc, events)} / {len(events)}; judgements found {found} / {total}, on events "
-                  f"{found_on} / {len(on_events)}; ROC AUC {auc:.3f}")  # fmt: skip
+                  f"{found_on} / {on_events}; ROC AUC {auc:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":
