@@ -276,6 +276,7 @@ override:
   data: {mini_set: {seed: 0, size: tiny, variant: study}, max_scene_items: 1}
   stages: {scene: {num_train_epochs: 1}, omnisila: {num_train_epochs: 1}}
   evaluate: {before_training: false, max_new_tokens: 16}
+  threads: 2                # overridden: each of the --jobs processes runs one thread
 reference: ICM
 attribution_metrics: [sem_r]
 systems:
@@ -299,6 +300,7 @@ def test_seeds_on_two_processes_on_the_study_set_then_cached(capsys, tmp_path):
             assert (out / "runs" / name / f"seed-{seed}" / "log.txt").read_text()
             results = json.loads((out / "runs" / name / f"seed-{seed}" / "train" / "results.json").read_text())
             assert results["recipe"]["seed"] == seed
+            assert results["threads"] == 1 and results["recipe"]["threads"] == 1  # not the grid's 2: no oversubscription
     scores = json.loads((out / "scores.json").read_text())
     icm = scores["systems"]["ICM"]["configs"]
     assert set(icm) == {"explicit", "implicit"} and len(icm["explicit"]["per_seed"]) == 2

@@ -45,6 +45,7 @@ QUICK_STUDY = (
     "data:\n  mini_set: {seed: 0, size: tiny, variant: study}\n  max_scene_items: 1\n"
     "stages:\n  scene: {num_train_epochs: 1}\n  omnisila: {num_train_epochs: 1}\n"
     "evaluate: {max_new_tokens: 24}\n"
+    "threads: 2\n"  # the demo's two trainings run one torch thread each, whatever the recipe says
 )
 
 
@@ -73,6 +74,7 @@ def test_demo_trains_the_baseline_beside_icm_and_reports_both(tmp_path):
     assert comparison["implicit"]["router_weights_by_label"]
     baseline_results = json.loads((tmp_path / "demo" / "baseline" / "results.json").read_text())
     assert baseline_results["recipe"]["ablation"]["scene_tokens"] is False
+    assert baseline_results["threads"] == 1 and baseline_results["recipe"]["threads"] == 1
     assert baseline_results["recipe"]["data"]["data_dir"] == summary_data_dir(tmp_path)
 
 

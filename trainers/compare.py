@@ -408,12 +408,13 @@ def run_grid(
 
 def _run_job(g, system, sys_dir: Path, recipe, fingerprint: str, clips, data_dir, out, log=None) -> dict:
     """Run one system (one seed) and write its ``run.json``; returns the record. Without ``log`` (a worker
-    process) the run's progress goes to ``<sys_dir>/log.txt`` and torch uses one thread."""
+    process) the run's progress goes to ``<sys_dir>/log.txt`` and torch uses one thread, whatever the recipe's
+    ``threads`` says (:func:`trainers.recipe.single_threaded`; after the fingerprint: not part of the run)."""
     handle = None
     if log is None:
-        import torch
+        from .recipe import single_threaded
 
-        torch.set_num_threads(1)
+        recipe = single_threaded(recipe)
         handle = (sys_dir / "log.txt").open("w", encoding="utf-8")
 
         def log(line: str) -> None:

@@ -124,11 +124,9 @@ def run_demo(
 
 def _train_worker(recipe: dict, output_dir: str) -> dict:
     """One training in a worker process: one torch thread, progress to ``<output_dir>/log.txt``."""
-    import torch
+    from .recipe import run_recipe, single_threaded
 
-    from .recipe import run_recipe
-
-    torch.set_num_threads(1)
+    recipe = single_threaded(recipe)
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     with (Path(output_dir) / "log.txt").open("w", encoding="utf-8") as handle:
         return run_recipe(recipe, output_dir=output_dir, log=lambda line: (handle.write(line + "\n"), handle.flush()))
