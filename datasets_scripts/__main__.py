@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     mini = sub.add_parser("mini", help="generate the embedded mini set")
     mini.add_argument("out_dir")
-    mini.add_argument("--size", default="default", choices=["tiny", "small", "default"])
+    mini.add_argument("--size", default="default", choices=["tiny", "small", "default", "large"],
+                      help="large: the study variant only")
     mini.add_argument("--seed", type=int, default=0)
     mini.add_argument("--variant", default="mini", choices=["mini", "study"], help="study: the scene-dependence study set")
     mini.set_defaults(run=_mini)

@@ -111,6 +111,8 @@ STUDY_SIZES: dict[str, dict[str, dict[str, int]]] = {
     "tiny": {"implicit": {"train": 1, "test": 1}, "explicit": {"train": 2, "test": 2}, "conflict": {"train": 1, "test": 1}},
     "small": {"implicit": {"train": 6, "test": 2}, "explicit": {"train": 12, "test": 6}, "conflict": {"train": 6, "test": 3}},
     "default": {"implicit": {"train": 16, "test": 4}, "explicit": {"train": 24, "test": 8}, "conflict": {"train": 12, "test": 4}},
+    # enough training clips for a linear probe to read the 12 implicit labels off the scene features (docs/study-set.md)
+    "large": {"implicit": {"train": 64, "test": 8}, "explicit": {"train": 48, "test": 16}, "conflict": {"train": 24, "test": 8}},
 }  # fmt: skip
 VARIANTS = ("mini", "study")
 STUDY_PANELS = 3  # left, centre (what the video tower sees), right
@@ -132,6 +134,7 @@ SCENE_SIZES: dict[str, dict[str, int]] = {
     "tiny": {"train": 6, "test": 2},
     "small": {"train": 16, "test": 4},
     "default": {"train": 40, "test": 10},
+    "large": {"train": 40, "test": 10},  # the study variant's only
 }
 
 #: The saturated colour of each label's event (RGB); the grey backgrounds never come near these.
@@ -711,8 +714,9 @@ def _scene_items(seed: int, size: str, clips: list[ClipRecord], image_dir: Path,
 def _check_generation_args(seed: Any, size: Any, variant: Any) -> None:
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
-    if size not in SIZES:
-        raise ValueError(f"{variant} set size must be one of {list(SIZES)}, got {size!r}")
+    sizes = STUDY_SIZES if variant == "study" else SIZES
+    if size not in sizes:
+        raise ValueError(f"{variant} set size must be one of {list(sizes)}, got {size!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
         raise ValueError(f"{variant} set seed must be an integer in [0, 2**32), got {seed!r}")
 
@@ -727,7 +731,7 @@ def generate_mini_set(
         seed: the seed, an integer in ``[0, 2**32)``; the same seed, size and variant give the same annotations and
             the same decoded frames.
         size: ``"tiny"`` (30 clips, for unit tests), ``"small"`` (140) or ``"default"`` (330 clips); the study
-            variant adds its conflict clips (:data:`STUDY_SIZES`).
+            variant has its own counts (:data:`STUDY_SIZES`: conflict clips, and ``"large"``, 1,056 clips).
         variant: ``"mini"`` (64×64 frames, every cue in view of the video tower) or ``"study"`` (wide frames whose
             cues lie outside the tower's centre crop; see the module docstring).
 

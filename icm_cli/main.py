@@ -843,7 +843,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "wide frames whose cues lie outside the video tower's centre crop, and conflict clips.",
                             formatter_class=_Formatter)  # fmt: skip
     p.add_argument("--out", required=True, help="folder to write (explicit.jsonl, implicit.jsonl, videos/, scene_tuning/)")
-    p.add_argument("--size", default="small", help="tiny, small or default: the number of clips")
+    p.add_argument("--size", default="small", help="tiny, small, default or large: the number of clips")
     p.add_argument("--seed", type=int, default=0, help="seed in [0, 2**32): the same seed and size give the same set")
     p.set_defaults(func=cmd_data_study)
 
