@@ -16,7 +16,11 @@ import sys
 def _mini(args) -> int:
     from .mini_set import generate_mini_set
 
-    manifest = generate_mini_set(args.out_dir, seed=args.seed, size=args.size, variant=args.variant)
+    try:
+        manifest = generate_mini_set(args.out_dir, seed=args.seed, size=args.size, variant=args.variant)
+    except ValueError as err:  # a bad size, seed or variant: one line naming it, nothing written
+        print(f"python -m datasets_scripts mini: {err}", file=sys.stderr)
+        return 2
     print(json.dumps({k: manifest[k] for k in ("size", "seed", "num_clips", "scene_tuning", "wall_time_s")}))
     return 0
 

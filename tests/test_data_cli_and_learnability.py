@@ -32,6 +32,17 @@ def test_cli_mini_validate_export(tmp_path, capsys):
     assert scene["train"][0]["instruction"] == "Please describe the image region."
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--size", "large"], "mini set size must be one of ['tiny', 'small', 'default'], got 'large'"),
+    (["--seed", "-1"], "mini set seed must be an integer in [0, 2**32), got -1"),
+])  # fmt: skip
+def test_cli_mini_names_a_bad_size_or_seed_in_one_line(tmp_path, capsys, args, message):
+    assert main(["mini", str(tmp_path / "mini"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "mini" / "mini_set.json").exists()
+
+
 def test_video_feature_option(tmp_path):
     main(["mini", str(tmp_path / "mini"), "--size", "tiny"])
     builder = OmniSila(cache_dir=str(tmp_path / "c"), config_name="explicit", data_dir=str(tmp_path / "mini"),
