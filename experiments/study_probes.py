@@ -6,6 +6,12 @@ three views of what the video tower receives, on the held-out clips of each conf
 Generates the study set into ``--out`` (unless it is there), extracts the scene features with the tiny pipeline of
 the demo (seed 0) or the real offline one (``--pipeline lite``) and prints one Markdown table; ``probes-<pipeline>.json``
 keeps the numbers.
+
+    python experiments/study_probes.py --curve 16 32 64 [--pipeline lite] --out runs/study-probes-curve
+
+The learning curve of the implicit probe (docs/study-set.md): for each count, a study set with that many implicit
+training clips per label and 8 held-out ones (the ``large`` size's held-out count; 64 is ``large``), the implicit
+config's scene probes only, one row each.
 """
 
 from __future__ import annotations
@@ -27,7 +33,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="runs/study-probes")
     parser.add_argument("--pipeline", default="tiny", choices=["tiny", "lite"],
                         help="the scene extractors: the demo's tiny ones, or the real offline ones")
+    parser.add_argument("--curve", type=int, nargs="+", metavar="N",
+                        help="the implicit probe's learning curve: N training clips per label, 8 held out")
     args = parser.parse_args(argv)
+    if args.curve:
+        return _curve(args)
 
     import torch
 
@@ -53,6 +63,36 @@ def main(argv=None) -> int:
         cells += [f"{probes[k]:.3f}" for k in ("tower_pixels", "tower_histogram", "tower_tokens")]
         print(f"| {config} ({probes['chance']:.3f}) | " + " | ".join(cells) + " |")
     print(f"\n{time.perf_counter() - started:.0f} s on {torch.get_num_threads()} thread(s)")
+    return 0
+
+
+def _curve(args) -> int:
+    import torch
+
+    from datasets_scripts import mini_set
+    from processing.pipeline import ScenePipeline
+    from trainers.study import study_probes
+
+    torch.set_num_threads(1)
+    pipeline = ScenePipeline.from_kind(args.pipeline, seed=0)
+    scenes = ["face", "action", "object", "background", "all"]
+    print(f"| implicit training clips per label (8 held out), {args.pipeline} | " + " | ".join(scenes) + " |")
+    print("|---|" + "---:|" * len(scenes))
+    rows = {}
+    for n in args.curve:
+        # a size of the generator's own tables, for this run only: the implicit clips' seeds depend on their index
+        # within the label, so the first n training clips are those of every size with at least n
+        size = f"curve-{n}"
+        mini_set.STUDY_SIZES[size] = {**mini_set.STUDY_SIZES["large"], "implicit": {"train": n, "test": 8}}
+        mini_set.SCENE_SIZES[size] = mini_set.SCENE_SIZES["large"]
+        out = Path(args.out) / size
+        started = time.perf_counter()
+        mini_set.generate_study_set(out, seed=args.seed, size=size)
+        found = study_probes(out, pipeline, configs=("implicit",))["implicit"]
+        rows[n] = found
+        cells = [f"{found['scene'].get(s, float('nan')):.3f}" for s in scenes]
+        print(f"| {n} | " + " | ".join(cells) + f" |  ({time.perf_counter() - started:.0f} s)", flush=True)
+    (Path(args.out) / f"curve-{args.pipeline}.json").write_text(json.dumps(rows, indent=1))
     return 0
 
 
