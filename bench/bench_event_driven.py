@@ -131,7 +131,8 @@ def recall_of_full(full: dict, driven: dict) -> tuple[int, int]:
 
 
 def recall_on_events(full: dict, driven: dict, events: list) -> tuple[int, int]:
-    """(found, total): like :func:`recall_of_full`, for the full analysis's segments that overlap a ground-truth event."""
+    """(found, total): like :func:`recall_of_full`, for the full analysis's segments that overlap a ground-truth
+    event."""
     inside = [s for s in full["segments"] if s["sentiment"] not in ("neutral", "Normal")
               and any(_overlaps(s["start"], s["end"], a, b) for a, b, _ in events)]  # fmt: skip
     found = sum(any(d["sentiment"] == s["sentiment"] and _overlaps(s["start"], s["end"], d["start"], d["end"])

@@ -56,8 +56,8 @@ def scorer(reference: str):
 
 
 def replay(video: Path, processor, full: dict, reference: str) -> tuple[dict, list[list[float]]]:
-    """The event-driven document that selection with the ``reference`` score gives on ``video`` (windows and merged segments), built from the full
-    analysis ``full``; and ``[[time, score], ...]`` per grid frame."""
+    """The event-driven document that selection with the ``reference`` score gives on ``video`` (windows and merged
+    segments), built from the full analysis ``full``; and ``[[time, score], ...]`` per grid frame."""
     from inference.analysis import (
         WindowResult,
         _file_windows,

@@ -300,7 +300,8 @@ def test_seeds_on_two_processes_on_the_study_set_then_cached(capsys, tmp_path):
             assert (out / "runs" / name / f"seed-{seed}" / "log.txt").read_text()
             results = json.loads((out / "runs" / name / f"seed-{seed}" / "train" / "results.json").read_text())
             assert results["recipe"]["seed"] == seed
-            assert results["threads"] == 1 and results["recipe"]["threads"] == 1  # not the grid's 2: no oversubscription
+            # not the grid's 2: each process runs one thread
+            assert results["threads"] == 1 and results["recipe"]["threads"] == 1
     scores = json.loads((out / "scores.json").read_text())
     icm = scores["systems"]["ICM"]["configs"]
     assert set(icm) == {"explicit", "implicit"} and len(icm["explicit"]["per_seed"]) == 2
