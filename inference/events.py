@@ -309,13 +309,24 @@ def _subtract(span: tuple[float, float], covered: Sequence[tuple[float, float]])
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def pooled_scene_features(example: Mapping[str, Any], scenes: Sequence[str]):
-    """One vector per clip or window (a float32 torch tensor): for each scene, the mean and the max of its present
-    items' features over all frames (zeros for an absent scene), concatenated in ``scenes`` order. ``example`` holds
-    ``scene_features`` (``{scene: [T, items, dim]}``) and optionally ``scene_masks`` (``{scene: [T, items]}``). The
-    pooling of the scene probes of training (``trainers.diagnostics``) and of analysis (:class:`SceneEventProbe`)."""
+#: the per-scene statistics over frames and items that :func:`pooled_scene_features` can take
+POOLING_STATISTICS = ("mean", "max", "min", "std")
+
+
+def pooled_scene_features(
+    example: Mapping[str, Any], scenes: Sequence[str], statistics: Sequence[str] = ("mean", "max")
+):
+    """One vector per clip or window (a float32 torch tensor): for each scene, ``statistics`` of its present items'
+    features over all frames (by default the mean and the max; zeros for an absent scene), concatenated in
+    ``scenes`` order. ``example`` holds ``scene_features`` (``{scene: [T, items, dim]}``) and optionally
+    ``scene_masks`` (``{scene: [T, items]}``). The pooling of the scene probes of training
+    (``trainers.diagnostics``) and of analysis (:class:`SceneEventProbe`); the study set's probes add the min and the
+    standard deviation (``trainers.study``), which keep which way a scene changed within a clip."""
     import torch
 
+    unknown = [s for s in statistics if s not in POOLING_STATISTICS]
+    if unknown or not statistics:
+        raise ValueError(f"pooling statistics {list(statistics)!r}: each must be one of {list(POOLING_STATISTICS)}")
     parts = []
     masks = example.get("scene_masks") or {}
     for scene in scenes:
@@ -324,10 +335,17 @@ def pooled_scene_features(example: Mapping[str, Any], scenes: Sequence[str]):
         feats = feats.reshape(-1, dim)
         present = torch.as_tensor(masks[scene]).reshape(-1).bool() if scene in masks else torch.ones(len(feats), dtype=torch.bool)
         rows = feats[present]
-        if len(rows):
-            parts += [rows.mean(0), rows.max(0).values]
-        else:
-            parts += [torch.zeros(dim), torch.zeros(dim)]
+        for statistic in statistics:
+            if not len(rows):
+                parts.append(torch.zeros(dim))
+            elif statistic == "mean":
+                parts.append(rows.mean(0))
+            elif statistic == "max":
+                parts.append(rows.max(0).values)
+            elif statistic == "min":
+                parts.append(rows.min(0).values)
+            else:  # population std: one present item gives 0, not NaN
+                parts.append(rows.std(0, unbiased=False))
     return torch.cat(parts)
 
 
@@ -452,6 +470,7 @@ __all__ = [
     "WindowDecision",
     "WindowGate",
     "load_event_probe",
+    "POOLING_STATISTICS",
     "pooled_scene_features",
     "quiet_stretches",
     "save_event_probes",

@@ -285,6 +285,36 @@ def test_scene_probe_reads_the_label_from_the_scene_features():
     assert scene_probe(train[:1], test, list(DIMS)) is None  # one label: nothing to learn
 
 
+@pytest.mark.parametrize(
+    "statistics, expected",
+    [
+        (("mean", "max"), [2.0, 4.0, 3.0, 6.0]),  # the default: the recipes' and the event probe's pooling
+        (("min",), [1.0, 2.0]),
+        (("std",), [1.0, 2.0]),  # population std over the present items
+        (("mean", "max", "min", "std"), [2.0, 4.0, 3.0, 6.0, 1.0, 2.0, 1.0, 2.0]),
+    ],
+)
+def test_pooled_scene_features_takes_each_statistic_over_the_present_items(statistics, expected):
+    from inference.events import pooled_scene_features
+
+    # two frames, two item slots; the slot masked out holds a value that would change every statistic
+    feats = torch.tensor([[[1.0, 2.0], [99.0, 99.0]], [[3.0, 6.0], [-99.0, -99.0]]])
+    example = {"scene_features": {"face": feats}, "scene_masks": {"face": torch.tensor([[True, False], [True, False]])}}
+    assert pooled_scene_features(example, ["face"], statistics).tolist() == expected
+    absent = {"scene_features": {"face": feats}, "scene_masks": {"face": torch.zeros(2, 2, dtype=torch.bool)}}
+    assert pooled_scene_features(absent, ["face"], statistics).tolist() == [0.0] * len(expected)
+    if statistics == ("mean", "max"):
+        assert pooled_scene_features(example, ["face"]).tolist() == expected
+
+
+def test_pooled_scene_features_names_an_unknown_statistic():
+    from inference.events import pooled_scene_features
+
+    example = {"scene_features": {"face": torch.ones(1, 1, 2)}}
+    with pytest.raises(ValueError, match=r"'median'.*one of \['mean', 'max', 'min', 'std'\]"):
+        pooled_scene_features(example, ["face"], ("mean", "median"))
+
+
 # ---- the scene-only test of the pathway: the label is only in the scene features ----------------------------------
 
 

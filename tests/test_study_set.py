@@ -156,8 +156,8 @@ def _tiny_probes(folder, size: str, configs=("explicit", "implicit"), tower: boo
 @pytest.mark.slow
 def test_probes_scene_features_read_the_label_and_the_video_tower_does_not(tmp_path):
     """On the small study set's held-out clips with the tiny scene pipeline: each tower view (pixels, colour
-    histogram, tower tokens) within chance + 0.15; the scene features well above every tower view. (Measured:
-    docs/study-set.md.)"""
+    histogram, tower tokens) within chance + 0.15; the scene features well above every tower view. (Measured with
+    the study probes' pooling: all scenes 0.889 explicit, 0.542 implicit; docs/study-set.md.)"""
     found = _tiny_probes(tmp_path, "small")
     for config, probes in found.items():
         chance = probes["chance"]
@@ -171,9 +171,10 @@ def test_probes_scene_features_read_the_label_and_the_video_tower_does_not(tmp_p
 @pytest.mark.slow
 def test_at_the_default_size_the_explicit_scene_probe_reaches_085(tmp_path):
     """The ``default`` study set (24 / 8 explicit, 16 / 4 implicit clips per label), tiny scene pipeline: the
-    explicit labels are read from the scene features at >= 0.85 (measured 0.917, 22 of 24 held-out clips) and the
-    action scene carries the implicit events far above chance and above the face scene (measured 0.750 against
-    chance 0.083; the set's 0.85 is not reached there: docs/study-set.md). The tower views stay within chance + 0.15."""
+    explicit labels are read from the scene features at >= 0.85 (measured 1.000 with the study probes' pooling, 0.917
+    with the mean and the max alone) and the action scene carries the implicit events far above chance and above the
+    face scene (measured 0.708 against chance 0.083; the set's 0.85 is reached at ``large`` only: docs/study-set.md).
+    The tower views stay within chance + 0.15."""
     found = _tiny_probes(tmp_path, "default")
     assert found["explicit"]["eval_clips"] == 24 and found["implicit"]["eval_clips"] == 48
     assert found["explicit"]["scene"]["all"] >= 0.85, found["explicit"]
@@ -185,11 +186,18 @@ def test_at_the_default_size_the_explicit_scene_probe_reaches_085(tmp_path):
 
 
 @pytest.mark.slow
-def test_at_the_large_size_the_implicit_scene_probe_reaches_085(tmp_path):
-    """The ``large`` study set (64 / 8 implicit clips per label), tiny scene pipeline: the 12 implicit labels are read
-    from the scene features at >= 0.85 (measured 0.906, the action scene alone 0.885: with 16 and 32 training clips
-    per label the same probe reads 0.708 and 0.823, docs/study-set.md), the action scene far above the face scene."""
-    implicit = _tiny_probes(tmp_path, "large", configs=("implicit",), tower=False)["implicit"]
+def test_at_the_large_size_the_scene_probe_reaches_085_on_both_configs(tmp_path):
+    """The ``large`` study set (64 / 8 implicit, 48 / 16 explicit clips per label), tiny scene pipeline, each scene
+    pooled by its mean, max, min and std over the frames (the study probes' pooling): both configs' labels are read
+    from the scene features at >= 0.85 (measured: implicit 0.927, the action scene alone 0.896; explicit 0.896; the
+    same on the set of seed 1, never looked at before: 0.896 and 0.917, docs/study-set.md, H-P). With the mean and the
+    max alone the explicit probe reads 0.771: the min and the std keep which way the face changed. The tower views
+    stay within chance + 0.15."""
+    found = _tiny_probes(tmp_path, "large")
+    implicit, explicit = found["implicit"], found["explicit"]
     assert implicit["train_clips"] == 768 and implicit["eval_clips"] == 96
-    assert implicit["scene"]["all"] >= 0.85, implicit
+    assert explicit["train_clips"] == 144 and explicit["eval_clips"] == 48
+    for probes in found.values():
+        assert probes["scene"]["all"] >= 0.85, probes
+        assert max(probes["tower_pixels"], probes["tower_histogram"], probes["tower_tokens"]) <= probes["chance"] + 0.15
     assert implicit["scene"]["action"] >= implicit["scene"]["face"] + 0.5, implicit
