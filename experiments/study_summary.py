@@ -40,8 +40,8 @@ def main(argv=None) -> int:
 
     def metric(name, config, key):
         entry = systems.get(name, {})
-        if entry.get("status") != "done":
-            return None, None
+        if entry.get("status") != "done" or config not in entry.get("configs", {}):
+            return None, None  # not run, or a grid with one config (experiments/study-large-explicit.yaml)
         found = entry["configs"][config]
         return found["metrics"].get(key), found["std"].get(key)
 
@@ -61,6 +61,8 @@ def main(argv=None) -> int:
 
     print("H2: removing the carrying scene drops the accuracy on its labels (p < 0.05, one-sided)")
     for name, config in (("w/o Act", "implicit"), ("w/o Fac", "explicit"), ("w/o Back", "implicit")):
+        if name not in systems or config not in scores["configs"]:
+            continue
         p = one_sided(tests.get((name, config, "acc")), "reference")
         drop = p is not None and p < 0.05
         print(f"  {name} on {config}: {show(name, config, 'acc')} vs ICM {show('ICM', config, 'acc')}, p = "
@@ -68,6 +70,8 @@ def main(argv=None) -> int:
 
     print("H3: the router's weight follows the informative scene (ICM, mean over labels and seeds)")
     for config, carrier in (("explicit", "face"), ("implicit", "action")):
+        if config not in scores["configs"]:
+            continue
         by_label = (systems["ICM"].get("diagnostics") or {}).get(config, {}).get("router_weights_by_label") or {}
         if not by_label:
             print(f"  {config}: no router weights")
@@ -92,7 +96,8 @@ def main(argv=None) -> int:
 def _conflict_test(out: Path, scores: dict):
     from datasets_scripts.mini_set import conflict_clip_ids
     from evaluate_metrics.functions import paired_t_test
-    from trainers.compare import _read_answers, score_system
+    from trainers.baselines import read_answers
+    from trainers.compare import score_system
 
     references = [json.loads(line) for line in (out / "references-explicit.jsonl").read_text().splitlines()]
     conflicts = conflict_clip_ids(out / "data")
@@ -107,7 +112,7 @@ def _conflict_test(out: Path, scores: dict):
             path = out / "runs" / slug / f"seed-{seed}" / "train" / "predictions-trained-explicit.jsonl"
             if not path.is_file():
                 return None
-            result, _ = score_system(_read_answers(path), ids, refs, "explicit", ["sem_r"])
+            result, _ = score_system(read_answers(path), ids, refs, "explicit", ["sem_r"])
             pairs[name] += list(result.per_example["acc"])
     try:
         test = paired_t_test(pairs["w/o IEC"], pairs["ICM"])
