@@ -49,9 +49,8 @@ def main(argv=None) -> int:
     import torch
 
     from datasets_scripts.mini_set import generate_study_set
-    from datasets_scripts.schema import read_annotations
     from processing.pipeline import ScenePipeline
-    from trainers.study import clip_views, probe_views, tiny_video_tower
+    from trainers.study import probe_views, study_views, tiny_video_tower
 
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -62,10 +61,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     processor, tower = tiny_video_tower()
     pipeline = ScenePipeline.from_kind(args.pipeline, seed=0)
-    views = {}
-    for config in ("explicit", "implicit"):
-        records, _ = read_annotations(out / f"{config}.jsonl", strict=True, config=config)
-        views[config] = clip_views(records, pipeline, processor, tower, statistics=args.statistics)
+    views = study_views(out, pipeline, processor, tower, statistics=args.statistics)
     tables = {" ".join(args.statistics): {c: probe_views(v) for c, v in views.items()}}
     if len(args.statistics) > 2 and args.statistics[:2] == ["mean", "max"]:
         # each scene's vector is its statistics one after another: the first two are the default pooling

@@ -118,6 +118,27 @@ def probe_views(views: Sequence[dict[str, Any]], train_split: str = "train", eva
     return result
 
 
+def study_views(
+    data_dir: str | os.PathLike,
+    pipeline,
+    processor=None,
+    tower=None,
+    configs: Sequence[str] = ("explicit", "implicit"),
+    num_frames: int = 8,
+    statistics: Sequence[str] = STUDY_POOLING,
+) -> dict[str, list[dict[str, Any]]]:
+    """:func:`clip_views` per config of a data folder (``<config>.jsonl`` in the clip schema); ``statistics``: the
+    scene features' pooling over frames and items (``inference.events.pooled_scene_features``)."""
+    out = {}
+    for config in configs:
+        path = Path(data_dir) / f"{config}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no annotations for config {config!r}")
+        records, _ = read_annotations(path, strict=True, config=config)
+        out[config] = clip_views(records, pipeline, processor, tower, num_frames, statistics)
+    return out
+
+
 def study_probes(
     data_dir: str | os.PathLike,
     pipeline,
@@ -127,16 +148,9 @@ def study_probes(
     num_frames: int = 8,
     statistics: Sequence[str] = STUDY_POOLING,
 ) -> dict[str, dict]:
-    """:func:`probe_views` per config of a data folder (``<config>.jsonl`` in the clip schema); ``statistics``: the
-    scene features' pooling over frames and items (``inference.events.pooled_scene_features``)."""
-    out = {}
-    for config in configs:
-        path = Path(data_dir) / f"{config}.jsonl"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no annotations for config {config!r}")
-        records, _ = read_annotations(path, strict=True, config=config)
-        out[config] = probe_views(clip_views(records, pipeline, processor, tower, num_frames, statistics))
-    return out
+    """:func:`probe_views` of each config's :func:`study_views`."""
+    views = study_views(data_dir, pipeline, processor, tower, configs, num_frames, statistics)
+    return {config: probe_views(found) for config, found in views.items()}
 
 
 def tiny_video_tower(seed: int = 0):
@@ -149,4 +163,12 @@ def tiny_video_tower(seed: int = 0):
     return processor.video_processor, model._video_features
 
 
-__all__ = ["STUDY_POOLING", "clip_views", "colour_histogram", "probe_views", "study_probes", "tiny_video_tower"]
+__all__ = [
+    "STUDY_POOLING",
+    "clip_views",
+    "colour_histogram",
+    "probe_views",
+    "study_probes",
+    "study_views",
+    "tiny_video_tower",
+]
