@@ -139,17 +139,10 @@ def study_views(
     return out
 
 
-def study_probes(
-    data_dir: str | os.PathLike,
-    pipeline,
-    processor=None,
-    tower=None,
-    configs: Sequence[str] = ("explicit", "implicit"),
-    num_frames: int = 8,
-    statistics: Sequence[str] = STUDY_POOLING,
-) -> dict[str, dict]:
-    """:func:`probe_views` of each config's :func:`study_views`."""
-    views = study_views(data_dir, pipeline, processor, tower, configs, num_frames, statistics)
+def study_probes(data_dir: str | os.PathLike, pipeline, processor=None, tower=None, **options) -> dict[str, dict]:
+    """:func:`probe_views` of each config's :func:`study_views` (``options``: its ``configs``, ``num_frames``,
+    ``statistics``)."""
+    views = study_views(data_dir, pipeline, processor, tower, **options)
     return {config: probe_views(found) for config, found in views.items()}
 
 
