@@ -239,6 +239,15 @@ def test_same_entry_written_by_two_writers_stays_readable(tmp_path):
     assert got is not None and got.features["face"].eq(2.0).all()
 
 
+def test_a_writer_flushing_again_after_another_rewrote_the_entry_keeps_theirs(tmp_path):
+    a, b = FeatureCache(tmp_path), FeatureCache(tmp_path)
+    key = _put(a, "v", 1.0)  # a writes and flushes
+    _put(b, "v", 2.0)  # b rewrites the same shard and flushes
+    a.flush()  # a wrote nothing since its flush: its old record must not replace b's
+    got = FeatureCache(tmp_path).get(key)
+    assert got is not None and got.features["face"].eq(2.0).all()
+
+
 def test_a_reader_with_an_old_index_rereads_a_rewritten_entry(tmp_path):
     key = _put(FeatureCache(tmp_path), "v", 1.0)
     reader = FeatureCache(tmp_path)
