@@ -210,11 +210,16 @@ class FeatureCache:
             mine = self.entries.get(entry_id)
             if mine is None:
                 self.entries[entry_id] = record
-            elif mine.get("sha256") != record.get("sha256") and entry_id in self._written:
+            elif mine.get("sha256") != record.get("sha256"):
+                # Both indexes describe this entry, differently: the shard on disk decides. An entry not written
+                # here since the last flush takes the other record when neither matches (the shard is being
+                # rewritten by a process that has yet to flush, and will describe it then).
                 shard = self.root / mine["shard"]
                 on_disk = file_sha256(shard) if shard.exists() else None
-                if on_disk == record.get("sha256"):
-                    self.entries[entry_id] = record  # the other process wrote the shard last
+                if on_disk == record.get("sha256") or (
+                    on_disk != mine.get("sha256") and entry_id not in self._written
+                ):
+                    self.entries[entry_id] = record
         for path, memo in data.get("file_hashes", {}).items():
             self.file_hashes.setdefault(path, memo)
         if self.track_removals:
