@@ -24,10 +24,6 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,32 +41,6 @@ def _run_folders(root: Path) -> list[Path]:
     return found
 
 
-def _self_sampling_shares(model, batch) -> "torch.Tensor":
-    """Per clip, the share of IEC's self-sampling attention (heads and query frames averaged) on y_moe and on each
-    scene expert's outputs: ``[clips, 1 + experts]`` (columns: y_moe, then ``config.active_scenes``)."""
-    import torch
-
-    captured = {}
-    attention = model.iec.self_sampling
-    hook = attention.register_forward_pre_hook(lambda m, args: captured.setdefault("args", args))
-    with torch.no_grad():
-        model.encode_scenes(batch["scene_features"], batch.get("scene_masks"))
-    hook.remove()
-    query, memory, mask = captured["args"]
-    b, n_q, _ = query.shape
-    h, d = attention.num_heads, attention.head_dim
-    q = attention.q_proj(query).view(b, n_q, h, d).transpose(1, 2)
-    k = attention.k_proj(memory).view(b, memory.shape[1], h, d).transpose(1, 2)
-    scores = (q @ k.transpose(-1, -2)) / d**0.5
-    scores = scores.masked_fill(~mask[:, None, None, :].bool(), float("-inf"))
-    weights = torch.softmax(scores, dim=-1).mean(dim=(1, 2))  # [clips, memory]
-    frames = n_q
-    experts = (memory.shape[1] - frames) // frames
-    own = weights[:, :frames].sum(-1, keepdim=True)
-    per_expert = weights[:, frames:].view(b, frames, experts).sum(1)  # memory = [y_moe frames, (frame, expert) pairs]
-    return torch.cat([own, per_expert], dim=-1)
-
-
 def measure_run(run: Path, batch_size: int = 8) -> dict:
     """One trained run's held-out answers under each condition (only ``trained`` for a model without IEC), the
     router's mean weight per expert per clip, and IEC's self-sampling attention shares per clip."""
@@ -81,7 +51,7 @@ def measure_run(run: Path, batch_size: int = 8) -> dict:
     from inference.loading import load_model
     from trainers.collator import IcmDataCollator
     from trainers.demo import _examples_for
-    from trainers.diagnostics import clip_router_weights
+    from trainers.diagnostics import clip_router_weights, iec_attention_shares
     from trainers.evaluation import generate_example_answers, references_of
 
     result = json.loads((run / "results.json").read_text())
@@ -135,7 +105,9 @@ def measure_run(run: Path, batch_size: int = 8) -> dict:
         "right": right,
         "action_swap_answers": dict(zip([ids[i] for i in conflict_rows], swap_answers)),
         "router": clip_router_weights(encoding.router_probs),
-        "attention_shares": _self_sampling_shares(model, batch).tolist() if has_iec else None,
+        "attention_shares": (
+            iec_attention_shares(model, batch["scene_features"], batch.get("scene_masks")).tolist() if has_iec else None
+        ),
     }
 
 
@@ -216,7 +188,28 @@ def report(measured: list[dict]) -> str:
             f" / {len(m['action_swap_answers'])}",
         ]
         out.append("| " + " | ".join(cells) + " |")
+    out += _router_contrast(measured)
     return "\n".join(out)
+
+
+def _router_contrast(measured: list[dict]) -> list[str]:
+    """H-IEC-T: the router's weight on the action expert on the conflict clips, ICM against w/o IEC, paired by seed
+    and clip."""
+    import numpy as np
+
+    def weights(m):
+        j = m["scenes"].index(ACTION)
+        return {c: m["router"][i][j] for i, c in enumerate(m["clips"]) if m["conflict"][i] and m["router"][i]}
+
+    icm = {m["seed"]: weights(m) for m in measured if m["iec"]}
+    without = {m["seed"]: weights(m) for m in measured if not m["iec"]}
+    pairs = [(icm[s][c], without[s][c]) for s in sorted(set(icm) & set(without)) for c in icm[s] if c in without[s]]
+    if not pairs:
+        return []
+    a, b = (list(x) for x in zip(*pairs))
+    return ["", f"H-IEC-T: router weight on the {ACTION} expert on the conflict clips, ICM {np.mean(a):.3f} ± "
+            f"{np.std(a, ddof=1):.3f} against w/o IEC {np.mean(b):.3f} ± {np.std(b, ddof=1):.3f} over {len(pairs)} "
+            f"paired clips: one-sided paired p = {_paired_one_sided(a, b):.3g}"]
 
 
 def main(argv=None) -> int:

@@ -182,6 +182,38 @@ def test_iec_output_norm_bounds_y_iec(tiny_tokenizer):
     assert encoding.y_iec.norm(dim=-1).max() < 2 * math.sqrt(width)
 
 
+def test_iec_attention_shares_are_the_self_sampling_attention_the_model_uses(tiny_tokenizer):
+    from modeling_icm.scene_contract import collate_scene_features
+    from trainers.diagnostics import iec_attention_shares, iec_self_sampling_weights
+
+    model = make_tiny_model(tiny_icm_config(tiny_tokenizer))
+    feats, masks = random_scene_inputs(model.config, num_items=(3, 2, 4))
+    f, m = collate_scene_features(list(zip(feats, masks)))
+    attention = model.iec.self_sampling
+    used = {}
+    hook = attention.register_forward_hook(lambda mod, args, out: used.setdefault("out", out))
+    weights, values = iec_self_sampling_weights(model, f, m)
+    hook.remove()
+    b, heads, frames, _ = weights.shape
+    recomputed = attention.o_proj((weights @ values).transpose(1, 2).reshape(b, frames, -1))
+    torch.testing.assert_close(recomputed, used["out"], rtol=1e-4, atol=1e-5)  # the weights the module applied
+    shares = iec_attention_shares(model, f, m)
+    experts = len(model.config.active_scenes)
+    assert shares.shape == (3, 1 + experts)
+    torch.testing.assert_close(shares.sum(-1), torch.ones(3))
+    absent = [j for j, s in enumerate(model.config.active_scenes) if not any(mk[s].any() for mk in masks)]
+    assert all(float(shares[:, 1 + j].max()) == 0.0 for j in absent)  # a scene absent everywhere is never read
+
+
+def test_iec_attention_shares_name_a_model_without_iec(tiny_tokenizer):
+    from trainers.diagnostics import iec_attention_shares
+
+    model = make_tiny_model(tiny_icm_config(tiny_tokenizer, use_iec=False))
+    feats, masks = random_scene_inputs(model.config)
+    with pytest.raises(ValueError, match="no IEC"):
+        iec_attention_shares(model, {s: feats[0][s][None] for s in feats[0]}, {s: masks[0][s][None] for s in masks[0]})
+
+
 def _examples_from(config, count=6, seed=0):
     """Example dicts (scene_features / scene_masks per clip) of random scene inputs, scaled per dimension."""
     feats, masks = random_scene_inputs(config, num_items=tuple(range(1, count + 1)), seed=seed)

@@ -10,6 +10,8 @@ loss shows that; these measures do:
   (how loud the scene tokens are in the LLM's input).
 * ``router_weight/<scene>`` — mean gating probability P_j of each expert over the frames where some scene is
   present (Eq. 1).
+* ``iec_attention_shares`` — where IEC's self-sampling (Eq. 3) looks: its attention's share on the clip's y_moe
+  and on each scene expert's outputs (the router does not weight those).
 * ``scene_sensitivity`` — how much the answer depends on the clip's own scenes: the total-variation distance
   between the LLM's next-token distributions along the clip's teacher-forced reference answer with the clip's own
   scene features and with another clip's (the batch rolled by one), averaged over the answer tokens. 0: the scene
@@ -83,6 +85,48 @@ def clip_router_weights(router_probs: torch.Tensor) -> list[list[float] | None]:
         valid = probs.sum(-1) > 0
         out.append(probs[valid].mean(0).tolist() if bool(valid.any()) else None)
     return out
+
+
+@torch.no_grad()
+def iec_self_sampling_weights(model, scene_features, scene_masks=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """IEC's self-sampling attention (Eq. 3) on a batch: ``(weights [B, heads, frames, memory], values [B, heads,
+    memory, head_dim])``, recomputed from the module's own projections on the inputs it receives in
+    :meth:`encode_scenes` (its memory: the clip's y_moe frames, then each frame's scene expert outputs in
+    ``config.active_scenes`` order, :meth:`SceneBalancedMoE.forward`)."""
+    base = icm_base_model(model)
+    if getattr(base, "iec", None) is None:
+        raise ValueError("the model has no IEC (iec=False): there is no self-sampling attention to measure")
+    attention = base.iec.self_sampling
+    captured: dict[str, tuple] = {}
+    hook = attention.register_forward_pre_hook(lambda m, args: captured.setdefault("args", args))
+    try:
+        base.encode_scenes(scene_features, scene_masks)
+    finally:
+        hook.remove()
+    query, memory, mask = captured["args"]
+    b, n_q, _ = query.shape
+    heads, dim = attention.num_heads, attention.head_dim
+    q = attention.q_proj(query).view(b, n_q, heads, dim).transpose(1, 2)
+    k = attention.k_proj(memory).view(b, memory.shape[1], heads, dim).transpose(1, 2)
+    v = attention.v_proj(memory).view(b, memory.shape[1], heads, dim).transpose(1, 2)
+    scores = (q @ k.transpose(-1, -2)) / dim**0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask[:, None, None, :].bool(), float("-inf"))
+    return torch.softmax(scores.float(), dim=-1).to(v.dtype), v
+
+
+@torch.no_grad()
+def iec_attention_shares(model, scene_features, scene_masks=None) -> torch.Tensor:
+    """Per clip, the share of IEC's self-sampling attention (averaged over heads and query frames) on the clip's own
+    y_moe and on each scene expert's outputs: ``[B, 1 + experts]``, columns y_moe then ``config.active_scenes``; each
+    row sums to 1. Which scene IEC reads on a clip, where the router weights another (docs/study-set.md)."""
+    weights, _ = iec_self_sampling_weights(model, scene_features, scene_masks)
+    weights = weights.float().mean(dim=(1, 2))  # [B, memory]
+    b, frames = weights.shape[0], next(iter(scene_features.values())).shape[1]
+    experts = (weights.shape[1] - frames) // frames
+    own = weights[:, :frames].sum(-1, keepdim=True)
+    per_expert = weights[:, frames:].reshape(b, frames, experts).sum(1)
+    return torch.cat([own, per_expert], dim=-1)
 
 
 @torch.no_grad()
@@ -240,6 +284,8 @@ __all__ = [
     "batch_scene_diagnostics",
     "collapse_warning",
     "fit_linear_probe",
+    "iec_attention_shares",
+    "iec_self_sampling_weights",
     "clip_router_weights",
     "relative_spread",
     "router_weights_by_label",
