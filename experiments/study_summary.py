@@ -119,7 +119,7 @@ def _conflict_test(out: Path, scores: dict):
     except ValueError:
         return None
     p = one_sided(test, "reference")
-    return None if p is None or p != p else round(p, 3)
+    return None if p is None or p != p else float(f"{p:.3g}")  # three significant digits: a small p stays readable
 
 
 if __name__ == "__main__":
