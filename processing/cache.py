@@ -392,7 +392,8 @@ class FeatureCache:
         meta: Mapping[str, Any] | None = None,
         flush: bool = True,
     ) -> dict[str, Any]:
-        """Store one clip's features ``{scene: [T, items, dim]}`` and masks ``{scene: [T, items]}``."""
+        """Store one clip's features ``{scene: [T, items, dim]}`` and masks ``{scene: [T, items]}``; ``meta``
+        (free-form) is stored with ``torch_threads``, the torch thread count it was computed under."""
         from safetensors.torch import save
 
         ts = torch.as_tensor(timestamps, dtype=torch.float64).reshape(-1)
@@ -418,7 +419,9 @@ class FeatureCache:
             "sampling": key.sampling,
             "scenes": _canonical(scenes),
             "num_frames": str(t),
-            "meta": _canonical(dict(meta or {})),
+            # the torch thread count the features were computed under: their last bits depend on it (reductions
+            # split over threads) and a model trained on them can follow those bits, so a rerun can match it
+            "meta": _canonical({"torch_threads": torch.get_num_threads(), **dict(meta or {})}),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         shard = self._shard_path(key.entry_id)

@@ -55,7 +55,8 @@ def test_put_get_roundtrip(tmp_path):
     assert got is not None
     for scene in feats:
         assert torch.equal(got.features[scene], feats[scene]) and torch.equal(got.masks[scene], masks[scene])
-    assert got.timestamps.tolist() == [0.0, 1.5, 3.0] and got.meta == {"path": "x.mp4"}
+    assert got.timestamps.tolist() == [0.0, 1.5, 3.0]
+    assert got.meta == {"path": "x.mp4", "torch_threads": torch.get_num_threads()}  # the features' last bits need it
     index = json.loads((tmp_path / "index.json").read_text())
     assert list(index["entries"]) == [key.entry_id]
     assert (tmp_path / index["entries"][key.entry_id]["shard"]).suffix == ".safetensors"
@@ -92,6 +93,7 @@ def test_extract_videos_skips_bad_files_and_a_second_run_reads_the_cache(tmp_pat
     torch.testing.assert_close(cached.features["background"], feats["background"])
     assert cached.timestamps.tolist() == pytest.approx(clip.timestamps)
     assert cached.meta["path"] == str(videos["carphone"])
+    assert cached.meta["torch_threads"] == torch.get_num_threads()  # the features' last bits depend on it
 
 
 def _single_entry(cache: FeatureCache) -> tuple[str, Path]:
