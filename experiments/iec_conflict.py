@@ -1,8 +1,8 @@
-"""Does IEC's output carry what keeps ICM's conflict clips right? (docs/study-set.md, "How IEC keeps the conflict
-clips right", hypothesis H-IEC.)
+"""How does IEC keep ICM's conflict clips right? (docs/study-set.md, "How IEC keeps the conflict clips right",
+hypotheses H-IEC and H-IEC-T.)
 
-For every trained ICM run of a study grid (``icm compare --grid experiments/study-large-iec.yaml``), every held-out
-clip is answered three ways with the same trained weights:
+For every trained run of a study grid (``icm compare --grid experiments/study-large-iec-contrast.yaml``: ICM and
+w/o IEC), every held-out clip of an ICM run is answered three ways with the same trained weights:
 
 * ``trained``: as trained;
 * ``mean``: y_iec replaced by its mean over the held-out clips (per frame position) — IEC's clip-to-clip information
@@ -12,7 +12,10 @@ clip is answered three ways with the same trained weights:
 It prints the accuracy on the conflict clips and on the other held-out clips per condition and seed, the paired
 one-sided t-test of ``trained`` against each ablation on the conflict clips (the H-IEC decision), how the conflict
 clips answered wrong are answered, and how IEC's self-sampling attention (Eq. 3) divides over y_moe and each scene
-expert's outputs on the conflict clips against the other clips of the same label. ``--json`` writes every number.
+expert's outputs on the conflict clips against the other clips of the same label. For every run, ICM or w/o IEC:
+the router's weight per expert on those clips, and the conflict clips answered again with the action scene of a
+*positive* clip (the action swap). With both systems, the router's weight on the action expert on the conflict
+clips, ICM against w/o IEC, paired by seed and clip (the H-IEC-T decision). ``--json`` writes every number.
 
     python experiments/iec_conflict.py runs/study-large-iec [--json runs/study-large-iec/iec_conflict.json]
 """
@@ -34,7 +37,7 @@ ACTION, FACE_LABEL = "action", "positive"
 
 
 def _run_folders(root: Path) -> list[Path]:
-    """The trained ICM runs under a compare output folder (any folder holding ``results.json`` with an IEC)."""
+    """The trained runs under a compare output folder (every folder holding a ``results.json``)."""
     found = sorted(p.parent for p in root.rglob("results.json"))
     if not found:
         raise SystemExit(f"{root}: no results.json below it (run the grid first)")
@@ -112,12 +115,10 @@ def measure_run(run: Path, batch_size: int = 8) -> dict:
 
 
 def _paired_one_sided(a: list[float], b: list[float]) -> float:
-    """One-sided paired t-test p of mean(a) > mean(b) (1.0 when the differences are all zero)."""
-    from scipy import stats
+    """One-sided p of mean(a) > mean(b) (``evaluate_metrics.functions.paired_t_test``)."""
+    from evaluate_metrics.functions import paired_t_test
 
-    if all(x == y for x, y in zip(a, b)):
-        return 1.0
-    return float(stats.ttest_rel(a, b, alternative="greater").pvalue)
+    return paired_t_test(a, b, alternative="greater")["pvalue"]
 
 
 def _mean_rows(rows: list) -> list[float] | None:
